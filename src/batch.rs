@@ -1,0 +1,597 @@
+//! How values are cut into per-stream parts and put back together: [`Hint`] and [`Batch`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+
+use ndarray::{ArcArray, Array, ArrayView, Axis, RemoveAxis, Slice};
+
+use crate::error::{Error, Result};
+
+/// Where the batch is in a value (the anchor's `MultiStreamModuleHint`).
+///
+/// A leaf hint (`Dim` or `Replicate`) given for a structure applies to every element, so the
+/// default `Dim(0)` splits every array of a tuple along its first axis.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use corestream::Hint;
+///
+/// // ExampleNet2's inputs: two arrays, both batched along dim 0.
+/// let two_inputs = Hint::Tuple(vec![Hint::Dim(0), Hint::Dim(0)]);
+/// // A mask shared by every stream, and a batch along dim 1.
+/// let mixed = Hint::Tuple(vec![Hint::Replicate, Hint::Dim(1)]);
+/// // Named inputs.
+/// let named = Hint::Map(BTreeMap::from([("ids".to_string(), Hint::Dim(0))]));
+/// assert_eq!(Hint::default(), Hint::Dim(0));
+/// # let _ = (two_inputs, mixed, named);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Hint {
+    /// Split (inputs) or concatenate (outputs) along this axis.
+    Dim(usize),
+    /// Give every stream the whole value (inputs); keep stream 0's value (outputs). The
+    /// anchor's `None`.
+    Replicate,
+    /// One hint per tuple field or `Vec` position.
+    Tuple(Vec<Hint>),
+    /// One hint per key of a string-keyed map.
+    Map(BTreeMap<String, Hint>),
+}
+
+impl Default for Hint {
+    fn default() -> Self {
+        Hint::Dim(0)
+    }
+}
+
+impl Hint {
+    /// Whether any leaf of this hint is a `Dim` (an input hint without one splits nothing).
+    pub fn has_dim(&self) -> bool {
+        match self {
+            Hint::Dim(_) => true,
+            Hint::Replicate => false,
+            Hint::Tuple(hints) => hints.iter().any(Hint::has_dim),
+            Hint::Map(hints) => hints.values().any(Hint::has_dim),
+        }
+    }
+
+    /// The hint for position `i` of a structure with `len` positions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HintMismatch`] for a `Tuple` of another length or a `Map`.
+    pub fn position(&self, i: usize, len: usize) -> Result<&Hint> {
+        match self {
+            Hint::Dim(_) | Hint::Replicate => Ok(self),
+            Hint::Tuple(hints) if hints.len() == len => Ok(&hints[i]),
+            Hint::Tuple(hints) => Err(Error::HintMismatch(format!(
+                "a Tuple hint of {} entries for a value with {len} positions; give exactly {len}",
+                hints.len()
+            ))),
+            Hint::Map(_) => Err(Error::HintMismatch(format!(
+                "a Map hint for a value with {len} positions; use Tuple or a leaf hint"
+            ))),
+        }
+    }
+
+    /// The hint for key `key` of a map.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HintMismatch`] when a `Map` hint lacks the key, or for a `Tuple`.
+    pub fn key(&self, key: &str) -> Result<&Hint> {
+        match self {
+            Hint::Dim(_) | Hint::Replicate => Ok(self),
+            Hint::Map(hints) => hints.get(key).ok_or_else(|| {
+                Error::HintMismatch(format!(
+                    "the Map hint has no entry for key {key:?}; hinted keys: {:?}",
+                    hints.keys().collect::<Vec<_>>()
+                ))
+            }),
+            Hint::Tuple(_) => Err(Error::HintMismatch(format!(
+                "a Tuple hint for a map (key {key:?}); use Map or a leaf hint"
+            ))),
+        }
+    }
+
+    fn leaf_only(&self, what: &str) -> Result<()> {
+        match self {
+            Hint::Dim(_) | Hint::Replicate => Ok(()),
+            other => Err(Error::HintMismatch(format!(
+                "{what} takes a leaf hint (Dim or Replicate), got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The part sizes for `total` rows over `parts` streams: `total / parts` each, the first
+/// `total % parts` one more; when `total < parts`, only the first `total` streams, one row
+/// each (so the result has `min(total, parts)` entries and no zero).
+///
+/// ```
+/// use corestream::batch::split_sizes;
+/// assert_eq!(split_sizes(4, 3), [2, 1, 1]);
+/// assert_eq!(split_sizes(7, 3), [3, 2, 2]);
+/// assert_eq!(split_sizes(2, 3), [1, 1]);
+/// ```
+pub fn split_sizes(total: usize, parts: usize) -> Vec<usize> {
+    let used = total.min(parts);
+    if used == 0 {
+        return Vec::new();
+    }
+    let (base, rem) = (total / used, total % used);
+    (0..used).map(|i| base + usize::from(i < rem)).collect()
+}
+
+/// A value that can be measured, split into per-stream parts and concatenated back under a
+/// [`Hint`].
+///
+/// Implemented for ndarray's `Array` and `ArcArray` of any dimension (`ArcArray` splits without
+/// copying), tuples of 1 to 8 elements, `Vec`, `Option`, string-keyed `BTreeMap`/`HashMap`, and
+/// plain scalars (`bool`, numbers, `String`: `Replicate` only).
+///
+/// ```
+/// use corestream::ndarray::{array, Array2};
+/// use corestream::{Batch, Hint};
+///
+/// let x: Array2<f32> = array![[1., 2.], [3., 4.], [5., 6.]];
+/// assert_eq!(x.batch_size(&Hint::Dim(0))?, Some(3));
+/// let parts = x.clone().split(&Hint::Dim(0), &[2, 1])?;
+/// assert_eq!(parts[1], array![[5., 6.]]);
+/// assert_eq!(Array2::concat(parts, &Hint::Dim(0))?, x);
+/// # Ok::<(), corestream::Error>(())
+/// ```
+pub trait Batch: Sized + Send + 'static {
+    /// The batch size under `hint`: `Some(rows)` when some leaf is split, `None` when every leaf
+    /// is replicated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BatchMismatch`] when split leaves disagree, [`Error::DimOutOfRange`] for a dim
+    /// beyond a leaf's rank, [`Error::HintMismatch`] when the hint does not fit the structure.
+    fn batch_size(&self, hint: &Hint) -> Result<Option<usize>>;
+
+    /// Cuts the value into `sizes.len()` parts with `sizes[i]` rows each; replicated leaves
+    /// are cloned into every part.
+    ///
+    /// # Errors
+    ///
+    /// As [`batch_size`](Batch::batch_size); [`Error::BatchMismatch`] when the sizes do not add
+    /// up to the batch.
+    fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>>;
+
+    /// Joins parts in order; replicated leaves keep the first part's value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Concat`] when parts do not fit together (shapes, lengths, keys),
+    /// [`Error::DimOutOfRange`] and [`Error::HintMismatch`] as above.
+    fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self>;
+}
+
+/// Merges two leaves' batch sizes.
+fn merge(a: Option<usize>, b: Option<usize>) -> Result<Option<usize>> {
+    match (a, b) {
+        (Some(x), Some(y)) if x != y => Err(Error::BatchMismatch {
+            first: x,
+            second: y,
+        }),
+        (Some(x), _) | (None, Some(x)) => Ok(Some(x)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `n` copies of `value` (the last one moved, not cloned).
+fn replicate<T: Clone>(value: T, n: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    if n > 0 {
+        out.extend(std::iter::repeat_n(&value, n - 1).cloned());
+        out.push(value);
+    }
+    out
+}
+
+fn first_part<T>(parts: Vec<T>) -> Result<T> {
+    parts
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Concat("no parts to concatenate".into()))
+}
+
+fn check_parts<T>(parts: &[T], sizes: &[usize], what: &str) -> Result<()> {
+    if parts.len() == sizes.len() {
+        Ok(())
+    } else {
+        Err(Error::Concat(format!(
+            "{what} split into {} parts, {} expected",
+            parts.len(),
+            sizes.len()
+        )))
+    }
+}
+
+fn check_dim(dim: usize, rank: usize) -> Result<()> {
+    if dim < rank {
+        Ok(())
+    } else {
+        Err(Error::DimOutOfRange { dim, rank })
+    }
+}
+
+fn check_total(rows: usize, sizes: &[usize]) -> Result<()> {
+    let total: usize = sizes.iter().sum();
+    if total == rows {
+        Ok(())
+    } else {
+        Err(Error::BatchMismatch {
+            first: total,
+            second: rows,
+        })
+    }
+}
+
+/// Row ranges `[start, end)` for consecutive sizes.
+fn ranges(sizes: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    sizes.iter().scan(0, |start, &n| {
+        let range = (*start, *start + n);
+        *start += n;
+        Some(range)
+    })
+}
+
+fn array_batch_size(shape: &[usize], hint: &Hint) -> Result<Option<usize>> {
+    hint.leaf_only("an array")?;
+    match *hint {
+        Hint::Dim(d) => {
+            check_dim(d, shape.len())?;
+            Ok(Some(shape[d]))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn concat_views<A: Clone, D: RemoveAxis>(
+    views: &[ArrayView<'_, A, D>],
+    dim: usize,
+) -> Result<Array<A, D>> {
+    check_dim(dim, views.first().map_or(0, |v| v.ndim()))?;
+    ndarray::concatenate(Axis(dim), views).map_err(|e| {
+        let shapes: Vec<_> = views.iter().map(|v| v.shape().to_vec()).collect();
+        Error::Concat(format!("arrays of shapes {shapes:?} along dim {dim}: {e}"))
+    })
+}
+
+impl<A, D> Batch for Array<A, D>
+where
+    A: Clone + Send + Sync + 'static,
+    D: RemoveAxis + Send + 'static,
+{
+    fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
+        array_batch_size(self.shape(), hint)
+    }
+
+    fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
+        hint.leaf_only("an array")?;
+        let Hint::Dim(d) = *hint else {
+            return Ok(replicate(self, sizes.len()));
+        };
+        check_dim(d, self.ndim())?;
+        check_total(self.len_of(Axis(d)), sizes)?;
+        if sizes.len() == 1 {
+            return Ok(vec![self]);
+        }
+        Ok(ranges(sizes)
+            .map(|(a, b)| self.slice_axis(Axis(d), Slice::from(a..b)).to_owned())
+            .collect())
+    }
+
+    fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
+        hint.leaf_only("an array")?;
+        match *hint {
+            Hint::Dim(d) if parts.len() > 1 => {
+                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                concat_views(&views, d)
+            }
+            Hint::Dim(d) => {
+                let part = first_part(parts)?;
+                check_dim(d, part.ndim())?;
+                Ok(part)
+            }
+            _ => first_part(parts),
+        }
+    }
+}
+
+impl<A, D> Batch for ArcArray<A, D>
+where
+    A: Clone + Send + Sync + 'static,
+    D: RemoveAxis + Send + Sync + 'static,
+{
+    fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
+        array_batch_size(self.shape(), hint)
+    }
+
+    /// Splits without copying: every part shares the buffer and narrows its view.
+    fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
+        hint.leaf_only("an array")?;
+        let Hint::Dim(d) = *hint else {
+            return Ok(replicate(self, sizes.len()));
+        };
+        check_dim(d, self.ndim())?;
+        check_total(self.len_of(Axis(d)), sizes)?;
+        Ok(ranges(sizes)
+            .map(|(a, b)| {
+                let mut part = self.clone();
+                part.slice_axis_inplace(Axis(d), Slice::from(a..b));
+                part
+            })
+            .collect())
+    }
+
+    fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
+        hint.leaf_only("an array")?;
+        match *hint {
+            Hint::Dim(d) if parts.len() > 1 => {
+                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                Ok(concat_views(&views, d)?.into_shared())
+            }
+            Hint::Dim(d) => {
+                let part = first_part(parts)?;
+                check_dim(d, part.ndim())?;
+                Ok(part)
+            }
+            _ => first_part(parts),
+        }
+    }
+}
+
+macro_rules! replicate_only {
+    ($($t:ty),* $(,)?) => {$(
+        impl Batch for $t {
+            fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
+                scalar_hint(hint, stringify!($t))
+            }
+
+            fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
+                scalar_hint(hint, stringify!($t))?;
+                Ok(replicate(self, sizes.len()))
+            }
+
+            fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
+                scalar_hint(hint, stringify!($t))?;
+                first_part(parts)
+            }
+        }
+    )*};
+}
+
+/// Scalars have no batch: only `Replicate` fits them.
+fn scalar_hint(hint: &Hint, ty: &str) -> Result<Option<usize>> {
+    match hint {
+        Hint::Replicate => Ok(None),
+        other => Err(Error::HintMismatch(format!(
+            "a {ty} has no batch to split under {other:?}; use Hint::Replicate"
+        ))),
+    }
+}
+
+replicate_only!(
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    isize,
+    f32,
+    f64,
+    String
+);
+
+macro_rules! tuple_batch {
+    ($len:expr; $($t:ident $i:tt),+) => {
+        impl<$($t: Batch),+> Batch for ($($t,)+) {
+            fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
+                let mut size = None;
+                $( size = merge(size, self.$i.batch_size(hint.position($i, $len)?)?)?; )+
+                Ok(size)
+            }
+
+            fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
+                let split = ($({
+                    let parts = self.$i.split(hint.position($i, $len)?, sizes)?;
+                    check_parts(&parts, sizes, "a tuple field")?;
+                    parts.into_iter()
+                },)+);
+                #[allow(non_snake_case)]
+                let ($(mut $t,)+) = split;
+                // Every iterator holds exactly `sizes.len()` parts (checked above).
+                Ok((0..sizes.len())
+                    .filter_map(|_| Some(($($t.next()?,)+)))
+                    .collect())
+            }
+
+            fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
+                #[allow(non_snake_case)]
+                let ($(mut $t,)+) = ($({ let _ = $i; Vec::<$t>::with_capacity(parts.len()) },)+);
+                for part in parts {
+                    $( $t.push(part.$i); )+
+                }
+                Ok(($($t::concat($t, hint.position($i, $len)?)?,)+))
+            }
+        }
+    };
+}
+
+tuple_batch!(1; T0 0);
+tuple_batch!(2; T0 0, T1 1);
+tuple_batch!(3; T0 0, T1 1, T2 2);
+tuple_batch!(4; T0 0, T1 1, T2 2, T3 3);
+tuple_batch!(5; T0 0, T1 1, T2 2, T3 3, T4 4);
+tuple_batch!(6; T0 0, T1 1, T2 2, T3 3, T4 4, T5 5);
+tuple_batch!(7; T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6);
+tuple_batch!(8; T0 0, T1 1, T2 2, T3 3, T4 4, T5 5, T6 6, T7 7);
+
+/// Turns `n` rows of `k` parts into `k` rows of `n` items.
+fn transpose<T>(rows: Vec<Vec<T>>, k: usize) -> Vec<Vec<T>> {
+    let mut cols: Vec<Vec<T>> = (0..k).map(|_| Vec::with_capacity(rows.len())).collect();
+    for row in rows {
+        for (col, item) in cols.iter_mut().zip(row) {
+            col.push(item);
+        }
+    }
+    cols
+}
+
+/// A `Vec` is a structure, not a batch: each element is split under its hint (a leaf hint for
+/// all, or a `Tuple` with one hint per position), like the anchor's lists of tensors.
+impl<T: Batch> Batch for Vec<T> {
+    fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
+        let mut size = None;
+        for (i, item) in self.iter().enumerate() {
+            size = merge(size, item.batch_size(hint.position(i, self.len())?)?)?;
+        }
+        Ok(size)
+    }
+
+    fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
+        let len = self.len();
+        let mut rows = Vec::with_capacity(len);
+        for (i, item) in self.into_iter().enumerate() {
+            let parts = item.split(hint.position(i, len)?, sizes)?;
+            check_parts(&parts, sizes, "a Vec element")?;
+            rows.push(parts);
+        }
+        Ok(transpose(rows, sizes.len()))
+    }
+
+    fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
+        let len = parts.first().map_or(0, Vec::len);
+        if let Some(bad) = parts.iter().find(|p| p.len() != len) {
+            return Err(Error::Concat(format!(
+                "Vec parts of different lengths ({len} and {})",
+                bad.len()
+            )));
+        }
+        transpose(parts, len)
+            .into_iter()
+            .enumerate()
+            .map(|(i, column)| T::concat(column, hint.position(i, len)?))
+            .collect()
+    }
+}
+
+/// `None` is replicated as `None`; `Some` is split under the same hint.
+impl<T: Batch> Batch for Option<T> {
+    fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
+        match self {
+            Some(v) => v.batch_size(hint),
+            None => Ok(None),
+        }
+    }
+
+    fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
+        match self {
+            Some(v) => Ok(v.split(hint, sizes)?.into_iter().map(Some).collect()),
+            None => Ok((0..sizes.len()).map(|_| None).collect()),
+        }
+    }
+
+    fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
+        let somes = parts.iter().filter(|p| p.is_some()).count();
+        if somes == 0 {
+            return Ok(None);
+        }
+        if somes != parts.len() {
+            return Err(Error::Concat(format!(
+                "{somes} of {} Option parts are Some; all or none must be",
+                parts.len()
+            )));
+        }
+        Ok(Some(T::concat(parts.into_iter().flatten().collect(), hint)?))
+    }
+}
+
+/// Checks that a `Map` hint names no key the value lacks.
+fn check_map_keys(hint: &Hint, mut has: impl FnMut(&str) -> bool) -> Result<()> {
+    if let Hint::Map(hints) = hint {
+        if let Some(extra) = hints.keys().find(|k| !has(k)) {
+            return Err(Error::HintMismatch(format!(
+                "the Map hint names key {extra:?}, which the value does not have"
+            )));
+        }
+    }
+    Ok(())
+}
+
+macro_rules! map_batch {
+    ($map:ident $(, $s:ident: $bound:path)?) => {
+        impl<T: Batch $(, $s: $bound + Default + Clone + Send + 'static)?> Batch
+            for $map<String, T $(, $s)?>
+        {
+            fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
+                check_map_keys(hint, |k| self.contains_key(k))?;
+                let mut size = None;
+                for (key, value) in self {
+                    size = merge(size, value.batch_size(hint.key(key)?)?)?;
+                }
+                Ok(size)
+            }
+
+            fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
+                check_map_keys(hint, |k| self.contains_key(k))?;
+                let mut out: Vec<Self> = (0..sizes.len()).map(|_| Self::default()).collect();
+                for (key, value) in self {
+                    let parts = value.split(hint.key(&key)?, sizes)?;
+                    check_parts(&parts, sizes, "a map value")?;
+                    for (map, part) in out.iter_mut().zip(parts) {
+                        map.insert(key.clone(), part);
+                    }
+                }
+                Ok(out)
+            }
+
+            fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
+                let Some(first) = parts.first() else {
+                    return Err(Error::Concat("no parts to concatenate".into()));
+                };
+                let mut keys: Vec<String> = first.keys().cloned().collect();
+                keys.sort();
+                if let Some(bad) = parts.iter().find(|p| {
+                    p.len() != keys.len() || !keys.iter().all(|k| p.contains_key(k))
+                }) {
+                    let mut other: Vec<&String> = bad.keys().collect();
+                    other.sort();
+                    return Err(Error::Concat(format!(
+                        "map parts with different keys ({keys:?} and {other:?})"
+                    )));
+                }
+                check_map_keys(hint, |k| first.contains_key(k))?;
+                let mut columns: BTreeMap<String, Vec<T>> =
+                    keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+                for part in parts {
+                    for (key, value) in part {
+                        if let Some(column) = columns.get_mut(&key) {
+                            column.push(value);
+                        }
+                    }
+                }
+                let mut out = Self::default();
+                for (key, column) in columns {
+                    let value = T::concat(column, hint.key(&key)?)?;
+                    out.insert(key, value);
+                }
+                Ok(out)
+            }
+        }
+    };
+}
+
+map_batch!(BTreeMap);
+map_batch!(HashMap, S: BuildHasher);

@@ -1,0 +1,206 @@
+//! The crate's single error type.
+
+use std::path::PathBuf;
+
+use crate::cpulist::CpuList;
+
+/// A boxed error from model code: what [`Module::forward`](crate::Module::forward) returns.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in corestream.
+///
+/// Every message says what was wrong and, where there is a rule, what is allowed, e.g.
+/// `cpu 7 is not available to this process; allowed cpus: 0-3`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A CPU pool was built from an empty list.
+    #[error("a cpu pool needs at least one cpu; allowed cpus: {}", CpuList(.allowed))]
+    EmptyPool {
+        /// The CPUs this process may run on.
+        allowed: Vec<usize>,
+    },
+
+    /// A CPU id appears twice in a pool's list.
+    #[error("cpu {cpu} is listed twice; a pool names each cpu once")]
+    DuplicateCpu {
+        /// The repeated id.
+        cpu: usize,
+    },
+
+    /// A CPU id is offline, does not exist, or is outside the process's affinity mask
+    /// (`taskset`, cgroup cpusets).
+    #[error("cpu {cpu} is not available to this process; allowed cpus: {}", CpuList(.allowed))]
+    CpuNotAllowed {
+        /// The rejected id.
+        cpu: usize,
+        /// The CPUs this process may run on.
+        allowed: Vec<usize>,
+    },
+
+    /// A NUMA node that the machine does not have.
+    #[error("numa node {node} does not exist; nodes: {}", CpuList(.nodes))]
+    UnknownNode {
+        /// The requested node.
+        node: usize,
+        /// The machine's nodes.
+        nodes: Vec<usize>,
+    },
+
+    /// A NUMA node none of whose CPUs this process may use.
+    #[error(
+        "numa node {node} has no cpu available to this process (node cpus: {}; allowed cpus: {})",
+        CpuList(.node_cpus), CpuList(.allowed)
+    )]
+    EmptyNode {
+        /// The requested node.
+        node: usize,
+        /// The node's online logical CPUs.
+        node_cpus: Vec<usize>,
+        /// The CPUs this process may run on.
+        allowed: Vec<usize>,
+    },
+
+    /// A pool cannot be cut into the requested number of parts.
+    #[error("cannot split a pool of {cpus} cpus into {parts} parts; allowed: 1 to {cpus}")]
+    InvalidSplit {
+        /// The requested number of parts.
+        parts: usize,
+        /// The pool's size.
+        cpus: usize,
+    },
+
+    /// A multi-stream module was asked for an impossible stream count.
+    #[error("cannot run {streams} streams on a pool of {cpus} cpus; allowed: 1 to {cpus} streams")]
+    InvalidStreams {
+        /// The requested number of streams.
+        streams: usize,
+        /// The pool's size.
+        cpus: usize,
+    },
+
+    /// The CPU topology could not be read.
+    #[error("cannot read the cpu topology at {}: {message}", .path.display())]
+    Topology {
+        /// The file or directory that could not be read or parsed.
+        path: PathBuf,
+        /// What was wrong with it.
+        message: String,
+    },
+
+    /// An affinity system call failed.
+    #[error("cannot {op} the thread's cpu affinity: {source}")]
+    Affinity {
+        /// `set` or `get`.
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A stream thread could not be started.
+    #[error("cannot start stream thread {name:?}: {message}")]
+    Spawn {
+        /// The thread's name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
+
+    /// The model returned an error for this request.
+    #[error("model error: {0}")]
+    Module(#[source] BoxError),
+
+    /// The model panicked while serving this request. The stream keeps serving.
+    #[error("model panicked: {0}")]
+    Panicked(String),
+
+    /// The stream shut down before it could answer.
+    #[error("the stream shut down before answering this request")]
+    Shutdown,
+
+    /// A value has no batch to split: its input hint has no `Hint::Dim` leaf.
+    #[error("the input hint {hint:?} splits nothing: at least one leaf must be Hint::Dim(d)")]
+    NoSplitDim {
+        /// The offending hint.
+        hint: crate::Hint,
+    },
+
+    /// The batch to split has zero rows.
+    #[error("the batch is empty (0 rows along the split dimension); at least 1 row is needed")]
+    EmptyBatch,
+
+    /// Two split leaves disagree on the batch size.
+    #[error("batch sizes disagree: {first} rows in one split input, {second} in another; every split leaf must have the same batch size")]
+    BatchMismatch {
+        /// The batch size seen first.
+        first: usize,
+        /// The differing batch size.
+        second: usize,
+    },
+
+    /// A split dimension beyond a value's rank.
+    #[error("cannot split along dim {dim}: the value has {rank} dimensions (allowed: 0 to {})", .rank.saturating_sub(1))]
+    DimOutOfRange {
+        /// The requested dimension.
+        dim: usize,
+        /// The value's number of dimensions.
+        rank: usize,
+    },
+
+    /// A hint does not fit the value's structure.
+    #[error("hint does not fit the value: {0}")]
+    HintMismatch(String),
+
+    /// Parts to concatenate do not fit together.
+    #[error("cannot concatenate the stream outputs: {0}")]
+    Concat(String),
+
+    /// A bounded queue is full; try again later.
+    #[error("overloaded: the queue is full ({capacity} requests waiting); retry later")]
+    Overloaded {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+}
+
+impl Error {
+    /// Wraps a model error. A model error that already is a corestream [`Error`] is kept as is
+    /// (so that, e.g., a nested `Task` call inside a model keeps its variant).
+    pub(crate) fn from_module(err: BoxError) -> Error {
+        match err.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(other) => Error::Module(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_what_is_allowed() {
+        let e = Error::CpuNotAllowed {
+            cpu: 7,
+            allowed: vec![0, 1, 2, 3],
+        };
+        assert_eq!(
+            e.to_string(),
+            "cpu 7 is not available to this process; allowed cpus: 0-3"
+        );
+        let e = Error::InvalidSplit { parts: 5, cpus: 4 };
+        assert!(e.to_string().contains("allowed: 1 to 4"));
+    }
+
+    #[test]
+    fn module_errors_keep_nested_corestream_errors() {
+        let nested: BoxError = Box::new(Error::Shutdown);
+        assert!(matches!(Error::from_module(nested), Error::Shutdown));
+        let other: BoxError = "boom".into();
+        assert!(matches!(Error::from_module(other), Error::Module(_)));
+    }
+}

@@ -1,0 +1,83 @@
+//! [`TaskFuture`]: the answer to one submission.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::channel::oneshot;
+use pin_project::pin_project;
+
+use crate::error::{Error, Result};
+
+/// The pending result of one submission: a `Future` for async code and [`wait`](Self::wait)
+/// for sync code (the anchor's `FutureTensor.get()`).
+///
+/// The job is already queued when the future is created; polling only waits for it. Dropping
+/// the future before the job starts makes the stream skip the job; dropping it later discards
+/// the result. It works under any executor (tokio, smol, async-std, `futures::executor`), never
+/// blocks the thread that polls it, and always resolves: a stream that stops without answering
+/// yields [`Error::Shutdown`].
+///
+/// ```
+/// use corestream::{module_fn, CpuPool, Task};
+///
+/// let task = Task::new(module_fn(|x: i32| Ok(x * 10)), CpuPool::all()?)?;
+/// let a = task.submit(1);                 // both run in the background...
+/// let b = task.submit(2);
+/// assert_eq!(a.wait()? + b.wait()?, 30); // ...until waited for
+/// # Ok::<(), corestream::Error>(())
+/// ```
+#[pin_project]
+#[must_use = "dropping a TaskFuture cancels its job if it has not started"]
+#[derive(Debug)]
+pub struct TaskFuture<T> {
+    #[pin]
+    state: State<T>,
+}
+
+#[pin_project(project = InnerProj)]
+#[derive(Debug)]
+enum State<T> {
+    Pending(#[pin] oneshot::Receiver<Result<T>>),
+    Ready(Option<Error>),
+}
+
+impl<T> TaskFuture<T> {
+    pub(crate) fn pending(rx: oneshot::Receiver<Result<T>>) -> Self {
+        TaskFuture {
+            state: State::Pending(rx),
+        }
+    }
+
+    pub(crate) fn failed(err: Error) -> Self {
+        TaskFuture {
+            state: State::Ready(Some(err)),
+        }
+    }
+
+    /// Blocks the calling thread until the result is there.
+    ///
+    /// Do not call it on an async runtime's thread: `.await` the future there instead.
+    ///
+    /// # Errors
+    ///
+    /// The job's error: [`Error::Module`], [`Error::Panicked`], or [`Error::Shutdown`].
+    pub fn wait(self) -> Result<T> {
+        futures::executor::block_on(self)
+    }
+}
+
+impl<T> Future for TaskFuture<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            InnerProj::Pending(rx) => match rx.poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Err(oneshot::Canceled)) => Poll::Ready(Err(Error::Shutdown)),
+                Poll::Pending => Poll::Pending,
+            },
+            InnerProj::Ready(err) => Poll::Ready(Err(err.take().unwrap_or(Error::Shutdown))),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! [`MultiStreamModule`]: one shared model on N pinned streams; inputs are split by a [`Hint`],
+//! run concurrently, and the outputs concatenated (the anchor's `MultiStreamModule`).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::TryJoinAll;
+
+use crate::batch::{split_sizes, Batch, Hint};
+use crate::error::{Error, Result};
+use crate::future::TaskFuture;
+use crate::module::{Infer, Module};
+use crate::pool::CpuPool;
+use crate::stream::StreamStats;
+use crate::task::{next_stream_name, Task};
+use crate::stream::StreamConfig;
+
+/// How many streams a [`MultiStreamModule`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Streams {
+    /// One stream per CPU of the pool (the anchor's `"AUTO"`).
+    #[default]
+    Auto,
+    /// Exactly this many streams; the pool's CPUs are shared out with [`CpuPool::split`].
+    Count(usize),
+}
+
+/// One model, shared (never copied) by N streams pinned to disjoint slices of a pool.
+///
+/// [`forward`](Self::forward) splits the input's batch by the input [`Hint`] (`b / n` rows per
+/// stream, the first `b % n` streams one more, only the first `b` streams when `b < n`), runs the
+/// parts concurrently and concatenates the outputs by the output hint. Every stream count,
+/// including 1, runs on stream threads, never on the caller, so the caller may be an async
+/// reactor. The module is `Send + Sync`: concurrent calls interleave on the streams and each
+/// caller gets its own rows back.
+///
+/// ```
+/// use corestream::ndarray::{Array, Array2};
+/// use corestream::{module_fn, CpuPool, MultiStreamModule, Streams};
+///
+/// let model = module_fn(|x: Array2<f32>| Ok(x.mapv(|v| v + 1.0)));
+/// let msm = MultiStreamModule::builder(model)
+///     .pool(CpuPool::all()?)
+///     .num_streams(Streams::Auto)
+///     .build()?;
+/// let x = Array::from_shape_fn((8, 4), |(i, j)| (i * 4 + j) as f32);
+/// let y = msm.forward_sync(x.clone())?;
+/// assert_eq!(y, x + 1.0);
+/// # Ok::<(), corestream::Error>(())
+/// ```
+pub struct MultiStreamModule<M: Module> {
+    tasks: Vec<Task<M>>,
+    model: Arc<M>,
+    input_hint: Hint,
+    output_hint: Hint,
+}
+
+impl<M: Module> fmt::Debug for MultiStreamModule<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultiStreamModule")
+            .field("pools", &self.pools())
+            .field("input_hint", &self.input_hint)
+            .field("output_hint", &self.output_hint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Module> MultiStreamModule<M> {
+    /// A builder; see [`MultiStreamModuleBuilder`].
+    pub fn builder(model: M) -> MultiStreamModuleBuilder<M> {
+        MultiStreamModuleBuilder {
+            model: Arc::new(model),
+            streams: Streams::Auto,
+            pool: None,
+            input_hint: Hint::default(),
+            output_hint: Hint::default(),
+            intra_op: true,
+        }
+    }
+
+    /// The number of streams (after resolving [`Streams::Auto`]).
+    pub fn num_streams(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Each stream's CPUs, in stream order.
+    pub fn pools(&self) -> Vec<CpuPool> {
+        self.tasks.iter().map(|t| t.pool().clone()).collect()
+    }
+
+    /// The shared model.
+    pub fn model(&self) -> &Arc<M> {
+        &self.model
+    }
+
+    /// Each stream's counters, in stream order.
+    pub fn stats(&self) -> Vec<StreamStats> {
+        self.tasks.iter().map(Task::stats).collect()
+    }
+
+    /// The input hint.
+    pub fn input_hint(&self) -> &Hint {
+        &self.input_hint
+    }
+
+    /// The output hint.
+    pub fn output_hint(&self) -> &Hint {
+        &self.output_hint
+    }
+}
+
+impl<M> MultiStreamModule<M>
+where
+    M: Module,
+    M::Input: Batch,
+{
+    /// Splits `input`, queues the parts on the streams now, and returns the future of the
+    /// per-stream outputs in stream order, one per stream actually used (the anchor's
+    /// `concat_output=False`).
+    pub fn forward_parts(&self, input: M::Input) -> PartsFuture<M::Output> {
+        match self.dispatch(input) {
+            Ok(futures) => PartsFuture {
+                state: PartsState::Running(futures::future::try_join_all(futures)),
+            },
+            Err(e) => PartsFuture {
+                state: PartsState::Failed(Some(e)),
+            },
+        }
+    }
+
+    fn dispatch(&self, input: M::Input) -> Result<Vec<TaskFuture<M::Output>>> {
+        let rows = match input.batch_size(&self.input_hint)? {
+            Some(rows) => rows,
+            None => {
+                return Err(Error::NoSplitDim {
+                    hint: self.input_hint.clone(),
+                })
+            }
+        };
+        if rows == 0 {
+            return Err(Error::EmptyBatch);
+        }
+        let sizes = split_sizes(rows, self.tasks.len());
+        let parts = input.split(&self.input_hint, &sizes)?;
+        Ok(self
+            .tasks
+            .iter()
+            .zip(parts)
+            .map(|(task, part)| task.submit(part))
+            .collect())
+    }
+}
+
+impl<M> MultiStreamModule<M>
+where
+    M: Module,
+    M::Input: Batch,
+    M::Output: Batch,
+{
+    /// Splits `input` by the input hint, queues the parts on the streams now, and returns the
+    /// future of the concatenated output.
+    ///
+    /// The future resolves to the first error of any part ([`Error::Module`],
+    /// [`Error::Panicked`]), or to a split or concat error; when one part fails the others'
+    /// results are dropped. Bad input errors ([`Error::NoSplitDim`], [`Error::EmptyBatch`],
+    /// [`Error::BatchMismatch`], [`Error::DimOutOfRange`], [`Error::HintMismatch`]) resolve at
+    /// once without running anything.
+    pub fn forward(&self, input: M::Input) -> ForwardFuture<M::Output> {
+        ForwardFuture {
+            parts: self.forward_parts(input),
+            hint: self.output_hint.clone(),
+        }
+    }
+
+    /// [`forward`](Self::forward), blocking the calling thread until the output is there.
+    ///
+    /// # Errors
+    ///
+    /// As [`forward`](Self::forward).
+    pub fn forward_sync(&self, input: M::Input) -> Result<M::Output> {
+        self.forward(input).wait()
+    }
+}
+
+#[async_trait::async_trait]
+impl<M> Infer<M::Input, M::Output> for MultiStreamModule<M>
+where
+    M: Module,
+    M::Input: Batch,
+    M::Output: Batch,
+{
+    async fn infer(&self, input: M::Input) -> Result<M::Output> {
+        self.forward(input).await
+    }
+}
+
+/// The per-stream outputs of [`MultiStreamModule::forward_parts`].
+#[must_use = "dropping the future cancels the parts that have not started"]
+pub struct PartsFuture<T> {
+    state: PartsState<T>,
+}
+
+enum PartsState<T> {
+    Running(TryJoinAll<TaskFuture<T>>),
+    Failed(Option<Error>),
+}
+
+impl<T> fmt::Debug for PartsFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartsFuture").finish_non_exhaustive()
+    }
+}
+
+impl<T> PartsFuture<T> {
+    /// Blocks the calling thread until every part is there.
+    ///
+    /// # Errors
+    ///
+    /// As [`MultiStreamModule::forward`].
+    pub fn wait(self) -> Result<Vec<T>> {
+        futures::executor::block_on(self)
+    }
+}
+
+impl<T> Future for PartsFuture<T> {
+    type Output = Result<Vec<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is Unpin (TaskFuture holds an Unpin receiver), so no projection is needed.
+        match &mut self.get_mut().state {
+            PartsState::Running(join) => Pin::new(join).poll(cx),
+            PartsState::Failed(err) => Poll::Ready(Err(err.take().unwrap_or(Error::Shutdown))),
+        }
+    }
+}
+
+/// The concatenated output of [`MultiStreamModule::forward`].
+#[must_use = "dropping the future cancels the parts that have not started"]
+pub struct ForwardFuture<T> {
+    parts: PartsFuture<T>,
+    hint: Hint,
+}
+
+impl<T> fmt::Debug for ForwardFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForwardFuture")
+            .field("output_hint", &self.hint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Batch> ForwardFuture<T> {
+    /// Blocks the calling thread until the output is there.
+    ///
+    /// # Errors
+    ///
+    /// As [`MultiStreamModule::forward`].
+    pub fn wait(self) -> Result<T> {
+        futures::executor::block_on(self)
+    }
+}
+
+impl<T: Batch> Future for ForwardFuture<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.parts).poll(cx) {
+            Poll::Ready(Ok(parts)) => Poll::Ready(T::concat(parts, &this.hint)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Configures a [`MultiStreamModule`]; see [`MultiStreamModule::builder`].
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct MultiStreamModuleBuilder<M: Module> {
+    model: Arc<M>,
+    streams: Streams,
+    pool: Option<CpuPool>,
+    input_hint: Hint,
+    output_hint: Hint,
+    intra_op: bool,
+}
+
+impl<M: Module> fmt::Debug for MultiStreamModuleBuilder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultiStreamModuleBuilder")
+            .field("streams", &self.streams)
+            .field("pool", &self.pool)
+            .field("input_hint", &self.input_hint)
+            .field("output_hint", &self.output_hint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Module> MultiStreamModuleBuilder<M> {
+    /// The stream count (default [`Streams::Auto`]: one stream per CPU).
+    pub fn num_streams(mut self, streams: Streams) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// The CPUs to share out (default: [`CpuPool::from_node(0)`](CpuPool::from_node), read when
+    /// `build` runs).
+    pub fn pool(mut self, pool: CpuPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Where the batch is in the input (default `Hint::Dim(0)`).
+    pub fn input_hint(mut self, hint: Hint) -> Self {
+        self.input_hint = hint;
+        self
+    }
+
+    /// How to join the outputs (default `Hint::Dim(0)`).
+    pub fn output_hint(mut self, hint: Hint) -> Self {
+        self.output_hint = hint;
+        self
+    }
+
+    /// Whether streams with several CPUs run a pinned intra-op rayon pool (default: true).
+    pub fn intra_op(mut self, enabled: bool) -> Self {
+        self.intra_op = enabled;
+        self
+    }
+
+    /// Starts the streams.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidStreams`] for `Count(0)` or more streams than CPUs,
+    /// [`Error::NoSplitDim`] for an input hint without a `Dim` leaf, and the errors of
+    /// [`Task::new`] and [`CpuPool::from_node`].
+    pub fn build(self) -> Result<MultiStreamModule<M>> {
+        if !self.input_hint.has_dim() {
+            return Err(Error::NoSplitDim {
+                hint: self.input_hint,
+            });
+        }
+        let pool = match self.pool {
+            Some(pool) => pool,
+            None => CpuPool::from_node(0)?,
+        };
+        let n = match self.streams {
+            Streams::Auto => pool.len(),
+            Streams::Count(n) if n == 0 || n > pool.len() => {
+                return Err(Error::InvalidStreams {
+                    streams: n,
+                    cpus: pool.len(),
+                })
+            }
+            Streams::Count(n) => n,
+        };
+        let tasks = pool
+            .split(n)?
+            .into_iter()
+            .map(|part| {
+                let config = StreamConfig {
+                    name: next_stream_name(),
+                    pool: part,
+                    spin: std::time::Duration::ZERO,
+                    intra_op: self.intra_op,
+                };
+                Task::from_config(Arc::clone(&self.model), config)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MultiStreamModule {
+            tasks,
+            model: self.model,
+            input_hint: self.input_hint,
+            output_hint: self.output_hint,
+        })
+    }
+}
