@@ -167,6 +167,15 @@ pub enum Error {
     },
 }
 
+/// A model's error becomes [`Error::Module`] (or stays the corestream [`Error`] it already
+/// was), so `?` works on [`Module::forward`](crate::Module::forward) results in code that returns
+/// [`Result`].
+impl From<BoxError> for Error {
+    fn from(err: BoxError) -> Error {
+        Error::from_module(err)
+    }
+}
+
 impl Error {
     /// Wraps a model error. A model error that already is a corestream [`Error`] is kept as is
     /// (so that, e.g., a nested `Task` call inside a model keeps its variant).
