@@ -514,7 +514,10 @@ impl<T: Batch> Batch for Option<T> {
                 parts.len()
             )));
         }
-        Ok(Some(T::concat(parts.into_iter().flatten().collect(), hint)?))
+        Ok(Some(T::concat(
+            parts.into_iter().flatten().collect(),
+            hint,
+        )?))
     }
 }
 

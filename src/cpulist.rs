@@ -9,7 +9,12 @@ use std::fmt;
 /// Returns `None` when an item is not a number or a range is reversed.
 pub(crate) fn parse(text: &str) -> Option<Vec<usize>> {
     let mut ids = Vec::new();
-    for item in text.trim().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for item in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         match item.split_once('-') {
             Some((lo, hi)) => {
                 let lo: usize = lo.trim().parse().ok()?;

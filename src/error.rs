@@ -159,6 +159,37 @@ pub enum Error {
     #[error("cannot concatenate the stream outputs: {0}")]
     Concat(String),
 
+    /// A model file could not be read or compiled.
+    #[error("cannot load model {model}: {message}")]
+    ModelLoad {
+        /// The file (or `<bytes>`).
+        model: String,
+        /// What went wrong, including the backend's explanation.
+        message: String,
+    },
+
+    /// A request does not have the model's number of inputs.
+    #[error("the model takes {expected} inputs ({names}), got {found}")]
+    InputCount {
+        /// The model's number of inputs.
+        expected: usize,
+        /// The number given.
+        found: usize,
+        /// The model's input names, comma-separated.
+        names: String,
+    },
+
+    /// An input's shape or element type does not match the model.
+    #[error("input {input:?}: expected {expected}, got {found}")]
+    InvalidInput {
+        /// The input's name.
+        input: String,
+        /// What the model accepts, e.g. `N,64,3,3 f32` (N: any batch size).
+        expected: String,
+        /// What was given.
+        found: String,
+    },
+
     /// A bounded queue is full; try again later.
     #[error("overloaded: the queue is full ({capacity} requests waiting); retry later")]
     Overloaded {

@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 
 pub mod affinity;
+pub mod backend;
 pub mod batch;
 mod cpulist;
 mod error;
@@ -63,7 +64,9 @@ pub use batch::{Batch, Hint};
 pub use error::{BoxError, Error, Result};
 pub use future::TaskFuture;
 pub use module::{module_fn, FnModule, Infer, Module};
-pub use multi_stream::{ForwardFuture, MultiStreamModule, MultiStreamModuleBuilder, PartsFuture, Streams};
+pub use multi_stream::{
+    ForwardFuture, MultiStreamModule, MultiStreamModuleBuilder, PartsFuture, Streams,
+};
 pub use pool::CpuPool;
 pub use stream::StreamStats;
 pub use task::{Task, TaskBuilder};

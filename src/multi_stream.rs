@@ -14,9 +14,9 @@ use crate::error::{Error, Result};
 use crate::future::TaskFuture;
 use crate::module::{Infer, Module};
 use crate::pool::CpuPool;
+use crate::stream::StreamConfig;
 use crate::stream::StreamStats;
 use crate::task::{next_stream_name, Task};
-use crate::stream::StreamConfig;
 
 /// How many streams a [`MultiStreamModule`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

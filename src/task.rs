@@ -59,7 +59,10 @@ impl<M: Module> fmt::Debug for Task<M> {
 static NEXT_STREAM: AtomicUsize = AtomicUsize::new(0);
 
 pub(crate) fn next_stream_name() -> String {
-    format!("corestream-s{}", NEXT_STREAM.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "corestream-s{}",
+        NEXT_STREAM.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl<M: Module> Task<M> {

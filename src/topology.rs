@@ -65,8 +65,8 @@ impl Topology {
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let ids: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, |n| n.get()))
-                .collect();
+            let ids: Vec<usize> =
+                (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
             Ok(Topology::flat(&ids))
         }
     }
@@ -323,4 +323,3 @@ fn node_map(node_dir: &Path) -> Result<Vec<(usize, Vec<usize>)>> {
     }
     Ok(map)
 }
-

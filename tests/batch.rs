@@ -138,8 +138,16 @@ fn leaf_hint_applies_to_every_element() {
     let value = (arange(&[4, 2]), vec![arange(&[4]), arange(&[4, 1])]);
     assert_eq!(value.batch_size(&Hint::Dim(0)).unwrap(), Some(4));
     let parts = value.clone().split(&Hint::Dim(0), &[3, 1]).unwrap();
-    assert_eq!(parts[1].1[1], arange(&[4, 1]).slice_axis(Axis(0), (3..4).into()).to_owned());
-    assert_eq!(<(ArrayD<i32>, Vec<ArrayD<i32>>)>::concat(parts, &Hint::Dim(0)).unwrap(), value);
+    assert_eq!(
+        parts[1].1[1],
+        arange(&[4, 1])
+            .slice_axis(Axis(0), (3..4).into())
+            .to_owned()
+    );
+    assert_eq!(
+        <(ArrayD<i32>, Vec<ArrayD<i32>>)>::concat(parts, &Hint::Dim(0)).unwrap(),
+        value
+    );
 }
 
 #[test]
@@ -148,7 +156,10 @@ fn error_paths() {
     let v = (arange(&[3, 2]), arange(&[4, 2]));
     assert!(matches!(
         v.batch_size(&Hint::Dim(0)),
-        Err(Error::BatchMismatch { first: 3, second: 4 })
+        Err(Error::BatchMismatch {
+            first: 3,
+            second: 4
+        })
     ));
     // A dim beyond the rank.
     assert!(matches!(
@@ -174,7 +185,10 @@ fn error_paths() {
         Err(Error::HintMismatch(_))
     ));
     // A scalar cannot be split.
-    assert!(matches!(true.batch_size(&Hint::Dim(0)), Err(Error::HintMismatch(_))));
+    assert!(matches!(
+        true.batch_size(&Hint::Dim(0)),
+        Err(Error::HintMismatch(_))
+    ));
     // A Map hint naming a key the value lacks, and a value key without a hint.
     let m = HashMap::from([("a".to_string(), arange(&[2]))]);
     let hint_b = Hint::Map(BTreeMap::from([("b".to_string(), Hint::Dim(0))]));

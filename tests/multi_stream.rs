@@ -60,7 +60,9 @@ fn auto_is_one_stream_per_cpu_and_every_count_runs_on_streams() {
 
 #[test]
 fn default_pool_is_node_zero() {
-    let msm = MultiStreamModule::builder(module_fn(rowwise)).build().unwrap();
+    let msm = MultiStreamModule::builder(module_fn(rowwise))
+        .build()
+        .unwrap();
     assert_eq!(msm.num_streams(), CpuPool::from_node(0).unwrap().len());
 }
 
@@ -118,7 +120,10 @@ fn stream_count_errors() {
         .num_streams(Streams::Count(0))
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidStreams { streams: 0, .. }), "{err}");
+    assert!(
+        matches!(err, Error::InvalidStreams { streams: 0, .. }),
+        "{err}"
+    );
     let too_many = pool.len() + 1;
     let err = MultiStreamModule::builder(module_fn(rowwise))
         .pool(pool.clone())
@@ -148,7 +153,16 @@ fn bad_inputs_are_typed_errors_not_panics() {
     .build()
     .unwrap();
     let err = msm.forward_sync((rows(4, 2), rows(3, 2))).unwrap_err();
-    assert!(matches!(err, Error::BatchMismatch { first: 4, second: 3 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::BatchMismatch {
+                first: 4,
+                second: 3
+            }
+        ),
+        "{err}"
+    );
     let err = msm.forward_sync((rows(0, 2), rows(0, 2))).unwrap_err();
     assert!(matches!(err, Error::EmptyBatch), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -159,7 +173,10 @@ fn bad_inputs_are_typed_errors_not_panics() {
         .build()
         .unwrap();
     let err = dim3.forward_sync(rows(2, 2)).unwrap_err();
-    assert!(matches!(err, Error::DimOutOfRange { dim: 3, rank: 2 }), "{err}");
+    assert!(
+        matches!(err, Error::DimOutOfRange { dim: 3, rank: 2 }),
+        "{err}"
+    );
 
     let tuple_for_array = MultiStreamModule::builder(module_fn(|x: Array2<f32>| Ok(x)))
         .pool(all())
@@ -191,9 +208,15 @@ fn a_failing_part_fails_the_call_and_the_streams_live_on() {
     let mut bad: Vec<i64> = (0..2 * n).collect();
     bad[(2 * n - 1) as usize] = -1;
     let err = msm.forward_sync(Array1::from(bad)).unwrap_err();
-    assert!(matches!(&err, Error::Module(e) if e.to_string() == "negative row"), "{err}");
+    assert!(
+        matches!(&err, Error::Module(e) if e.to_string() == "negative row"),
+        "{err}"
+    );
     let err = msm.forward_sync(Array1::from(vec![13; 4])).unwrap_err();
-    assert!(matches!(&err, Error::Panicked(m) if m == "thirteen"), "{err}");
+    assert!(
+        matches!(&err, Error::Panicked(m) if m == "thirteen"),
+        "{err}"
+    );
     let good = Array1::from((0..10).collect::<Vec<i64>>());
     assert_eq!(msm.forward_sync(good.clone()).unwrap(), good);
 }
@@ -255,7 +278,10 @@ fn each_stream_runs_on_its_own_cpus() {
         futures::executor::block_on(msm.forward_parts(Array1::from(vec![0u32; n]))).unwrap();
     for (part, stream_pool) in parts.iter().zip(msm.pools()) {
         let expected = stream_pool.cpus()[0] as u32 * 1000 + stream_pool.len() as u32;
-        assert!(part.iter().all(|&v| v == expected), "{part} on {stream_pool}");
+        assert!(
+            part.iter().all(|&v| v == expected),
+            "{part} on {stream_pool}"
+        );
     }
 }
 
@@ -304,7 +330,10 @@ fn map_inputs_and_outputs() {
     let model = module_fn(|m: BTreeMap<String, Array2<f32>>| {
         let y1 = &m["x1"] + &m["x2"];
         let y2 = y1.clone() * 10.0;
-        Ok(HashMap::from([("y1".to_string(), y1), ("y2".to_string(), y2)]))
+        Ok(HashMap::from([
+            ("y1".to_string(), y1),
+            ("y2".to_string(), y2),
+        ]))
     });
     let keys = |a: &str, b: &str| {
         Hint::Map(BTreeMap::from([
@@ -318,13 +347,19 @@ fn map_inputs_and_outputs() {
         .output_hint(keys("y1", "y2"))
         .build()
         .unwrap();
-    let input = BTreeMap::from([("x1".to_string(), rows(6, 2)), ("x2".to_string(), rows(6, 2))]);
+    let input = BTreeMap::from([
+        ("x1".to_string(), rows(6, 2)),
+        ("x2".to_string(), rows(6, 2)),
+    ]);
     let out = msm.forward_sync(input).unwrap();
     assert_eq!(out["y1"], rows(6, 2) * 2.0);
     assert_eq!(out["y2"], rows(6, 2) * 20.0);
 
     let unknown = BTreeMap::from([("x3".to_string(), rows(2, 2))]);
-    assert!(matches!(msm.forward_sync(unknown), Err(Error::HintMismatch(_))));
+    assert!(matches!(
+        msm.forward_sync(unknown),
+        Err(Error::HintMismatch(_))
+    ));
 }
 
 #[test]
@@ -381,11 +416,20 @@ fn non_zero_dims_per_input_like_the_anchor_test() {
 
 #[test]
 fn vec_inputs_with_per_position_hints() {
-    let model = module_fn(|xs: Vec<ArrayD<f32>>| Ok(xs.into_iter().map(|x| x + 1.0).collect::<Vec<_>>()));
+    let model =
+        module_fn(|xs: Vec<ArrayD<f32>>| Ok(xs.into_iter().map(|x| x + 1.0).collect::<Vec<_>>()));
     let msm = MultiStreamModule::builder(model)
         .pool(all())
-        .input_hint(Hint::Tuple(vec![Hint::Dim(0), Hint::Dim(1), Hint::Replicate]))
-        .output_hint(Hint::Tuple(vec![Hint::Dim(0), Hint::Dim(1), Hint::Replicate]))
+        .input_hint(Hint::Tuple(vec![
+            Hint::Dim(0),
+            Hint::Dim(1),
+            Hint::Replicate,
+        ]))
+        .output_hint(Hint::Tuple(vec![
+            Hint::Dim(0),
+            Hint::Dim(1),
+            Hint::Replicate,
+        ]))
         .build()
         .unwrap();
     let xs = vec![

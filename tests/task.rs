@@ -253,7 +253,11 @@ fn tasks_on_two_pools_run_concurrently_and_join() {
     let (x, y) = rt.block_on(async { tokio::join!(t1.submit(1), t2.submit(2)) });
     assert_eq!((x.unwrap(), y.unwrap()), (1, 2));
     // Sleeps overlap even on one CPU: two tasks are two threads.
-    assert!(start.elapsed() < Duration::from_millis(190), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(190),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -353,7 +357,11 @@ fn many_tasks_created_and_dropped_leave_no_threads_behind() {
     while thread_count() > before + 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(thread_count() <= before + 2, "{} > {before}", thread_count());
+    assert!(
+        thread_count() <= before + 2,
+        "{} > {before}",
+        thread_count()
+    );
 }
 
 fn thread_names() -> Vec<String> {

@@ -39,7 +39,8 @@ impl Conv {
                     for ch in 0..c {
                         for ki in 0..3 {
                             for kj in 0..3 {
-                                let (y, x_) = ((2 * i + ki) as isize - 1, (2 * j + kj) as isize - 1);
+                                let (y, x_) =
+                                    ((2 * i + ki) as isize - 1, (2 * j + kj) as isize - 1);
                                 if y >= 0 && x_ >= 0 && (y as usize) < h && (x_ as usize) < w {
                                     row[ch * 9 + ki * 3 + kj] = x[[n, ch, y as usize, x_ as usize]];
                                 }
@@ -51,7 +52,10 @@ impl Conv {
         }
         let out = cols.dot(&self.weight); // (b*oh*ow, 128)
         let out = out.into_shape_with_order((b, oh, ow, 128))?;
-        Ok(out.permuted_axes([0, 3, 1, 2]).as_standard_layout().to_owned())
+        Ok(out
+            .permuted_axes([0, 3, 1, 2])
+            .as_standard_layout()
+            .to_owned())
     }
 }
 
@@ -119,5 +123,8 @@ pub fn max_diff<D: corestream::ndarray::Dimension>(
     b: &corestream::ndarray::Array<f32, D>,
 ) -> f32 {
     let _ = s![..];
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
