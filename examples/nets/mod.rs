@@ -84,7 +84,8 @@ impl Module for ExampleNet1 {
     }
 }
 
-/// ExampleNet2: two convs; returns (conv(x1), flatten(conv2(x2))).
+/// ExampleNet2 as the anchor doc writes it: two convs, returns `(y1, flatten(y1))` with
+/// `y1 = conv(x1)`; `conv2(x2)` is computed and unused, exactly as in the doc.
 pub struct ExampleNet2 {
     conv: Conv,
     conv2: Conv,
@@ -104,8 +105,9 @@ impl Module for ExampleNet2 {
     type Output = (Array4<f32>, Array2<f32>);
     fn forward(&self, (x1, x2): Self::Input) -> Result<Self::Output, BoxError> {
         let y1 = self.conv.forward(x1.view())?;
-        let y2 = self.conv2.forward(x2.view())?;
-        Ok((y1, flatten(&y2)?))
+        let _y2 = self.conv2.forward(x2.view())?;
+        let y = flatten(&y1)?;
+        Ok((y1, y))
     }
 }
 
