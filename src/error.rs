@@ -190,6 +190,60 @@ pub enum Error {
         found: String,
     },
 
+    /// An OpenMP runtime library could not be opened (see [`omp::load`](crate::omp::load)).
+    #[error(
+        "cannot load the OpenMP runtime {}: {message}; expected a shared library of libiomp5, libgomp or libomp",
+        .path.display()
+    )]
+    OmpLoad {
+        /// The path (or name) that was given.
+        path: PathBuf,
+        /// The dynamic loader's explanation.
+        message: String,
+    },
+
+    /// A library was opened but is not an OpenMP runtime: a required symbol is missing.
+    #[error(
+        "{} is not an OpenMP runtime: it does not export {symbol}; expected libiomp5, libgomp or libomp, which export omp_set_num_threads, omp_get_max_threads and omp_get_thread_num",
+        .path.display()
+    )]
+    OmpSymbols {
+        /// The library.
+        path: PathBuf,
+        /// The first required symbol that was not found.
+        symbol: String,
+    },
+
+    /// A different OpenMP runtime was requested after one was put in use.
+    #[error(
+        "the OpenMP runtime {active} is already in use; cannot switch to {}: a process uses one runtime (load it before any stream starts, or set CORESTREAM_OMP_LIB)",
+        .requested.display()
+    )]
+    OmpConflict {
+        /// The runtime in use (its path, or its name when the path is unknown).
+        active: String,
+        /// The library that was refused.
+        requested: PathBuf,
+    },
+
+    /// An OpenMP team thread could not be bound to its CPUs.
+    #[error(
+        "cannot bind OpenMP team thread {thread} to cpus {}: {message}; allowed: cpus available to this process",
+        CpuList(.cpus)
+    )]
+    OmpBind {
+        /// The team thread (`omp_get_thread_num`).
+        thread: usize,
+        /// The CPUs it was to be bound to.
+        cpus: Vec<usize>,
+        /// What the runtime and the kernel answered.
+        message: String,
+    },
+
+    /// A builder setting is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
     /// A bounded queue is full; try again later.
     #[error("overloaded: the queue is full ({capacity} requests waiting); retry later")]
     Overloaded {

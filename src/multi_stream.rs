@@ -96,6 +96,11 @@ impl<M: Module> MultiStreamModule<M> {
         &self.model
     }
 
+    /// The streams, in order (for schedulers such as the batcher that feed streams directly).
+    pub(crate) fn tasks(&self) -> &[Task<M>] {
+        &self.tasks
+    }
+
     /// Each stream's counters, in stream order.
     pub fn stats(&self) -> Vec<StreamStats> {
         self.tasks.iter().map(Task::stats).collect()
