@@ -106,7 +106,9 @@ fn main() -> corestream::Result<()> {
             continue;
         }
         let plain = OnnxModel::load(&bench.path)?;
-        let plain_symbolic = OnnxModel::builder(&bench.path).specialize_up_to(0).build()?;
+        let plain_symbolic = OnnxModel::builder(&bench.path)
+            .specialize_up_to(0)
+            .build()?;
         let one_stream = MultiStreamModule::builder(OnnxModel::load(&bench.path)?)
             .pool(pool.clone())
             .num_streams(Streams::Count(1))
@@ -136,7 +138,10 @@ fn main() -> corestream::Result<()> {
                 plain.forward(x.clone()).map(drop).map_err(Into::into)
             }));
             rows[3].1.push(measure(b, secs, || {
-                plain_symbolic.forward(x.clone()).map(drop).map_err(Into::into)
+                plain_symbolic
+                    .forward(x.clone())
+                    .map(drop)
+                    .map_err(Into::into)
             }));
             eprintln!("{} B={b} done", bench.name);
         }

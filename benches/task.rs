@@ -1,1 +1,260 @@
-fn main() {}
+//! Latency and throughput of one [`corestream::Task`] stream with a no-op model (`x + 1` on a
+//! `u64`), against the usual alternatives.
+//!
+//! Groups:
+//!
+//! - `round_trip`: one job in flight at a time, side by side:
+//!   - `direct`: calling the model on the bench thread (the floor);
+//!   - `raw_handoff`: a plain `std::thread` fed by a `std::sync::mpsc` channel and answering
+//!     through another one (the lower bound for any thread handoff);
+//!   - `spawn_blocking`: `tokio::task::spawn_blocking(move || x + 1).await` on a multi-thread
+//!     runtime with 1 worker (the naive baseline);
+//!   - `await` / `wait`: `task.submit(x).await` in a tokio current-thread runtime, and
+//!     `task.submit(x).wait()` on the bench thread;
+//!   - `spin50us_await` / `spin50us_wait`: the same with `Task::builder(..).spin(50 us)`;
+//!   - `spawn_blocking_unpinned`: as `spawn_blocking`, tokio's threads free to run on any CPU;
+//!   - `spin50us_pollwait`: a spin-then-park wait prototyped in this file (the caller polls the
+//!     `TaskFuture` for 50 us before parking) against a spinning stream; with 2+ CPUs only.
+//! - `pipelined`: 1000 jobs submitted back to back on one stream, then awaited (or waited) in
+//!   order; criterion reports jobs/s (`Throughput::Elements(1000)`).
+//!
+//! Placement: with 2 or more CPUs (from `CpuPool::all()`), the bench thread is pinned to the
+//! first CPU and every worker (the stream, the raw handoff thread, tokio's blocking pool) to
+//! the last one, so every variant crosses the same pair of cores. With 1 CPU everything shares
+//! it.
+//!
+//! Run: `cargo bench --bench task` (add `-- round_trip` or `-- pipelined` to run one group,
+//! `-- --quick` for a fast smoke run).
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::sync::mpsc;
+use std::task::{Context, Poll};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use corestream::{module_fn, CpuPool, Module, PinGuard, Task, TaskFuture};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// Jobs in flight per iteration of the `pipelined` group.
+const PIPELINE: u64 = 1000;
+
+/// The idle spin of the `spin50us` variants.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Where the bench thread and the workers run.
+struct Placement {
+    /// The bench thread's CPU.
+    caller: CpuPool,
+    /// The workers' CPU.
+    worker: CpuPool,
+}
+
+impl Placement {
+    fn new() -> Placement {
+        let all = CpuPool::all().expect("CpuPool::all");
+        let cpus = all.cpus();
+        let one = |cpu: usize| CpuPool::new([cpu]).expect("one-cpu pool");
+        Placement {
+            caller: one(cpus[0]),
+            worker: one(cpus[cpus.len() - 1]),
+        }
+    }
+
+    /// Pins the bench thread until the guard drops.
+    fn pin_caller(&self) -> PinGuard {
+        self.caller.pin_current().expect("pin the bench thread")
+    }
+}
+
+fn plus_one(x: u64) -> Result<u64, corestream::BoxError> {
+    Ok(x + 1)
+}
+
+type PlusOne = corestream::FnModule<fn(u64) -> Result<u64, corestream::BoxError>, u64, u64>;
+
+fn model() -> PlusOne {
+    module_fn(plus_one as fn(u64) -> Result<u64, corestream::BoxError>)
+}
+
+fn task(worker: &CpuPool, spin: Duration) -> Task<PlusOne> {
+    Task::builder(model())
+        .pool(worker.clone())
+        .spin(spin)
+        .build()
+        .expect("start the stream")
+}
+
+/// A plain thread answering `x + 1` over two std channels.
+struct RawHandoff {
+    tx: Option<mpsc::Sender<u64>>,
+    rx: mpsc::Receiver<u64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RawHandoff {
+    fn new(worker: &CpuPool) -> RawHandoff {
+        let (tx, in_rx) = mpsc::channel::<u64>();
+        let (out_tx, rx) = mpsc::channel::<u64>();
+        let pool = worker.clone();
+        let thread = thread::spawn(move || {
+            let _pin = pool.pin_current().expect("pin the raw thread");
+            for x in in_rx {
+                if out_tx.send(x + 1).is_err() {
+                    break;
+                }
+            }
+        });
+        RawHandoff {
+            tx: Some(tx),
+            rx,
+            thread: Some(thread),
+        }
+    }
+
+    fn call(&self, x: u64) -> u64 {
+        self.tx.as_ref().expect("open").send(x).expect("send");
+        self.rx.recv().expect("recv")
+    }
+}
+
+impl Drop for RawHandoff {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls `fut` with a no-op waker for up to `spin`, then blocks in [`TaskFuture::wait`].
+fn poll_wait<T>(mut fut: TaskFuture<T>, spin: Duration) -> corestream::Result<T> {
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let deadline = Instant::now() + spin;
+    loop {
+        if let Poll::Ready(out) = Pin::new(&mut fut).poll(&mut cx) {
+            return out;
+        }
+        if Instant::now() >= deadline {
+            return fut.wait();
+        }
+        std::hint::spin_loop();
+    }
+}
+
+fn current_thread_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio current-thread runtime")
+}
+
+fn round_trip(c: &mut Criterion) {
+    let place = Placement::new();
+    let _pin = place.pin_caller();
+    let mut group = c.benchmark_group("round_trip");
+
+    let direct = model();
+    group.bench_function("direct", |b| {
+        b.iter(|| direct.forward(black_box(7)).expect("ok"))
+    });
+
+    {
+        let raw = RawHandoff::new(&place.worker);
+        group.bench_function("raw_handoff", |b| b.iter(|| raw.call(black_box(7))));
+    }
+
+    // tokio's blocking pool, with its threads pinned like the other workers, then left free
+    // to run on any allowed CPU (the default a naive user gets).
+    let all = CpuPool::all().expect("CpuPool::all");
+    for (name, threads) in [
+        ("spawn_blocking", &place.worker),
+        ("spawn_blocking_unpinned", &all),
+    ] {
+        let cpus = threads.cpus().to_vec();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .on_thread_start(move || {
+                let _ = corestream::affinity::set_current_cpus(&cpus);
+            })
+            .build()
+            .expect("tokio multi-thread runtime");
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let x = black_box(7u64);
+                tokio::task::spawn_blocking(move || x + 1)
+                    .await
+                    .expect("join")
+            })
+        });
+    }
+
+    let rt = current_thread_rt();
+    for (label, spin) in [("", Duration::ZERO), ("spin50us_", SPIN)] {
+        let task = task(&place.worker, spin);
+        group.bench_function(format!("{label}await"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { task.submit(black_box(7)).await.expect("ok") })
+        });
+        group.bench_function(format!("{label}wait"), |b| {
+            b.iter(|| task.submit(black_box(7)).wait().expect("ok"))
+        });
+    }
+    // A prototype of a spinning `wait` (not corestream API): both sides poll instead of
+    // parking. Spinning against a thread on the same CPU only burns its time slice, so this
+    // runs only when the bench thread and the stream have a CPU each.
+    if place.caller != place.worker {
+        let task = task(&place.worker, SPIN);
+        group.bench_function("spin50us_pollwait", |b| {
+            b.iter(|| poll_wait(task.submit(black_box(7)), SPIN).expect("ok"))
+        });
+    }
+    group.finish();
+}
+
+fn pipelined(c: &mut Criterion) {
+    let place = Placement::new();
+    let _pin = place.pin_caller();
+    let rt = current_thread_rt();
+    let mut group = c.benchmark_group("pipelined");
+    group.throughput(Throughput::Elements(PIPELINE));
+
+    let submit_all = |task: &Task<PlusOne>| -> Vec<TaskFuture<u64>> {
+        (0..PIPELINE).map(|i| task.submit(black_box(i))).collect()
+    };
+
+    for (label, spin) in [("default", Duration::ZERO), ("spin50us", SPIN)] {
+        let task = task(&place.worker, spin);
+        group.bench_function(BenchmarkId::new("await", label), |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut sum = 0;
+                for fut in submit_all(&task) {
+                    sum += fut.await.expect("ok");
+                }
+                sum
+            })
+        });
+        group.bench_function(BenchmarkId::new("wait", label), |b| {
+            b.iter(|| {
+                submit_all(&task)
+                    .into_iter()
+                    .map(|fut| fut.wait().expect("ok"))
+                    .sum::<u64>()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = round_trip, pipelined
+}
+criterion_main!(benches);

@@ -7,8 +7,14 @@
 use corestream::backend::tract::{OnnxModel, Tensor};
 use corestream::{pin, CpuPool, Hint, Module, MultiStreamModule, Streams, Task};
 
-const NET1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/examplenet1.onnx");
-const NET2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/examplenet2.onnx");
+const NET1: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/models/examplenet1.onnx"
+);
+const NET2: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/models/examplenet2.onnx"
+);
 
 /// torch.rand(16, 64, 3, 3), deterministically.
 fn rand(batch: usize, seed: u64) -> corestream::Result<Tensor> {

@@ -55,7 +55,11 @@ pub(crate) fn process_allowed() -> Result<Vec<usize>> {
 /// Runs `f` with the calling thread bound to `pool`, then restores the previous mask, also when
 /// `f` panics. Calls nest: each level restores what it found.
 ///
-/// The counterpart of the anchor's `with ipex.cpu.runtime.pin(pool):`.
+/// The counterpart of the anchor's `with ipex.cpu.runtime.pin(pool):`. With an OpenMP runtime
+/// in the process (see [`omp`](crate::omp)), the calling thread's OpenMP team size is set to
+/// `pool.len()` and its team is bound to the pool too (with libiomp5 and libomp, team thread
+/// `t`, the calling thread being thread 0, to exactly the pool's CPU `t`, as in IPEX); the team
+/// size and every team thread's mask are restored afterwards.
 ///
 /// ```
 /// use corestream::{pin, CpuPool};
@@ -68,8 +72,9 @@ pub(crate) fn process_allowed() -> Result<Vec<usize>> {
 ///
 /// # Errors
 ///
-/// [`Error::Affinity`](crate::Error::Affinity) when the mask cannot be read or set; `f` is not
-/// run then.
+/// [`Error::Affinity`](crate::Error::Affinity) when the mask cannot be read or set, and the
+/// [`omp`](crate::omp) errors (a bad `CORESTREAM_OMP_LIB`, a team thread that cannot be bound);
+/// `f` is not run then.
 pub fn pin<R>(pool: &CpuPool, f: impl FnOnce() -> R) -> Result<R> {
     let guard = pool.pin_current()?;
     let out = f();
@@ -84,6 +89,8 @@ pub fn pin<R>(pool: &CpuPool, f: impl FnOnce() -> R) -> Result<R> {
 #[derive(Debug)]
 pub struct PinGuard {
     previous: Vec<usize>,
+    /// The OpenMP team state to restore, with a runtime in the process.
+    team: Option<crate::omp::SavedTeam>,
     restored: bool,
     _not_send: PhantomData<*const ()>,
 }
@@ -91,9 +98,15 @@ pub struct PinGuard {
 impl PinGuard {
     pub(crate) fn pin(cpus: &[usize]) -> Result<PinGuard> {
         let previous = current_cpus()?;
-        set_current_cpus(cpus)?;
+        // The OpenMP team is saved and bound before this thread's mask changes (team threads it
+        // creates start from the old mask); binding the team binds this thread too.
+        let team = crate::omp::pin_team(cpus, &previous)?;
+        if team.is_none() {
+            set_current_cpus(cpus)?;
+        }
         Ok(PinGuard {
             previous,
+            team,
             restored: false,
             _not_send: PhantomData,
         })
@@ -110,10 +123,21 @@ impl PinGuard {
     /// # Errors
     ///
     /// [`Error::Affinity`](crate::Error::Affinity) when the kernel refuses the old mask (for
-    /// example after its CPUs went offline).
+    /// example after its CPUs went offline), [`Error::OmpBind`](crate::Error::OmpBind) when an
+    /// OpenMP team thread cannot get its old mask back.
     pub fn restore(mut self) -> Result<()> {
         self.restored = true;
-        set_current_cpus(&self.previous)
+        self.undo()
+    }
+
+    /// The OpenMP team (if any), then this thread's mask; the first error is returned.
+    fn undo(&mut self) -> Result<()> {
+        let team = self
+            .team
+            .take()
+            .map_or(Ok(()), |team| team.restore(&self.previous));
+        let mask = set_current_cpus(&self.previous);
+        team.and(mask)
     }
 }
 
@@ -122,7 +146,7 @@ impl Drop for PinGuard {
         if !self.restored {
             // Drop cannot report; `restore` is the checked path. The old mask was valid when
             // read, so this only fails if its CPUs went offline meanwhile.
-            let _ = set_current_cpus(&self.previous);
+            let _ = self.undo();
         }
     }
 }

@@ -55,15 +55,17 @@ impl<T> TaskFuture<T> {
         }
     }
 
-    /// Blocks the calling thread until the result is there.
+    /// Blocks the calling thread until the result is there (parking it; no executor is
+    /// involved, so it also works inside another executor's `block_on`).
     ///
-    /// Do not call it on an async runtime's thread: `.await` the future there instead.
+    /// Do not call it on an async runtime's worker thread, which it would stall: `.await` the
+    /// future there instead.
     ///
     /// # Errors
     ///
     /// The job's error: [`Error::Module`], [`Error::Panicked`], or [`Error::Shutdown`].
     pub fn wait(self) -> Result<T> {
-        futures::executor::block_on(self)
+        pollster::block_on(self)
     }
 }
 

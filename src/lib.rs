@@ -49,11 +49,13 @@
 pub mod affinity;
 pub mod backend;
 pub mod batch;
+mod batcher;
 mod cpulist;
 mod error;
 mod future;
 mod module;
 mod multi_stream;
+pub mod omp;
 mod pool;
 mod stream;
 mod task;
@@ -61,6 +63,7 @@ pub mod topology;
 
 pub use affinity::{pin, PinGuard};
 pub use batch::{Batch, Hint};
+pub use batcher::{Batcher, BatcherBuilder, BatcherStats, LATENCY_BUCKETS};
 pub use error::{BoxError, Error, Result};
 pub use future::TaskFuture;
 pub use module::{module_fn, FnModule, Infer, Module};

@@ -226,7 +226,7 @@ impl<T> PartsFuture<T> {
     ///
     /// As [`MultiStreamModule::forward`].
     pub fn wait(self) -> Result<Vec<T>> {
-        futures::executor::block_on(self)
+        pollster::block_on(self)
     }
 }
 
@@ -264,7 +264,7 @@ impl<T: Batch> ForwardFuture<T> {
     ///
     /// As [`MultiStreamModule::forward`].
     pub fn wait(self) -> Result<T> {
-        futures::executor::block_on(self)
+        pollster::block_on(self)
     }
 }
 

@@ -164,7 +164,14 @@ impl CpuPool {
     ///
     /// ```
     /// # use corestream::{CpuPool, Topology};
-    /// # let topo = Topology::from_sysfs(env!("CARGO_MANIFEST_DIR").to_owned() + "/tests/fixtures/no-node", 0..4)?;
+    /// # let dir = tempfile::tempdir().map_err(|e| corestream::Error::Topology { path: "tmp".into(), message: e.to_string() })?;
+    /// # for cpu in 0..3 {
+    /// #     let t = dir.path().join(format!("devices/system/cpu/cpu{cpu}/topology"));
+    /// #     std::fs::create_dir_all(&t).unwrap();
+    /// #     std::fs::write(t.join("core_id"), cpu.to_string()).unwrap();
+    /// # }
+    /// // A machine with cpus 0-2 (here a fake sysfs tree).
+    /// let topo = Topology::from_sysfs(dir.path(), 0..3)?;
     /// let pool = CpuPool::new_in(&topo, [0, 1, 2])?;
     /// let parts = pool.split(2)?;
     /// assert_eq!(parts[0].cpus(), [0, 1]);

@@ -172,7 +172,10 @@ struct Worker<M: Module> {
 impl<M: Module> Worker<M> {
     fn run(self, ready: mpsc::SyncSender<Result<()>>) {
         let cpus = self.config.pool.cpus().to_vec();
-        if let Err(e) = affinity::set_current_cpus(&cpus) {
+        // Pinned, then the stream's OpenMP team (if the process has a runtime) sized and bound.
+        if let Err(e) =
+            affinity::set_current_cpus(&cpus).and_then(|()| crate::omp::bind_stream(&cpus))
+        {
             let _ = ready.send(Err(e));
             return;
         }

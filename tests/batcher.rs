@@ -84,7 +84,7 @@ fn batches_never_exceed_max_batch_and_callers_get_their_rows() {
     assert!(batches.iter().all(|&n| n <= 4), "{batches:?}");
     assert_eq!(batches.iter().sum::<usize>(), 41);
     assert!(
-        batches.iter().any(|&n| n == 4),
+        batches.contains(&4),
         "no full batch formed: {batches:?}"
     );
     let stats = b.stats();

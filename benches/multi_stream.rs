@@ -1,0 +1,223 @@
+//! Cost and scaling of [`corestream::MultiStreamModule`] on `Array2<f32>` batches.
+//!
+//! Groups:
+//!
+//! - `overhead`: a model that returns its input, at B = 1, 16 and 64 rows of 16 `f32`:
+//!   `direct` (calling the model on the bench thread) against `msm.forward(x).wait()` with
+//!   `Streams::Count(1)` and with `Streams::Auto`, both on `CpuPool::all()`. The difference is
+//!   what split + dispatch + hand-off + concat cost per call. Building the input (a clone) is
+//!   left out of every timing (`iter_batched`).
+//! - `scaling`: a compute-bound row-wise model (a few hundred microseconds of dependent integer
+//!   arithmetic per row, kept alive by `black_box`) on a batch of 32 rows:
+//!   - `direct`: the sequential model on the bench thread (reference);
+//!   - `1stream_1core`: `Streams::Count(1)` on a one-CPU pool;
+//!   - `Nstreams_1core`: `Streams::Auto` on `CpuPool::all()` (N streams of one core each);
+//!   - `1stream_Ncores_intraop`: `Streams::Count(1)` on `CpuPool::all()`, the model running
+//!     its rows with rayon `par_iter`, i.e. on the stream's pinned intra-op pool of N threads;
+//!   - `Nthreads_raw`: no corestream, the rows cut in N slices run by N scoped threads pinned
+//!     one per CPU (spawned per call): what the machine itself gives, to judge the others by
+//!     on a shared or virtualised host where N cores rarely deliver N times one core.
+//!
+//!   Throughput is in rows/s. The group needs 2 or more CPUs and is skipped with a note on a
+//!   single-CPU machine.
+//!
+//! Run: `cargo bench --bench multi_stream` (add `-- overhead` or `-- scaling` to run one group,
+//! `-- --quick` for a fast smoke run).
+
+use std::hint::black_box;
+use std::thread;
+use std::time::Duration;
+
+use corestream::ndarray::{Array, Array1, Array2, ArrayView1};
+use corestream::{module_fn, BoxError, CpuPool, Module, MultiStreamModule, Streams};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use rayon::prelude::*;
+
+/// Row width of the `overhead` inputs.
+const WIDTH: usize = 16;
+
+/// Rows per call in the `scaling` group.
+const SCALING_ROWS: usize = 32;
+
+/// Row width in the `scaling` group.
+const SCALING_WIDTH: usize = 64;
+
+/// Passes over a row in the `scaling` model: ~64 * 4000 dependent multiply-adds, a few hundred
+/// microseconds per row.
+const PASSES: u64 = 4000;
+
+fn input(rows: usize, width: usize) -> Array2<f32> {
+    Array::from_shape_fn((rows, width), |(i, j)| (i * width + j) as f32 * 0.5)
+}
+
+fn msm<M: Module<Input = Array2<f32>>>(
+    model: M,
+    pool: CpuPool,
+    streams: Streams,
+) -> MultiStreamModule<M>
+where
+    M::Output: corestream::Batch,
+{
+    MultiStreamModule::builder(model)
+        .pool(pool)
+        .num_streams(streams)
+        .build()
+        .expect("start the streams")
+}
+
+fn overhead(c: &mut Criterion) {
+    let all = CpuPool::all().expect("CpuPool::all");
+    let identity = || module_fn(|x: Array2<f32>| Ok::<_, BoxError>(x));
+    let direct = identity();
+    let one = msm(identity(), all.clone(), Streams::Count(1));
+    let auto = msm(identity(), all.clone(), Streams::Auto);
+    let auto_label = format!("forward_auto{}", auto.num_streams());
+
+    let mut group = c.benchmark_group("overhead");
+    for rows in [1, 16, 64] {
+        let x = input(rows, WIDTH);
+        group.throughput(Throughput::Elements(rows as u64));
+        group.bench_with_input(BenchmarkId::new("direct", rows), &x, |b, x| {
+            b.iter_batched(
+                || x.clone(),
+                |x| direct.forward(black_box(x)).expect("ok"),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_with_input(BenchmarkId::new("forward_count1", rows), &x, |b, x| {
+            b.iter_batched(
+                || x.clone(),
+                |x| one.forward(black_box(x)).wait().expect("ok"),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_with_input(BenchmarkId::new(auto_label.as_str(), rows), &x, |b, x| {
+            b.iter_batched(
+                || x.clone(),
+                |x| auto.forward(black_box(x)).wait().expect("ok"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// The per-row work: `PASSES` dependent multiply-adds over every element.
+fn row_work(row: ArrayView1<'_, f32>) -> f32 {
+    let mut acc: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..black_box(PASSES) {
+        for &v in row {
+            acc = acc
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(u64::from(v.to_bits()));
+        }
+    }
+    black_box(acc) as f32
+}
+
+fn rows_sequential(x: Array2<f32>) -> Result<Array1<f32>, BoxError> {
+    Ok(x.outer_iter().map(row_work).collect())
+}
+
+/// The machine's own scaling, without corestream: the rows cut into `cpus.len()` contiguous
+/// slices, each run by a scoped thread pinned to one CPU.
+fn rows_threads(x: &Array2<f32>, cpus: &[usize]) -> Array1<f32> {
+    let rows = x.nrows();
+    let n = cpus.len();
+    thread::scope(|s| {
+        let handles: Vec<_> = cpus
+            .iter()
+            .enumerate()
+            .map(|(t, &cpu)| {
+                s.spawn(move || {
+                    let _pin = CpuPool::new([cpu])
+                        .and_then(|p| p.pin_current())
+                        .expect("pin a raw thread");
+                    (t * rows / n..(t + 1) * rows / n)
+                        .map(|i| row_work(x.row(i)))
+                        .collect::<Vec<f32>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("raw thread"))
+            .collect()
+    })
+}
+
+fn rows_parallel(x: Array2<f32>) -> Result<Array1<f32>, BoxError> {
+    let out: Vec<f32> = (0..x.nrows())
+        .into_par_iter()
+        .map(|i| row_work(x.row(i)))
+        .collect();
+    Ok(Array1::from(out))
+}
+
+type RowModel = corestream::FnModule<
+    fn(Array2<f32>) -> Result<Array1<f32>, BoxError>,
+    Array2<f32>,
+    Array1<f32>,
+>;
+
+/// One way of running the `scaling` batch.
+type Runner<'a> = &'a dyn Fn(Array2<f32>) -> Array1<f32>;
+
+fn row_model(f: fn(Array2<f32>) -> Result<Array1<f32>, BoxError>) -> RowModel {
+    module_fn(f)
+}
+
+fn scaling(c: &mut Criterion) {
+    let all = CpuPool::all().expect("CpuPool::all");
+    let n = all.len();
+    if n < 2 {
+        eprintln!("scaling: skipped, CpuPool::all() has {n} CPU (needs 2 or more)");
+        return;
+    }
+    let first = CpuPool::new([all.cpus()[0]]).expect("one-cpu pool");
+    let direct = row_model(rows_sequential);
+    let single = msm(row_model(rows_sequential), first, Streams::Count(1));
+    let streams = msm(row_model(rows_sequential), all.clone(), Streams::Auto);
+    let intra = msm(row_model(rows_parallel), all.clone(), Streams::Count(1));
+    let x = input(SCALING_ROWS, SCALING_WIDTH);
+
+    // The three ways must compute the same thing.
+    let reference = direct.forward(x.clone()).expect("ok");
+    for m in [&single, &streams, &intra] {
+        assert_eq!(m.forward_sync(x.clone()).expect("ok"), reference);
+    }
+
+    let mut group = c.benchmark_group("scaling");
+    group.throughput(Throughput::Elements(SCALING_ROWS as u64));
+    group.sample_size(20);
+    let cpus = all.cpus();
+    let cases: [(String, Runner<'_>); 5] = [
+        ("direct".into(), &|x| direct.forward(x).expect("ok")),
+        ("1stream_1core".into(), &|x| {
+            single.forward(x).wait().expect("ok")
+        }),
+        (format!("{n}streams_1core"), &|x| {
+            streams.forward(x).wait().expect("ok")
+        }),
+        (format!("1stream_{n}cores_intraop"), &|x| {
+            intra.forward(x).wait().expect("ok")
+        }),
+        (format!("{n}threads_raw"), &|x| rows_threads(&x, cpus)),
+    ];
+    for (label, run) in cases {
+        group.bench_function(label, |b| {
+            b.iter_batched(|| x.clone(), |x| run(black_box(x)), BatchSize::SmallInput)
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    targets = overhead, scaling
+}
+criterion_main!(benches);
