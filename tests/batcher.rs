@@ -83,10 +83,7 @@ fn batches_never_exceed_max_batch_and_callers_get_their_rows() {
     let batches = model.batches.lock().unwrap().clone();
     assert!(batches.iter().all(|&n| n <= 4), "{batches:?}");
     assert_eq!(batches.iter().sum::<usize>(), 41);
-    assert!(
-        batches.contains(&4),
-        "no full batch formed: {batches:?}"
-    );
+    assert!(batches.contains(&4), "no full batch formed: {batches:?}");
     let stats = b.stats();
     assert_eq!(stats.completed, 41);
     assert_eq!(stats.batch_sizes.len(), 4);

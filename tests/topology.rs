@@ -155,7 +155,7 @@ fn split_follows_the_remainder_rule_in_pool_order() {
         parts,
         [vec![9, 8, 7], vec![6, 5, 4], vec![3, 2], vec![1, 0]]
     );
-    assert_eq!(ten.split(1).unwrap(), [ten.clone()]);
+    assert_eq!(ten.split(1).unwrap(), std::slice::from_ref(&ten));
     assert_eq!(ten.split(10).unwrap().len(), 10);
     assert!(matches!(
         ten.split(0),
