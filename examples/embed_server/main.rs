@@ -10,7 +10,8 @@
 //!
 //! `POST /embed {"texts": [...]}` returns one L2-normalised vector per text; `GET /health`;
 //! `GET /metrics` (Prometheus text). A full queue answers 503 with a JSON error, bad JSON or an
-//! empty list 400. Ctrl-C stops accepting connections and finishes the requests in flight.
+//! empty list 400. Ctrl-C or SIGTERM stops accepting connections and finishes the requests in
+//! flight.
 //! Every flag also reads an environment variable (`CORESTREAM_BIND`, ...).
 
 mod app;
@@ -84,6 +85,24 @@ where
     })
 }
 
+/// Ctrl-C, or SIGTERM (what Kubernetes sends), starts the graceful shutdown: no new
+/// connections, requests in flight finish.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    eprintln!("shutting down: finishing requests in flight");
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -100,10 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&args.bind).await?;
     eprintln!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("shutting down: finishing requests in flight");
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
 }
