@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
-use ndarray::{ArcArray, Array, ArrayView, Axis, RemoveAxis, Slice};
+use ndarray::{ArcArray, Array, ArrayBase, ArrayView, Axis, Data, RemoveAxis, Slice};
 
 use crate::error::{Error, Result};
 
@@ -261,6 +261,45 @@ fn concat_views<A: Clone, D: RemoveAxis>(
     })
 }
 
+/// Checks an array's leaf hint against its shape and the part sizes: `Some(axis)` to split,
+/// `None` to replicate.
+fn array_split_axis(hint: &Hint, shape: &[usize], sizes: &[usize]) -> Result<Option<usize>> {
+    hint.leaf_only("an array")?;
+    let Hint::Dim(d) = *hint else {
+        return Ok(None);
+    };
+    check_dim(d, shape.len())?;
+    check_total(shape[d], sizes)?;
+    Ok(Some(d))
+}
+
+/// Joins array parts along the hint's axis (`Replicate`: the first part); `own` turns the
+/// freshly concatenated array into the parts' storage type.
+fn concat_arrays<A, S, D>(
+    parts: Vec<ArrayBase<S, D>>,
+    hint: &Hint,
+    own: impl FnOnce(Array<A, D>) -> ArrayBase<S, D>,
+) -> Result<ArrayBase<S, D>>
+where
+    A: Clone,
+    S: Data<Elem = A>,
+    D: RemoveAxis,
+{
+    hint.leaf_only("an array")?;
+    match *hint {
+        Hint::Dim(d) if parts.len() > 1 => {
+            let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+            Ok(own(concat_views(&views, d)?))
+        }
+        Hint::Dim(d) => {
+            let part = first_part(parts)?;
+            check_dim(d, part.ndim())?;
+            Ok(part)
+        }
+        _ => first_part(parts),
+    }
+}
+
 impl<A, D> Batch for Array<A, D>
 where
     A: Clone + Send + Sync + 'static,
@@ -271,34 +310,17 @@ where
     }
 
     fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
-        hint.leaf_only("an array")?;
-        let Hint::Dim(d) = *hint else {
-            return Ok(replicate(self, sizes.len()));
-        };
-        check_dim(d, self.ndim())?;
-        check_total(self.len_of(Axis(d)), sizes)?;
-        if sizes.len() == 1 {
-            return Ok(vec![self]);
+        match array_split_axis(hint, self.shape(), sizes)? {
+            None => Ok(replicate(self, sizes.len())),
+            Some(_) if sizes.len() == 1 => Ok(vec![self]),
+            Some(d) => Ok(ranges(sizes)
+                .map(|(a, b)| self.slice_axis(Axis(d), Slice::from(a..b)).to_owned())
+                .collect()),
         }
-        Ok(ranges(sizes)
-            .map(|(a, b)| self.slice_axis(Axis(d), Slice::from(a..b)).to_owned())
-            .collect())
     }
 
     fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
-        hint.leaf_only("an array")?;
-        match *hint {
-            Hint::Dim(d) if parts.len() > 1 => {
-                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-                concat_views(&views, d)
-            }
-            Hint::Dim(d) => {
-                let part = first_part(parts)?;
-                check_dim(d, part.ndim())?;
-                Ok(part)
-            }
-            _ => first_part(parts),
-        }
+        concat_arrays(parts, hint, |a| a)
     }
 }
 
@@ -313,35 +335,20 @@ where
 
     /// Splits without copying: every part shares the buffer and narrows its view.
     fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
-        hint.leaf_only("an array")?;
-        let Hint::Dim(d) = *hint else {
-            return Ok(replicate(self, sizes.len()));
-        };
-        check_dim(d, self.ndim())?;
-        check_total(self.len_of(Axis(d)), sizes)?;
-        Ok(ranges(sizes)
-            .map(|(a, b)| {
-                let mut part = self.clone();
-                part.slice_axis_inplace(Axis(d), Slice::from(a..b));
-                part
-            })
-            .collect())
+        match array_split_axis(hint, self.shape(), sizes)? {
+            None => Ok(replicate(self, sizes.len())),
+            Some(d) => Ok(ranges(sizes)
+                .map(|(a, b)| {
+                    let mut part = self.clone();
+                    part.slice_axis_inplace(Axis(d), Slice::from(a..b));
+                    part
+                })
+                .collect()),
+        }
     }
 
     fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
-        hint.leaf_only("an array")?;
-        match *hint {
-            Hint::Dim(d) if parts.len() > 1 => {
-                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-                Ok(concat_views(&views, d)?.into_shared())
-            }
-            Hint::Dim(d) => {
-                let part = first_part(parts)?;
-                check_dim(d, part.ndim())?;
-                Ok(part)
-            }
-            _ => first_part(parts),
-        }
+        concat_arrays(parts, hint, Array::into_shared)
     }
 }
 
