@@ -14,12 +14,15 @@
 //!   - `Nstreams_1core`: `Streams::Auto` on `CpuPool::all()` (N streams of one core each);
 //!   - `1stream_Ncores_intraop`: `Streams::Count(1)` on `CpuPool::all()`, the model running
 //!     its rows with rayon `par_iter`, i.e. on the stream's pinned intra-op pool of N threads;
-//!   - `Nthreads_raw`: no corestream, the rows cut in N slices run by N scoped threads pinned
-//!     one per CPU (spawned per call): what the machine itself gives, to judge the others by
-//!     on a shared or virtualised host where N cores rarely deliver N times one core.
+//!   - `Nstreams_1core_rayon_model`: as `Nstreams_1core` with the `par_iter` model: what a
+//!     rayon-using model gets on one-core streams (they have no intra-op pool of their own);
+//!   - `Nthreads_raw`: no corestream, the rows cut in N slices run by N unpinned scoped threads
+//!     spawned per call: what the machine itself gives, to judge the others by on a shared or
+//!     virtualised host where N cores do not always deliver N times one core.
 //!
-//!   Throughput is in rows/s. The group needs 2 or more CPUs and is skipped with a note on a
-//!   single-CPU machine.
+//!   Throughput is in rows/s. Before the group, one line per stream tells where a one-core
+//!   stream's `par_iter` items ran (its own thread, or rayon's global pool). The group needs 2
+//!   or more CPUs and is skipped with a note on a single-CPU machine.
 //!
 //! Run: `cargo bench --bench multi_stream` (add `-- overhead` or `-- scaling` to run one group,
 //! `-- --quick` for a fast smoke run).
@@ -119,20 +122,16 @@ fn rows_sequential(x: Array2<f32>) -> Result<Array1<f32>, BoxError> {
     Ok(x.outer_iter().map(row_work).collect())
 }
 
-/// The machine's own scaling, without corestream: the rows cut into `cpus.len()` contiguous
-/// slices, each run by a scoped thread pinned to one CPU.
-fn rows_threads(x: &Array2<f32>, cpus: &[usize]) -> Array1<f32> {
+/// The machine's own scaling, without corestream: the rows cut into `n` contiguous slices,
+/// each run by a scoped thread spawned for the call. The threads are left unpinned: a thread
+/// that pins itself after it was spawned can find its sibling queued behind it on the CPU it
+/// moved to, which then waits for the load balancer (milliseconds).
+fn rows_threads(x: &Array2<f32>, n: usize) -> Array1<f32> {
     let rows = x.nrows();
-    let n = cpus.len();
     thread::scope(|s| {
-        let handles: Vec<_> = cpus
-            .iter()
-            .enumerate()
-            .map(|(t, &cpu)| {
+        let handles: Vec<_> = (0..n)
+            .map(|t| {
                 s.spawn(move || {
-                    let _pin = CpuPool::new([cpu])
-                        .and_then(|p| p.pin_current())
-                        .expect("pin a raw thread");
                     (t * rows / n..(t + 1) * rows / n)
                         .map(|i| row_work(x.row(i)))
                         .collect::<Vec<f32>>()
@@ -167,6 +166,31 @@ fn row_model(f: fn(Array2<f32>) -> Result<Array1<f32>, BoxError>) -> RowModel {
     module_fn(f)
 }
 
+/// Prints where the `par_iter` items of a one-core stream run: on the stream's own thread, or
+/// on threads of rayon's global pool (which in this binary criterion has already started, from
+/// the unpinned main thread; in a fresh process it would be started from the first stream
+/// thread that uses rayon, inheriting that thread's one-CPU mask and size).
+fn report_rayon_placement(all: &CpuPool) {
+    let probe = module_fn(|x: Array2<f32>| {
+        let stream = thread::current().name().unwrap_or("?").to_owned();
+        let ran_on: Vec<String> = (0..x.nrows())
+            .into_par_iter()
+            .map(|_| thread::current().name().unwrap_or("unnamed").to_owned())
+            .collect();
+        let elsewhere = ran_on.iter().filter(|t| **t != stream).count();
+        eprintln!(
+            "scaling: stream {stream}: {elsewhere} of {} par_iter items ran off the stream \
+             thread (rayon::current_num_threads() = {})",
+            ran_on.len(),
+            rayon::current_num_threads()
+        );
+        Ok::<_, BoxError>(x)
+    });
+    let m = msm(probe, all.clone(), Streams::Auto);
+    m.forward_sync(input(8 * m.num_streams(), 1))
+        .expect("placement probe");
+}
+
 fn scaling(c: &mut Criterion) {
     let all = CpuPool::all().expect("CpuPool::all");
     let n = all.len();
@@ -179,19 +203,21 @@ fn scaling(c: &mut Criterion) {
     let single = msm(row_model(rows_sequential), first, Streams::Count(1));
     let streams = msm(row_model(rows_sequential), all.clone(), Streams::Auto);
     let intra = msm(row_model(rows_parallel), all.clone(), Streams::Count(1));
+    let streams_par = msm(row_model(rows_parallel), all.clone(), Streams::Auto);
     let x = input(SCALING_ROWS, SCALING_WIDTH);
 
     // The three ways must compute the same thing.
     let reference = direct.forward(x.clone()).expect("ok");
-    for m in [&single, &streams, &intra] {
+    for m in [&single, &streams, &intra, &streams_par] {
         assert_eq!(m.forward_sync(x.clone()).expect("ok"), reference);
     }
+
+    report_rayon_placement(&all);
 
     let mut group = c.benchmark_group("scaling");
     group.throughput(Throughput::Elements(SCALING_ROWS as u64));
     group.sample_size(20);
-    let cpus = all.cpus();
-    let cases: [(String, Runner<'_>); 5] = [
+    let cases: [(String, Runner<'_>); 6] = [
         ("direct".into(), &|x| direct.forward(x).expect("ok")),
         ("1stream_1core".into(), &|x| {
             single.forward(x).wait().expect("ok")
@@ -202,7 +228,10 @@ fn scaling(c: &mut Criterion) {
         (format!("1stream_{n}cores_intraop"), &|x| {
             intra.forward(x).wait().expect("ok")
         }),
-        (format!("{n}threads_raw"), &|x| rows_threads(&x, cpus)),
+        (format!("{n}streams_1core_rayon_model"), &|x| {
+            streams_par.forward(x).wait().expect("ok")
+        }),
+        (format!("{n}threads_raw"), &|x| rows_threads(&x, n)),
     ];
     for (label, run) in cases {
         group.bench_function(label, |b| {
