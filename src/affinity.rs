@@ -45,6 +45,11 @@ pub fn set_current_cpus(cpus: &[usize]) -> Result<()> {
     sys::set(cpus)
 }
 
+/// The CPU the calling thread runs on right now, where the platform reports it.
+pub(crate) fn current_cpu() -> Option<usize> {
+    sys::current_cpu()
+}
+
 /// The process's allowed CPUs: the main thread's mask, which `taskset`, `numactl -C` and cgroup
 /// cpusets set and corestream's pinning never narrows.
 #[cfg(target_os = "linux")]
@@ -167,6 +172,12 @@ mod sys {
         unsafe { libc::getpid() }
     }
 
+    pub(super) fn current_cpu() -> Option<usize> {
+        // SAFETY: sched_getcpu has no preconditions; it returns -1 on failure.
+        let cpu = unsafe { libc::sched_getcpu() };
+        usize::try_from(cpu).ok()
+    }
+
     fn max_cpus() -> usize {
         8 * mem::size_of::<libc::cpu_set_t>()
     }
@@ -226,6 +237,10 @@ mod sys {
     use crate::error::Result;
 
     pub(super) const CALLING_THREAD: i32 = 0;
+
+    pub(super) fn current_cpu() -> Option<usize> {
+        None
+    }
 
     pub(super) fn get(_pid: i32) -> Result<Vec<usize>> {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());

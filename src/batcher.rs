@@ -306,7 +306,7 @@ where
         }
         c.accepted.fetch_add(1, Ordering::Relaxed);
         self.shared.arrived.notify_one();
-        TaskFuture::pending(rx)
+        TaskFuture::pending(rx, None)
     }
 
     /// The multi-stream module whose streams run the batches.

@@ -3,11 +3,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use pin_project::pin_project;
 
 use crate::error::{Error, Result};
+use crate::pool::CpuPool;
 
 /// The pending result of one submission: a `Future` for async code and [`wait`](Self::wait)
 /// for sync code (the anchor's `FutureTensor.get()`).
@@ -33,6 +35,9 @@ use crate::error::{Error, Result};
 pub struct TaskFuture<T> {
     #[pin]
     state: State<T>,
+    /// Set when the stream spins: `wait` then polls this long before parking, unless the
+    /// caller runs on one of the stream's CPUs (spinning there would starve the stream).
+    spin: Option<(Duration, CpuPool)>,
 }
 
 #[pin_project(project = InnerProj)]
@@ -43,20 +48,27 @@ enum State<T> {
 }
 
 impl<T> TaskFuture<T> {
-    pub(crate) fn pending(rx: oneshot::Receiver<Result<T>>) -> Self {
+    pub(crate) fn pending(
+        rx: oneshot::Receiver<Result<T>>,
+        spin: Option<(Duration, CpuPool)>,
+    ) -> Self {
         TaskFuture {
             state: State::Pending(rx),
+            spin,
         }
     }
 
     pub(crate) fn failed(err: Error) -> Self {
         TaskFuture {
             state: State::Ready(Some(err)),
+            spin: None,
         }
     }
 
-    /// Blocks the calling thread until the result is there (parking it; no executor is
-    /// involved, so it also works inside another executor's `block_on`).
+    /// Blocks the calling thread until the result is there (parking it; it also works inside
+    /// another executor's `block_on`). When the task was built with a
+    /// [`spin`](crate::TaskBuilder::spin), the caller first polls for that long, unless it runs
+    /// on one of the stream's own CPUs.
     ///
     /// Do not call it on an async runtime's worker thread, which it would stall: `.await` the
     /// future there instead.
@@ -64,8 +76,22 @@ impl<T> TaskFuture<T> {
     /// # Errors
     ///
     /// The job's error: [`Error::Module`], [`Error::Panicked`], or [`Error::Shutdown`].
-    pub fn wait(self) -> Result<T> {
-        pollster::block_on(self)
+    pub fn wait(mut self) -> Result<T> {
+        if let (Some((spin, pool)), State::Pending(rx)) = (&self.spin, &mut self.state) {
+            let shares_cpu =
+                crate::affinity::current_cpu().is_none_or(|c| pool.cpus().contains(&c));
+            if !spin.is_zero() && !shares_cpu {
+                let deadline = Instant::now() + *spin;
+                while Instant::now() < deadline {
+                    match rx.try_recv() {
+                        Ok(Some(result)) => return result,
+                        Ok(None) => std::hint::spin_loop(),
+                        Err(oneshot::Canceled) => return Err(Error::Shutdown),
+                    }
+                }
+            }
+        }
+        futures_lite::future::block_on(self)
     }
 }
 

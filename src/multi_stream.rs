@@ -78,6 +78,7 @@ impl<M: Module> MultiStreamModule<M> {
             input_hint: Hint::default(),
             output_hint: Hint::default(),
             intra_op: true,
+            spin: std::time::Duration::ZERO,
         }
     }
 
@@ -226,7 +227,7 @@ impl<T> PartsFuture<T> {
     ///
     /// As [`MultiStreamModule::forward`].
     pub fn wait(self) -> Result<Vec<T>> {
-        pollster::block_on(self)
+        futures_lite::future::block_on(self)
     }
 }
 
@@ -264,7 +265,7 @@ impl<T: Batch> ForwardFuture<T> {
     ///
     /// As [`MultiStreamModule::forward`].
     pub fn wait(self) -> Result<T> {
-        pollster::block_on(self)
+        futures_lite::future::block_on(self)
     }
 }
 
@@ -290,6 +291,7 @@ pub struct MultiStreamModuleBuilder<M: Module> {
     input_hint: Hint,
     output_hint: Hint,
     intra_op: bool,
+    spin: std::time::Duration,
 }
 
 impl<M: Module> fmt::Debug for MultiStreamModuleBuilder<M> {
@@ -329,7 +331,15 @@ impl<M: Module> MultiStreamModuleBuilder<M> {
         self
     }
 
-    /// Whether streams with several CPUs run a pinned intra-op rayon pool (default: true).
+    /// How long an idle stream polls its queue before parking, and how long
+    /// [`forward_sync`](MultiStreamModule::forward_sync) polls for the parts before parking
+    /// (default: zero). See [`TaskBuilder::spin`](crate::TaskBuilder::spin).
+    pub fn spin(mut self, spin: std::time::Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Whether streams run a pinned intra-op rayon pool (default: true).
     pub fn intra_op(mut self, enabled: bool) -> Self {
         self.intra_op = enabled;
         self
@@ -369,7 +379,7 @@ impl<M: Module> MultiStreamModuleBuilder<M> {
                 let config = StreamConfig {
                     name: next_stream_name(),
                     pool: part,
-                    spin: std::time::Duration::ZERO,
+                    spin: self.spin,
                     intra_op: self.intra_op,
                 };
                 Task::from_config(Arc::clone(&self.model), config)

@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use futures::channel::oneshot;
 
 use crate::affinity;
@@ -55,12 +56,13 @@ impl StreamStats {
     }
 }
 
+/// Callers write `submitted`, the stream thread the others: each on its own cache line.
 #[derive(Debug, Default)]
 struct Counters {
-    submitted: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    skipped: AtomicU64,
+    submitted: CachePadded<AtomicU64>,
+    completed: CachePadded<AtomicU64>,
+    failed: CachePadded<AtomicU64>,
+    skipped: CachePadded<AtomicU64>,
 }
 
 struct Job<M: Module> {
@@ -124,7 +126,10 @@ impl<M: Module> Stream<M> {
         };
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         match tx.send(Job { input, reply }) {
-            Ok(()) => TaskFuture::pending(rx),
+            Ok(()) => TaskFuture::pending(
+                rx,
+                (!self.config.spin.is_zero()).then(|| (self.config.spin, self.config.pool.clone())),
+            ),
             // The thread is gone; the job (and its reply sender) came back and is dropped.
             Err(_) => TaskFuture::failed(Error::Shutdown),
         }
@@ -179,7 +184,9 @@ impl<M: Module> Worker<M> {
             let _ = ready.send(Err(e));
             return;
         }
-        let intra = if self.config.intra_op && cpus.len() > 1 {
+        // Every stream, one CPU included, gets its pool: otherwise rayon code in a one-CPU
+        // stream would run on rayon's global pool, off the stream's CPU.
+        let intra = if self.config.intra_op {
             match intra_op_pool(&self.config.name, &cpus) {
                 Ok(pool) => Some(pool),
                 Err(e) => {

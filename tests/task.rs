@@ -385,3 +385,50 @@ fn futures_are_send_and_static() {
     assert_send_static(&task);
     assert_eq!(fut.wait().unwrap(), 1);
 }
+
+#[test]
+fn rayon_code_in_a_one_cpu_stream_stays_on_the_stream_cpu() {
+    // Without its own one-thread pool, par_iter inside a one-CPU stream would run on rayon's
+    // global pool, on any CPU.
+    let pool = CpuPool::new([*all().cpus().last().unwrap()]).unwrap();
+    let task = Task::new(
+        module_fn(|n: usize| {
+            use rayon::prelude::*;
+            let stream = std::thread::current().id();
+            let off: usize = (0..n)
+                .into_par_iter()
+                .map(|_| usize::from(std::thread::current().id() != stream))
+                .sum();
+            Ok((rayon::current_num_threads(), off))
+        }),
+        pool,
+    )
+    .unwrap();
+    assert_eq!(task.run_sync(64).unwrap(), (1, 0));
+}
+
+#[test]
+fn spinning_tasks_answer_await_and_wait_alike() {
+    let task = Task::builder(module_fn(|x: u64| Ok(x * 3)))
+        .pool(all())
+        .spin(Duration::from_micros(200))
+        .build()
+        .unwrap();
+    for i in 0..200 {
+        assert_eq!(task.submit(i).wait().unwrap(), i * 3);
+    }
+    assert_eq!(futures::executor::block_on(task.submit(7)).unwrap(), 21);
+    // A dropped future is still skipped, and shutdown still drains.
+    let futures: Vec<_> = (0..50).map(|i| task.submit(i)).collect();
+    drop(task);
+    for (i, f) in (0..50).zip(futures) {
+        assert_eq!(f.wait().unwrap(), i * 3);
+    }
+}
+
+#[test]
+fn wait_works_inside_another_executor() {
+    let task = Task::new(module_fn(|x: u8| Ok(x + 1)), first_cpu()).unwrap();
+    let y = futures::executor::block_on(async { task.submit(1).wait() }).unwrap();
+    assert_eq!(y, 2);
+}
