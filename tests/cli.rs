@@ -1,0 +1,190 @@
+//! The `corestream` command-line tool on the bundled model with short durations: table and
+//! JSON shapes, topology, tune's choice, and exit code 2 with a one-line message on bad input.
+#![cfg(feature = "cli")]
+
+use assert_cmd::Command;
+
+fn cli() -> Command {
+    let mut cmd = Command::cargo_bin("corestream").unwrap();
+    cmd.env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+fn cpus() -> usize {
+    corestream::CpuPool::all().unwrap().len()
+}
+
+const NET1: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/models/examplenet1.onnx"
+);
+
+#[test]
+fn bench_prints_one_row_per_combination_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = cli()
+        .args([
+            "bench",
+            "--batch",
+            "1,4",
+            "--streams",
+            "auto,1",
+            "--duration",
+            "150ms",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| streams"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert!(
+        stdout.contains(&format!("| auto ({}) | 4 |", cpus())),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert!(r["items_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+    }
+    assert_eq!(
+        report["topology"]["allowed"].as_array().unwrap().len(),
+        cpus()
+    );
+    assert_eq!(report["corestream"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn bench_accepts_an_explicit_input_shape() {
+    let out = cli()
+        .args([
+            "bench",
+            NET1,
+            "--input",
+            "x=1x64x3x3",
+            "--batch",
+            "2",
+            "--streams",
+            "1",
+            "--duration",
+            "100ms",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| 1 (1) | 2 |"));
+}
+
+#[test]
+fn topology_text_and_json() {
+    let out = cli().arg("topology").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("allowed cpus:") && text.contains("CpuPool::all() = CpuPool["),
+        "{text}"
+    );
+    assert!(text.contains("openmp:"), "{text}");
+    let out = cli().args(["topology", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["all"].as_array().unwrap().len(), cpus());
+    assert!(!v["nodes"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn tune_picks_one_of_the_measured_configurations() {
+    let out = cli()
+        .args(["tune", NET1, "--duration", "100ms", "--latency-p99", "10s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let measured: Vec<(usize, usize)> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| streams"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].parse().unwrap(), cells[2].parse().unwrap())
+        })
+        .collect();
+    let best = text
+        .lines()
+        .find(|l| l.starts_with("best within"))
+        .expect(&text);
+    let words: Vec<&str> = best.split_whitespace().collect();
+    let streams: usize = words[words.iter().position(|w| *w == "streams").unwrap() + 1]
+        .parse()
+        .unwrap();
+    let batch: usize = words[words.iter().position(|w| *w == "batch").unwrap() + 1]
+        .trim_end_matches(':')
+        .parse()
+        .unwrap();
+    assert!(
+        measured.contains(&(streams, batch)),
+        "{best} not in {measured:?}"
+    );
+    assert!(
+        text.contains(&format!("Streams::Count({streams})")),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_inputs_exit_2_with_one_line() {
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["bench", "/nonexistent/model.onnx", "--duration", "10ms"],
+            "no such file",
+        ),
+        (
+            &["bench", "--input", "x=1xAx3", "--duration", "10ms"],
+            "cannot parse shape",
+        ),
+        (
+            &["bench", "--input", "nope=1x64x3x3", "--duration", "10ms"],
+            "has no input \"nope\"",
+        ),
+        (
+            &["bench", "--streams", "999", "--duration", "10ms"],
+            "more streams than CPUs",
+        ),
+        (&["bench", "--duration", "soon"], "cannot parse duration"),
+        (
+            &["bench", "--batch", "1,zero", "--duration", "10ms"],
+            "cannot parse --batch",
+        ),
+        (&["tune", "/nonexistent/model.onnx"], "no such file"),
+    ];
+    for (args, needle) in cases {
+        let out = cli().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
