@@ -63,6 +63,19 @@ fn batcher(
         .unwrap()
 }
 
+/// Waits (up to 5 s) until the streams have taken every queued request.
+fn wait_until_taken<M>(b: &Batcher<M>)
+where
+    M: Module,
+    M::Input: corestream::Batch + Clone,
+    M::Output: corestream::Batch,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.stats().queue_depth > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn row(v: f32) -> Array2<f32> {
     array![[v, v + 0.5]]
 }
@@ -136,10 +149,7 @@ fn a_full_queue_answers_overloaded_at_once() {
     let b = batcher(model, 1, 1, Duration::ZERO, 3);
     let running = b.infer(row(0.0));
     // Wait until the stream has taken the first request, so exactly 3 more fit.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.stats().queue_depth > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_taken(&b);
     let queued: Vec<_> = (1..=3).map(|i| b.infer(row(i as f32))).collect();
     let start = Instant::now();
     let refused = b.infer(row(9.0)).wait();
@@ -164,10 +174,7 @@ fn dropped_requests_are_removed_without_disturbing_the_rest() {
     let gate = gate.unwrap();
     let b = batcher(Arc::clone(&model), 1, 64, Duration::ZERO, 100);
     let first = b.infer(row(0.0));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.stats().queue_depth > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_taken(&b);
     let kept: Vec<_> = (1..=5).map(|i| b.infer(row(i as f32))).collect();
     for i in 6..=10 {
         drop(b.infer(row(i as f32)));
@@ -189,10 +196,7 @@ fn one_bad_request_fails_alone() {
     let gate = gate.unwrap();
     let b = batcher(model, 1, 16, Duration::ZERO, 100);
     let first = b.infer(row(0.0));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.stats().queue_depth > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_taken(&b);
     let good1 = b.infer(row(1.0));
     let bad = b.infer(array![[1.0f32, 2.0, 3.0]]);
     let good2 = b.infer(row(2.0));

@@ -10,6 +10,21 @@ fn cli() -> Command {
     cmd
 }
 
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The data rows of a markdown table printed by the tool.
+fn table_rows(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| streams"))
+        .collect()
+}
+
 fn cpus() -> usize {
     corestream::CpuPool::all().unwrap().len()
 }
@@ -37,16 +52,9 @@ fn bench_prints_one_row_per_combination_and_writes_json() {
         .arg(&json)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let rows: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| streams"))
-        .collect();
+    let rows = table_rows(&stdout);
     assert_eq!(rows.len(), 4, "{stdout}");
     assert!(
         stdout.contains(&format!("| auto ({}) | 4 |", cpus())),
@@ -84,11 +92,7 @@ fn bench_accepts_an_explicit_input_shape() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("| 1 (1) | 2 |"));
 }
 
@@ -114,15 +118,10 @@ fn tune_picks_one_of_the_measured_configurations() {
         .args(["tune", NET1, "--duration", "100ms", "--latency-p99", "10s"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
-    let measured: Vec<(usize, usize)> = text
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| streams"))
+    let measured: Vec<(usize, usize)> = table_rows(&text)
+        .into_iter()
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             (cells[1].parse().unwrap(), cells[2].parse().unwrap())
