@@ -7,7 +7,8 @@
 //! fetched, else the bundled TextNet). `CORESTREAM_LOAD_CLIENTS` (default 64),
 //! `CORESTREAM_LOAD_SECS` (default 10) and `CORESTREAM_LOAD_MAX_REQUESTS` (default 200000)
 //! bound the load; `CORESTREAM_LOAD_MAX_BATCH` sets the batcher's max_batch
-//! (default 16: the best of 4, 8, 16, 32, 64 for MiniLM-L3 on 2 CPUs).
+//! (default 16: the best of 4, 8, 16, 32, 64 for MiniLM-L3 on 2 CPUs);
+//! `CORESTREAM_LOAD_STREAMS` the stream count (default: one per CPU).
 
 #[path = "../examples/embed_server/app.rs"]
 mod app;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corestream::batch::Rows;
-use corestream::{Batcher, CpuPool, Module, MultiStreamModule};
+use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
 
 const SENTENCES: [&str; 8] = [
     "A man is playing a guitar on the street.",
@@ -124,8 +125,13 @@ where
     let max_requests = env_or("CORESTREAM_LOAD_MAX_REQUESTS", 200_000);
     let max_batch = env_or("CORESTREAM_LOAD_MAX_BATCH", 16) as usize;
     let pool = CpuPool::all().expect("cpus");
+    let streams = match env_or("CORESTREAM_LOAD_STREAMS", 0) {
+        0 => Streams::Auto,
+        n => Streams::Count(n as usize),
+    };
     let msm = MultiStreamModule::builder(corestream_model)
         .pool(pool.clone())
+        .num_streams(streams)
         .build()
         .expect("streams");
     let batcher = Arc::new(
@@ -159,7 +165,7 @@ where
     let mut rates = Vec::new();
     for (label, base) in [
         (
-            format!("corestream Batcher (max_batch {max_batch}, streams auto)"),
+            format!("corestream Batcher (max_batch {max_batch}, {streams:?})"),
             &fast,
         ),
         ("naive spawn_blocking per request".to_string(), &naive),
