@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench --features tract --bench models` (models/ from `scripts/fetch-models.sh`
 //! adds ResNet-18 and paraphrase-MiniLM-L3-v2). `CORESTREAM_BENCH_SECS` sets the measuring
-//! time per cell (default 2), `CORESTREAM_BENCH_MODELS` a comma-separated subset.
+//! time per cell (default 2), `CORESTREAM_BENCH_MODELS` a comma-separated subset,
+//! `CORESTREAM_BENCH_MAX_ROWS` the `max_rows_per_run` of the chunked row (default 1).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -70,6 +71,10 @@ fn main() -> corestream::Result<()> {
     let only: Option<Vec<String>> = std::env::var("CORESTREAM_BENCH_MODELS")
         .ok()
         .map(|s| s.split(',').map(str::to_owned).collect());
+    let max_rows: usize = std::env::var("CORESTREAM_BENCH_MAX_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let root = env!("CARGO_MANIFEST_DIR");
     let benches = [
         Bench {
@@ -117,12 +122,24 @@ fn main() -> corestream::Result<()> {
             .pool(pool.clone())
             .num_streams(Streams::Auto)
             .build()?;
+        let chunked = MultiStreamModule::builder(
+            OnnxModel::builder(&bench.path)
+                .max_rows_per_run(max_rows)
+                .build()?,
+        )
+        .pool(pool.clone())
+        .num_streams(Streams::Auto)
+        .build()?;
         println!("**{}**\n", bench.name);
         println!("| mode | B=1 | B=2 | B=4 | B=8 | B=16 |");
         println!("|---|---:|---:|---:|---:|---:|");
         let mut rows: Vec<(String, Vec<f64>)> = vec![
             (format!("corestream 1 stream x {n} CPUs"), vec![]),
             (format!("corestream {n} streams x 1 CPU"), vec![]),
+            (
+                format!("corestream {n} streams x 1 CPU, runs of <= {max_rows} rows"),
+                vec![],
+            ),
             ("tract single-threaded (caller)".into(), vec![]),
             ("tract single-threaded, symbolic plan only".into(), vec![]),
         ];
@@ -135,9 +152,12 @@ fn main() -> corestream::Result<()> {
                 n_streams.forward_sync(x.clone()).map(drop)
             }));
             rows[2].1.push(measure(b, secs, || {
-                plain.forward(x.clone()).map(drop).map_err(Into::into)
+                chunked.forward_sync(x.clone()).map(drop)
             }));
             rows[3].1.push(measure(b, secs, || {
+                plain.forward(x.clone()).map(drop).map_err(Into::into)
+            }));
+            rows[4].1.push(measure(b, secs, || {
                 plain_symbolic
                     .forward(x.clone())
                     .map(drop)

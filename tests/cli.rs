@@ -120,11 +120,16 @@ fn tune_picks_one_of_the_measured_configurations() {
         .unwrap();
     assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
-    let measured: Vec<(usize, usize)> = table_rows(&text)
+    // | streams | batch | rows per run | items/s | p99 ms |
+    let measured: Vec<(usize, usize, String)> = table_rows(&text)
         .into_iter()
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cells[1].parse().unwrap(), cells[2].parse().unwrap())
+            (
+                cells[1].parse().unwrap(),
+                cells[2].parse().unwrap(),
+                cells[3].to_owned(),
+            )
         })
         .collect();
     let best = text
@@ -132,26 +137,64 @@ fn tune_picks_one_of_the_measured_configurations() {
         .find(|l| l.starts_with("best within"))
         .expect(&text);
     let words: Vec<&str> = best.split_whitespace().collect();
-    let streams: usize = words[words.iter().position(|w| *w == "streams").unwrap() + 1]
-        .parse()
-        .unwrap();
-    let batch: usize = words[words.iter().position(|w| *w == "batch").unwrap() + 1]
-        .trim_end_matches(':')
-        .parse()
-        .unwrap();
+    let after = |word: &str| {
+        words
+            .iter()
+            .position(|w| *w == word)
+            .map(|i| words[i + 1].trim_end_matches(':').to_owned())
+    };
+    let streams: usize = after("streams").unwrap().parse().unwrap();
+    let batch: usize = after("batch").unwrap().parse().unwrap();
+    let rows = after("of").unwrap_or_else(|| "all".into());
     assert!(
-        measured.contains(&(streams, batch)),
+        measured.contains(&(streams, batch, rows.clone())),
         "{best} not in {measured:?}"
     );
+    // The chunk search ran on the winning stream count and batch, below its rows per stream.
+    for (s, b, r) in measured.iter().filter(|m| m.2 != "all") {
+        let r: usize = r.parse().unwrap();
+        assert!(r < b.div_ceil(*s), "{text}");
+    }
     assert!(
         text.contains(&format!("Streams::Count({streams})")),
+        "{text}"
+    );
+    assert_eq!(
+        text.contains(&format!(".max_rows_per_run({rows})")),
+        rows != "all",
         "{text}"
     );
 }
 
 #[test]
+fn bench_runs_in_chunks_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = cli()
+        .args([
+            "bench",
+            "--batch",
+            "4",
+            "--streams",
+            "1",
+            "--duration",
+            "100ms",
+            "--max-rows-per-run",
+            "2",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["results"][0]["max_rows_per_run"], 2);
+}
+
+#[test]
 fn bad_inputs_exit_2_with_one_line() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["bench", "/nonexistent/model.onnx", "--duration", "10ms"],
             "no such file",
@@ -174,6 +217,10 @@ fn bad_inputs_exit_2_with_one_line() {
             "cannot parse --batch",
         ),
         (&["tune", "/nonexistent/model.onnx"], "no such file"),
+        (
+            &["bench", "--max-rows-per-run", "0", "--duration", "10ms"],
+            "at least 1",
+        ),
     ];
     for (args, needle) in cases {
         let out = cli().args(args).output().unwrap();

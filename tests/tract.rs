@@ -133,6 +133,53 @@ fn specialised_plans_match_the_symbolic_plan_and_are_cached() {
 }
 
 #[test]
+fn runs_in_chunks_equal_whole_batch_runs_and_use_chunk_sized_plans() {
+    let whole = OnnxModel::builder(NET2)
+        .specialize_up_to(0)
+        .build()
+        .unwrap();
+    for max in [1, 4] {
+        let chunked = OnnxModel::builder(NET2)
+            .max_rows_per_run(max)
+            .specialize_up_to(8)
+            .build()
+            .unwrap();
+        for b in [1, 3, 10] {
+            let x = vec![input(b, 5), input(b, 6)];
+            let got = chunked.forward(x.clone()).unwrap();
+            assert_eq!(got[0].shape(), [b, 128, 2, 2]);
+            assert_eq!(got[1].shape(), [b, 512]);
+            assert_close(
+                &got,
+                &whole.forward(x).unwrap(),
+                &format!("max={max} b={b}"),
+            );
+        }
+        // 10 rows under max 4 run as 4 + 3 + 3: plans exist only for chunk sizes.
+        let expected: &[usize] = if max == 1 { &[1] } else { &[1, 3, 4] };
+        assert_eq!(chunked.specialized_batches(), expected, "max={max}");
+    }
+}
+
+#[test]
+fn bad_chunk_settings_are_typed_errors() {
+    let zero = OnnxModel::builder(NET1).max_rows_per_run(0).build();
+    assert!(
+        matches!(&zero, Err(Error::InvalidConfig(m)) if m.contains("at least 1")),
+        "{zero:?}"
+    );
+    // A fixed batch axis leaves nothing to cut along.
+    let fixed = OnnxModel::builder(NET1)
+        .input(0, DatumType::F32, "4,64,3,3")
+        .max_rows_per_run(2)
+        .build();
+    assert!(
+        matches!(&fixed, Err(Error::InvalidConfig(m)) if m.contains("symbolic batch axis")),
+        "{fixed:?}"
+    );
+}
+
+#[test]
 fn tensors_split_and_concat_along_any_axis_and_type() {
     use corestream::Batch;
     let t = Tensor::from_shape(&[2, 5], &(0..10i64).collect::<Vec<_>>()).unwrap();

@@ -93,6 +93,17 @@ pub struct OnnxModel {
     specialize_up_to: usize,
     optimize: bool,
     specialized: RwLock<HashMap<usize, Plan>>,
+    /// Most rows one plan run takes; larger batches run as several chunks.
+    max_rows_per_run: Option<usize>,
+    /// The batch symbol's axis in every input and every output, when each has exactly one.
+    batch_axes: Option<BatchAxes>,
+}
+
+/// Where the batch axis is in each input and each output.
+#[derive(Debug, Clone)]
+struct BatchAxes {
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
 }
 
 impl fmt::Debug for OnnxModel {
@@ -102,6 +113,7 @@ impl fmt::Debug for OnnxModel {
             .field("inputs", &self.inputs)
             .field("outputs", &self.outputs)
             .field("specialize_up_to", &self.specialize_up_to)
+            .field("max_rows_per_run", &self.max_rows_per_run)
             .finish_non_exhaustive()
     }
 }
@@ -251,11 +263,53 @@ impl Module for OnnxModel {
 
     fn forward(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BoxError> {
         let batch = self.check(&inputs)?;
+        match (batch, self.max_rows_per_run, &self.batch_axes) {
+            (Some(rows), Some(max), Some(axes)) if rows > max => {
+                Ok(self.run_chunked(inputs, rows, max, axes)?)
+            }
+            _ => Ok(self.run_plan(inputs, batch)?),
+        }
+    }
+}
+
+impl OnnxModel {
+    /// One run of the plan for `batch` rows.
+    fn run_plan(&self, inputs: Vec<Tensor>, batch: Option<usize>) -> Result<Vec<Tensor>> {
         let plan = self.plan_for(batch);
         let values: TVec<TValue> = inputs.into_iter().map(TValue::from).collect();
-        let outputs = multithread_tract_scope(executor(), || plan.run(values))
-            .map_err(|e| Error::Module(format!("{e:#}").into()))?;
+        let outputs = multithread_tract_scope(executor(), || plan.run(values))?;
         Ok(outputs.into_iter().map(TValue::into_tensor).collect())
+    }
+
+    /// Runs `rows` rows as `ceil(rows / max)` chunks of near-equal size, one after the other,
+    /// and concatenates each output along its batch axis.
+    fn run_chunked(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        max: usize,
+        axes: &BatchAxes,
+    ) -> Result<Vec<Tensor>> {
+        let sizes = crate::batch::split_sizes(rows, rows.div_ceil(max));
+        let mut per_output: Vec<Vec<Tensor>> =
+            vec![Vec::with_capacity(sizes.len()); axes.outputs.len()];
+        let mut start = 0;
+        for &n in &sizes {
+            let chunk = inputs
+                .iter()
+                .zip(&axes.inputs)
+                .map(|(t, &axis)| t.slice(axis, start, start + n))
+                .collect::<TractResult<Vec<Tensor>>>()?;
+            for (all, out) in per_output.iter_mut().zip(self.run_plan(chunk, Some(n))?) {
+                all.push(out);
+            }
+            start += n;
+        }
+        per_output
+            .into_iter()
+            .zip(&axes.outputs)
+            .map(|(parts, &axis)| Ok(Tensor::stack_tensors(axis, &parts)?))
+            .collect()
     }
 }
 
@@ -271,6 +325,7 @@ pub struct OnnxModelBuilder {
     inputs: Vec<(usize, DatumType, String)>,
     optimize: bool,
     specialize_up_to: usize,
+    max_rows_per_run: Option<usize>,
 }
 
 impl fmt::Debug for OnnxModelBuilder {
@@ -279,6 +334,7 @@ impl fmt::Debug for OnnxModelBuilder {
             .field("inputs", &self.inputs)
             .field("optimize", &self.optimize)
             .field("specialize_up_to", &self.specialize_up_to)
+            .field("max_rows_per_run", &self.max_rows_per_run)
             .finish_non_exhaustive()
     }
 }
@@ -290,6 +346,7 @@ impl OnnxModelBuilder {
             inputs: Vec::new(),
             optimize: true,
             specialize_up_to: DEFAULT_SPECIALIZE_UP_TO,
+            max_rows_per_run: None,
         }
     }
 
@@ -325,13 +382,43 @@ impl OnnxModelBuilder {
         self
     }
 
+    /// Runs at most `max` rows through the plan at a time (default: the whole batch): a larger
+    /// batch is cut along its batch axis into `ceil(rows / max)` chunks of near-equal size, run
+    /// one after the other on the calling stream, and the outputs are concatenated. Results are
+    /// the same; only speed and peak memory change. Convolution nets whose activations outgrow
+    /// the caches at larger batches (ResNet-18: see the README's performance tables) run faster
+    /// in small chunks, while small dense models gain from whole batches. `corestream tune`
+    /// measures it for a model.
+    ///
+    /// ```
+    /// use corestream::backend::tract::{OnnxModel, Tensor};
+    /// use corestream::Module;
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/examplenet1.onnx");
+    /// let model = OnnxModel::builder(path).max_rows_per_run(4).build()?;
+    /// let x = Tensor::zero::<f32>(&[10, 64, 3, 3]).map_err(corestream::Error::from)?;
+    /// let y = model.forward(vec![x])?; // three runs: 4, 3 and 3 rows
+    /// assert_eq!(y[0].shape(), [10, 512]);
+    /// # Ok::<(), corestream::BoxError>(())
+    /// ```
+    pub fn max_rows_per_run(mut self, max: usize) -> Self {
+        self.max_rows_per_run = Some(max);
+        self
+    }
+
     /// Loads, types and optimises the model.
     ///
     /// # Errors
     ///
     /// [`Error::ModelLoad`] naming the file and what failed: missing file, corrupt protobuf,
     /// unsupported operator, an unparsable shape, an input index the model does not have.
+    /// [`Error::InvalidConfig`] for `max_rows_per_run(0)`, or `max_rows_per_run` on a model
+    /// without one symbolic batch axis in every input and output.
     pub fn build(self) -> Result<OnnxModel> {
+        if self.max_rows_per_run == Some(0) {
+            return Err(Error::InvalidConfig(
+                "max_rows_per_run must be at least 1".into(),
+            ));
+        }
         let label = match &self.source {
             Source::Path(p) => p.display().to_string(),
             Source::Bytes(_) => "<bytes>".to_owned(),
@@ -385,6 +472,21 @@ impl OnnxModelBuilder {
             .flat_map(|i| i.symbols.iter().flatten().cloned())
             .collect();
         symbols.dedup();
+        let batch_axes = match symbols.as_slice() {
+            [one] => batch_axes(&typed, one).map_err(|e| fail(format!("{e:#}")))?,
+            _ => None,
+        };
+        if let (Some(max), None) = (self.max_rows_per_run, &batch_axes) {
+            return Err(Error::InvalidConfig(format!(
+                "max_rows_per_run({max}) needs one symbolic batch axis in every input and \
+                 output of {label}; inputs: {}",
+                inputs
+                    .iter()
+                    .map(|i| format!("{} [{i}]", i.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let specializable = match symbols.as_slice() {
             [one] if self.specialize_up_to > 0 => Some((typed.clone(), one.clone())),
             _ => None,
@@ -404,6 +506,8 @@ impl OnnxModelBuilder {
             specialize_up_to: self.specialize_up_to,
             optimize: self.optimize,
             specialized: RwLock::new(HashMap::new()),
+            max_rows_per_run: self.max_rows_per_run,
+            batch_axes,
         })
     }
 }
@@ -429,6 +533,38 @@ fn parse_shape(text: &str, scope: &SymbolScope) -> std::result::Result<Vec<TDim>
             )),
         })
         .collect()
+}
+
+/// The axis that is exactly `sym` in every input and every output, or `None` when some input
+/// or output has no such axis or several.
+fn batch_axes(model: &TypedModel, sym: &Symbol) -> TractResult<Option<BatchAxes>> {
+    let axis_of = |outlets: &[OutletId]| -> TractResult<Option<Vec<usize>>> {
+        let mut axes = Vec::with_capacity(outlets.len());
+        for o in outlets {
+            let fact = model.outlet_fact(*o)?;
+            let hits: Vec<usize> = fact
+                .shape
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| **d == TDim::Sym(sym.clone()))
+                .map(|(i, _)| i)
+                .collect();
+            match hits.as_slice() {
+                [axis] => axes.push(*axis),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(axes))
+    };
+    Ok(
+        match (
+            axis_of(model.input_outlets()?)?,
+            axis_of(model.output_outlets()?)?,
+        ) {
+            (Some(inputs), Some(outputs)) => Some(BatchAxes { inputs, outputs }),
+            _ => None,
+        },
+    )
 }
 
 fn input_specs(model: &TypedModel) -> TractResult<Vec<InputSpec>> {

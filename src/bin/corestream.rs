@@ -81,6 +81,10 @@ struct InputArgs {
     /// axis is replaced by each batch size). Repeat for several inputs.
     #[arg(long = "input", value_name = "NAME=SHAPE")]
     inputs: Vec<String>,
+    /// Run at most this many rows through the model at a time (`OnnxModelBuilder::max_rows_per_run`);
+    /// default: whole parts. `tune` searches it when not given.
+    #[arg(long, value_name = "ROWS")]
+    max_rows_per_run: Option<usize>,
 }
 
 /// A CLI failure: a message for stderr.
@@ -218,6 +222,14 @@ struct Loaded {
 }
 
 fn load(path: Option<&Path>, inputs: &InputArgs) -> Result<Loaded, Fail> {
+    load_with(path, inputs, inputs.max_rows_per_run)
+}
+
+fn load_with(
+    path: Option<&Path>,
+    inputs: &InputArgs,
+    max_rows: Option<usize>,
+) -> Result<Loaded, Fail> {
     let builder = || match path {
         Some(p) => OnnxModel::builder(p),
         None => OnnxModel::builder_from_bytes(EXAMPLENET1),
@@ -252,6 +264,9 @@ fn load(path: Option<&Path>, inputs: &InputArgs) -> Result<Loaded, Fail> {
             .collect::<Vec<_>>()
             .join(",");
         b = b.input(index, plain.inputs()[index].datum_type, &symbolic);
+    }
+    if let Some(rows) = max_rows {
+        b = b.max_rows_per_run(rows);
     }
     Ok(Loaded {
         model: b.build()?,
@@ -300,6 +315,7 @@ struct Trial {
     streams: String,
     num_streams: usize,
     batch: usize,
+    max_rows: Option<usize>,
     items_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -312,7 +328,25 @@ fn measure(
     batch: usize,
     duration: Duration,
 ) -> Result<Trial, Fail> {
-    let loaded = load(path, inputs)?;
+    measure_with(
+        path,
+        inputs,
+        streams,
+        batch,
+        inputs.max_rows_per_run,
+        duration,
+    )
+}
+
+fn measure_with(
+    path: Option<&Path>,
+    inputs: &InputArgs,
+    streams: &(String, Streams),
+    batch: usize,
+    max_rows: Option<usize>,
+    duration: Duration,
+) -> Result<Trial, Fail> {
+    let loaded = load_with(path, inputs, max_rows)?;
     let x = make_inputs(&loaded.model, batch)?;
     let msm = MultiStreamModule::builder(loaded.model)
         .pool(CpuPool::all()?)
@@ -337,6 +371,7 @@ fn measure(
         streams: streams.0.clone(),
         num_streams: msm.num_streams(),
         batch,
+        max_rows,
         items_per_s: (latencies.len() * batch) as f64 / secs,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
@@ -354,7 +389,7 @@ fn progress(total: usize) -> indicatif::ProgressBar {
 
 fn trial_json(t: &Trial) -> Value {
     json!({"streams": t.streams, "num_streams": t.num_streams, "batch": t.batch,
-           "items_per_s": t.items_per_s, "p50_ms": t.p50_ms, "p99_ms": t.p99_ms})
+           "max_rows_per_run": t.max_rows, "items_per_s": t.items_per_s, "p50_ms": t.p50_ms, "p99_ms": t.p99_ms})
 }
 
 fn bench(
@@ -438,19 +473,49 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
         }
     }
     bar.finish_and_clear();
-    println!("| streams | batch | items/s | p99 ms |");
-    println!("|---:|---:|---:|---:|");
+    let fastest_within = |trials: &[Trial]| {
+        trials
+            .iter()
+            .filter(|t| t.p99_ms <= bound_ms)
+            .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s))
+            .cloned()
+    };
+    // Then, unless --max-rows-per-run fixed it: whether the winner runs faster in chunks.
+    if let (None, Some(best)) = (inputs.max_rows_per_run, fastest_within(&trials)) {
+        let rows_per_stream = best.batch.div_ceil(best.num_streams);
+        let chunks: Vec<usize> = (0..)
+            .map(|i| 1usize << i)
+            .take_while(|&r| r < rows_per_stream)
+            .collect();
+        let bar = progress(chunks.len());
+        for r in chunks {
+            bar.set_message(format!("batch {} in runs of {r} rows", best.batch));
+            let streams = (
+                best.num_streams.to_string(),
+                Streams::Count(best.num_streams),
+            );
+            trials.push(measure_with(
+                Some(path),
+                inputs,
+                &streams,
+                best.batch,
+                Some(r),
+                duration,
+            )?);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    println!("| streams | batch | rows per run | items/s | p99 ms |");
+    println!("|---:|---:|---:|---:|---:|");
     for t in &trials {
+        let rows = t.max_rows.map_or("all".to_string(), |r| r.to_string());
         println!(
-            "| {} | {} | {:.1} | {:.3} |",
+            "| {} | {} | {rows} | {:.1} | {:.3} |",
             t.num_streams, t.batch, t.items_per_s, t.p99_ms
         );
     }
-    let within = trials
-        .iter()
-        .filter(|t| t.p99_ms <= bound_ms)
-        .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s));
-    let Some(best) = within else {
+    let Some(best) = fastest_within(&trials) else {
         let fastest = trials.iter().min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
         if let Some(t) = fastest {
             println!(
@@ -460,12 +525,19 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
         }
         return Ok(1);
     };
+    let chunking = best
+        .max_rows
+        .map_or(String::new(), |r| format!(" in runs of {r} rows"));
     println!(
-        "best within p99 <= {bound_ms} ms: streams {} batch {}: {:.1} items/s, p99 {:.3} ms",
+        "best within p99 <= {bound_ms} ms: streams {} batch {}{chunking}: {:.1} items/s, p99 {:.3} ms",
         best.num_streams, best.batch, best.items_per_s, best.p99_ms
     );
+    let model = match best.max_rows {
+        Some(r) => format!("OnnxModel::builder({label:?}).max_rows_per_run({r}).build()?"),
+        None => format!("OnnxModel::load({label:?})?"),
+    };
     println!(
-        "\nlet msm = MultiStreamModule::builder(OnnxModel::load({label:?})?)\n    .pool(CpuPool::all()?)\n    .num_streams(Streams::Count({}))\n    .build()?;\n// call msm.forward(..) with batches of {} rows",
+        "\nlet msm = MultiStreamModule::builder({model})\n    .pool(CpuPool::all()?)\n    .num_streams(Streams::Count({}))\n    .build()?;\n// call msm.forward(..) with batches of {} rows",
         best.num_streams, best.batch
     );
     Ok(0)
