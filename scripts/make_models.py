@@ -12,6 +12,9 @@ axis of every input and output is symbolic, named "N"):
   mlp256       a small MLP, MatMul(256x256) + Relu + MatMul(256x256): x (N,256) -> y (N,256).
                Its products are large enough at big batches for tract to split them across
                threads (the tests use it to watch intra-op threads).
+  seqpool      a sequence model with two symbolic axes, batch N and length S (like BERT's):
+               MatMul(32x32) + Relu per position, then the mean over positions.
+               x (N,S,32) -> h (N,S,32), pooled (N,32)
   resnet18     ResNet-18 layout (torchvision, BatchNorm folded into the convolutions),
                input (N,3,224,224) -> logits (N,1000). ~45 MB: generated on demand, not committed.
 
@@ -100,6 +103,16 @@ def mlp256():
     return g.model([("x", ["N", 256])], [("y", ["N", 256])], "MLP 256-256-256")
 
 
+def seqpool():
+    g = Graph(SEED + 4)
+    h = g.op("Relu", [g.op("MatMul", ["x", g.weight([32, 32], 0.17)])])
+    g.rename(h, "h")
+    pooled = g.op("ReduceMean", ["h"], axes=[1], keepdims=0)
+    g.rename(pooled, "pooled")
+    return g.model([("x", ["N", "S", 32])], [("h", ["N", "S", 32]), ("pooled", ["N", 32])],
+                   "sequence pooling, two symbolic axes")
+
+
 def resnet18():
     g = Graph(SEED + 2)
     x = g.op("Relu", [g.conv("input", 3, 64, 7, 2, 3)])
@@ -120,13 +133,13 @@ def resnet18():
 
 
 BUILDERS = {"examplenet1": examplenet1, "examplenet2": examplenet2, "mlp256": mlp256,
-            "resnet18": resnet18}
+            "seqpool": seqpool, "resnet18": resnet18}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help=f"any of {sorted(BUILDERS)} (default: examplenet1 examplenet2 mlp256)")
+                        help=f"any of {sorted(BUILDERS)} (default: examplenet1 examplenet2 mlp256 seqpool)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "assets",
                                                       "models"))
     args = parser.parse_args()
@@ -134,7 +147,7 @@ def main():
     unknown = [m for m in args.models if m not in BUILDERS]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {sorted(BUILDERS)}")
-    for name in args.models or ["examplenet1", "examplenet2", "mlp256"]:
+    for name in args.models or ["examplenet1", "examplenet2", "mlp256", "seqpool"]:
         path = os.path.join(args.out, f"{name}.onnx")
         onnx.save(BUILDERS[name](), path)
         print(f"{path}: {os.path.getsize(path) / 1e6:.1f} MB")

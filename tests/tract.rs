@@ -16,6 +16,7 @@ const NET2: &str = concat!(
     "/assets/models/examplenet2.onnx"
 );
 const MLP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/mlp256.onnx");
+const SEQ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/seqpool.onnx");
 
 fn input(batch: usize, seed: usize) -> Tensor {
     let data: Vec<f32> = (0..batch * 64 * 9)
@@ -159,6 +160,31 @@ fn runs_in_chunks_equal_whole_batch_runs_and_use_chunk_sized_plans() {
         let expected: &[usize] = if max == 1 { &[1] } else { &[1, 3, 4] };
         assert_eq!(chunked.specialized_batches(), expected, "max={max}");
     }
+}
+
+#[test]
+fn models_with_a_second_symbolic_axis_specialise_and_chunk_along_the_batch() {
+    // seqpool: x (N,S,32) -> h (N,S,32), pooled (N,32); S is symbolic like BERT's sequence.
+    let whole = OnnxModel::builder(SEQ).specialize_up_to(0).build().unwrap();
+    assert_eq!(whole.inputs()[0].to_string(), "N,S,32 f32");
+    let chunked = OnnxModel::builder(SEQ).max_rows_per_run(2).build().unwrap();
+    for (b, len) in [(1, 3), (5, 7), (5, 2)] {
+        let data: Vec<f32> = (0..b * len * 32)
+            .map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0)
+            .collect();
+        let x = vec![Tensor::from_shape(&[b, len, 32], &data).unwrap()];
+        let got = chunked.forward(x.clone()).unwrap();
+        assert_eq!(got[0].shape(), [b, len, 32]);
+        assert_eq!(got[1].shape(), [b, 32]);
+        assert_close(
+            &got,
+            &whole.forward(x).unwrap(),
+            &format!("b={b} len={len}"),
+        );
+    }
+    // Plans specialised on the batch only (5 rows run as 2 + 2 + 1), whatever the length.
+    assert_eq!(chunked.specialized_batches(), [1, 2]);
+    assert!(whole.specialized_batches().is_empty());
 }
 
 #[test]

@@ -88,8 +88,11 @@ pub struct OnnxModel {
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
     symbolic: Plan,
-    /// The decluttered model and its batch symbol, kept to build specialised plans.
-    specializable: Option<(TypedModel, Symbol)>,
+    /// The batch axis' symbol: axis 0 of the first input when symbolic, else the model's only
+    /// symbol.
+    batch_symbol: Option<Symbol>,
+    /// The decluttered model, kept to build batch-specialised plans.
+    specializable: Option<TypedModel>,
     specialize_up_to: usize,
     optimize: bool,
     specialized: RwLock<HashMap<usize, Plan>>,
@@ -205,15 +208,16 @@ impl OnnxModel {
             }
         }
         Ok(self
-            .specializable
+            .batch_symbol
             .as_ref()
-            .and_then(|(_, sym)| bound.get(sym))
+            .and_then(|sym| bound.get(sym))
             .map(|&(n, _)| n))
     }
 
     /// The plan for a batch size: a specialised one for small batches, else the symbolic one.
     fn plan_for(&self, batch: Option<usize>) -> Plan {
-        let (Some(b), Some((model, sym))) = (batch, &self.specializable) else {
+        let (Some(b), Some(model), Some(sym)) = (batch, &self.specializable, &self.batch_symbol)
+        else {
             return Arc::clone(&self.symbolic);
         };
         if b == 0 || b > self.specialize_up_to {
@@ -377,6 +381,8 @@ impl OnnxModelBuilder {
     /// use and cached (default [`DEFAULT_SPECIALIZE_UP_TO`]; 0 turns it off). On a 2-CPU
     /// machine a specialised ExampleNet1 plan runs a 1-row batch about 2x faster than the
     /// symbolic plan, and no faster from 8 rows on, while each plan holds its own packed weights.
+    /// Only the batch axis is specialised (axis 0 of the first input, or the model's only
+    /// symbolic axis); other symbolic axes, such as a sequence length, stay symbolic.
     pub fn specialize_up_to(mut self, max: usize) -> Self {
         self.specialize_up_to = max;
         self
@@ -471,10 +477,18 @@ impl OnnxModelBuilder {
             .iter()
             .flat_map(|i| i.symbols.iter().flatten().cloned())
             .collect();
+        symbols.sort();
         symbols.dedup();
-        let batch_axes = match symbols.as_slice() {
-            [one] => batch_axes(&typed, one).map_err(|e| fail(format!("{e:#}")))?,
-            _ => None,
+        let batch_symbol = inputs
+            .first()
+            .and_then(|i| i.symbols.first().cloned().flatten())
+            .or_else(|| match symbols.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            });
+        let batch_axes = match &batch_symbol {
+            Some(sym) => batch_axes(&typed, sym).map_err(|e| fail(format!("{e:#}")))?,
+            None => None,
         };
         if let (Some(max), None) = (self.max_rows_per_run, &batch_axes) {
             return Err(Error::InvalidConfig(format!(
@@ -487,10 +501,8 @@ impl OnnxModelBuilder {
                     .join(", ")
             )));
         }
-        let specializable = match symbols.as_slice() {
-            [one] if self.specialize_up_to > 0 => Some((typed.clone(), one.clone())),
-            _ => None,
-        };
+        let specializable =
+            (batch_symbol.is_some() && self.specialize_up_to > 0).then(|| typed.clone());
         let plan = if self.optimize {
             typed.into_optimized().and_then(|m| m.into_runnable())
         } else {
@@ -502,6 +514,7 @@ impl OnnxModelBuilder {
             inputs,
             outputs,
             symbolic: plan,
+            batch_symbol,
             specializable,
             specialize_up_to: self.specialize_up_to,
             optimize: self.optimize,
@@ -578,7 +591,10 @@ fn input_specs(model: &TypedModel) -> TractResult<Vec<InputSpec>> {
                 .iter()
                 .map(|d| match d.as_i64() {
                     Some(n) => (Some(n as usize), None),
-                    None => (None, d.symbols().into_iter().next()),
+                    None => match d {
+                        TDim::Sym(sym) => (None, Some(sym.clone())),
+                        _ => (None, None),
+                    },
                 })
                 .unzip();
             Ok(InputSpec {
