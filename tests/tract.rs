@@ -134,6 +134,30 @@ fn specialised_plans_match_the_symbolic_plan_and_are_cached() {
 }
 
 #[test]
+fn concurrent_first_calls_of_a_batch_size_all_get_correct_results() {
+    let symbolic = OnnxModel::builder(NET1)
+        .specialize_up_to(0)
+        .build()
+        .unwrap();
+    let special = OnnxModel::load(NET1).unwrap();
+    let x = vec![input(3, 8)];
+    let expected = symbolic.forward(x.clone()).unwrap();
+    let start = std::sync::Barrier::new(8);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                start.wait();
+                // One caller compiles the 3-row plan; the others run the symbolic plan.
+                for _ in 0..5 {
+                    assert_close(&special.forward(x.clone()).unwrap(), &expected, "racing");
+                }
+            });
+        }
+    });
+    assert_eq!(special.specialized_batches(), [3]);
+}
+
+#[test]
 fn runs_in_chunks_equal_whole_batch_runs_and_use_chunk_sized_plans() {
     let whole = OnnxModel::builder(NET2)
         .specialize_up_to(0)

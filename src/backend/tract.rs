@@ -95,7 +95,9 @@ pub struct OnnxModel {
     specializable: Option<TypedModel>,
     specialize_up_to: usize,
     optimize: bool,
-    specialized: RwLock<HashMap<usize, Plan>>,
+    /// Batch size -> its specialised plan; `None` while one caller compiles it (the others
+    /// run the symbolic plan meanwhile) or after its compilation failed.
+    specialized: RwLock<HashMap<usize, Option<Plan>>>,
     /// Most rows one plan run takes; larger batches run as several chunks.
     max_rows_per_run: Option<usize>,
     /// The batch symbol's axis in every input and every output, when each has exactly one.
@@ -158,12 +160,19 @@ impl OnnxModel {
         self.outputs.iter().map(String::as_str).collect()
     }
 
-    /// The batch sizes that have a specialised plan so far, ascending.
+    /// The batch sizes that have a compiled specialised plan so far, ascending. The first
+    /// caller of a batch size compiles its plan; callers of the same size meanwhile run the
+    /// symbolic plan rather than wait or compile it again.
     pub fn specialized_batches(&self) -> Vec<usize> {
         let mut sizes: Vec<usize> = self
             .specialized
             .read()
-            .map(|m| m.keys().copied().collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, plan)| plan.is_some())
+                    .map(|(b, _)| *b)
+                    .collect()
+            })
             .unwrap_or_default();
         sizes.sort_unstable();
         sizes
@@ -223,13 +232,22 @@ impl OnnxModel {
         if b == 0 || b > self.specialize_up_to {
             return Arc::clone(&self.symbolic);
         }
-        if let Some(plan) = self
+        match self
             .specialized
             .read()
             .ok()
             .and_then(|m| m.get(&b).cloned())
         {
-            return plan;
+            Some(Some(plan)) => return plan,
+            // Being compiled by another caller, or failed: never wait, never compile twice.
+            Some(None) => return Arc::clone(&self.symbolic),
+            None => {}
+        }
+        match self.specialized.write() {
+            Ok(mut map) if map.len() < MAX_SPECIALIZED && !map.contains_key(&b) => {
+                map.insert(b, None);
+            }
+            _ => return Arc::clone(&self.symbolic),
         }
         let compiled = (|| -> TractResult<Plan> {
             let values = HashMap::from([(sym.clone(), TDim::from(b as i64))]);
@@ -241,13 +259,12 @@ impl OnnxModel {
             };
             fixed.into_runnable()
         })();
-        match (compiled, self.specialized.write()) {
-            (Ok(plan), Ok(mut map)) if map.len() < MAX_SPECIALIZED => {
-                map.entry(b).or_insert(plan).clone()
-            }
-            // Specialisation is an optimisation only: on any failure run the symbolic plan.
-            _ => Arc::clone(&self.symbolic),
+        // Specialisation is an optimisation only: on failure the symbolic plan runs.
+        let plan = compiled.ok();
+        if let (Some(plan), Ok(mut map)) = (&plan, self.specialized.write()) {
+            map.insert(b, Some(Arc::clone(plan)));
         }
+        plan.unwrap_or_else(|| Arc::clone(&self.symbolic))
     }
 }
 
