@@ -1,6 +1,6 @@
 //! Throughput of real ONNX models on the tract backend: items/s at B = 1, 2, 4, 8, 16 for
-//! (1 stream x all CPUs, intra-op), (N streams x 1 CPU), and plain tract single-threaded on the
-//! calling thread (with batch-specialised plans, and with the symbolic plan only). A bench binary rather than criterion: it prints one markdown table per model.
+//! (1 stream x all CPUs, intra-op), (N streams x 1 CPU: whole parts, in chunks, spinning 50 us
+//! when idle), and plain tract single-threaded on the calling thread (with batch-specialised plans, and with the symbolic plan only). A bench binary rather than criterion: it prints one markdown table per model.
 //!
 //! Run: `cargo bench --features tract --bench models` (models/ from `scripts/fetch-models.sh`
 //! adds ResNet-18 and paraphrase-MiniLM-L3-v2). `CORESTREAM_BENCH_SECS` sets the measuring
@@ -128,6 +128,11 @@ fn main() -> corestream::Result<()> {
             .pool(pool.clone())
             .num_streams(Streams::Auto)
             .build()?;
+        let spinning = MultiStreamModule::builder(OnnxModel::load(&bench.path)?)
+            .pool(pool.clone())
+            .num_streams(Streams::Auto)
+            .spin(Duration::from_micros(50))
+            .build()?;
         let chunked = MultiStreamModule::builder(
             OnnxModel::builder(&bench.path)
                 .max_rows_per_run(max_rows)
@@ -146,6 +151,10 @@ fn main() -> corestream::Result<()> {
                 format!("corestream {n} streams x 1 CPU, runs of <= {max_rows} rows"),
                 vec![],
             ),
+            (
+                format!("corestream {n} streams x 1 CPU, spin 50 us"),
+                vec![],
+            ),
             ("tract single-threaded (caller)".into(), vec![]),
             ("tract single-threaded, symbolic plan only".into(), vec![]),
         ];
@@ -161,9 +170,12 @@ fn main() -> corestream::Result<()> {
                 chunked.forward_sync(x.clone()).map(drop)
             }));
             rows[3].1.push(measure(b, secs, || {
-                plain.forward(x.clone()).map(drop).map_err(Into::into)
+                spinning.forward_sync(x.clone()).map(drop)
             }));
             rows[4].1.push(measure(b, secs, || {
+                plain.forward(x.clone()).map(drop).map_err(Into::into)
+            }));
+            rows[5].1.push(measure(b, secs, || {
                 plain_symbolic
                     .forward(x.clone())
                     .map(drop)

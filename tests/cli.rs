@@ -181,6 +181,8 @@ fn bench_runs_in_chunks_when_asked() {
             "100ms",
             "--max-rows-per-run",
             "2",
+            "--spin",
+            "20us",
             "--json",
         ])
         .arg(&json)
@@ -194,7 +196,7 @@ fn bench_runs_in_chunks_when_asked() {
 
 #[test]
 fn bad_inputs_exit_2_with_one_line() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["bench", "/nonexistent/model.onnx", "--duration", "10ms"],
             "no such file",
@@ -220,6 +222,10 @@ fn bad_inputs_exit_2_with_one_line() {
         (
             &["bench", "--max-rows-per-run", "0", "--duration", "10ms"],
             "at least 1",
+        ),
+        (
+            &["bench", "--spin", "briefly", "--duration", "10ms"],
+            "cannot parse duration",
         ),
     ];
     for (args, needle) in cases {

@@ -85,6 +85,10 @@ struct InputArgs {
     /// default: whole parts. `tune` searches it when not given.
     #[arg(long, value_name = "ROWS")]
     max_rows_per_run: Option<usize>,
+    /// Let each stream (and the waiting caller) poll this long before parking, e.g. `50us`
+    /// (`MultiStreamModuleBuilder::spin`); default: park at once.
+    #[arg(long, value_name = "DURATION")]
+    spin: Option<String>,
 }
 
 /// A CLI failure: a message for stderr.
@@ -230,6 +234,9 @@ fn load_with(
     inputs: &InputArgs,
     max_rows: Option<usize>,
 ) -> Result<Loaded, Fail> {
+    if let Some(text) = &inputs.spin {
+        parse_duration(text)?;
+    }
     let builder = || match path {
         Some(p) => OnnxModel::builder(p),
         None => OnnxModel::builder_from_bytes(EXAMPLENET1),
@@ -348,9 +355,14 @@ fn measure_with(
 ) -> Result<Trial, Fail> {
     let loaded = load_with(path, inputs, max_rows)?;
     let x = make_inputs(&loaded.model, batch)?;
+    let spin = match &inputs.spin {
+        Some(text) => parse_duration(text)?,
+        None => Duration::ZERO,
+    };
     let msm = MultiStreamModule::builder(loaded.model)
         .pool(CpuPool::all()?)
         .num_streams(streams.1)
+        .spin(spin)
         .build()?;
     let warm = Instant::now();
     while warm.elapsed() < duration / 10 {
@@ -532,12 +544,19 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
         "best within p99 <= {bound_ms} ms: streams {} batch {}{chunking}: {:.1} items/s, p99 {:.3} ms",
         best.num_streams, best.batch, best.items_per_s, best.p99_ms
     );
+    let spin = match &inputs.spin {
+        Some(text) => format!(
+            "\n    .spin(Duration::from_micros({}))",
+            parse_duration(text)?.as_micros()
+        ),
+        None => String::new(),
+    };
     let model = match best.max_rows {
         Some(r) => format!("OnnxModel::builder({label:?}).max_rows_per_run({r}).build()?"),
         None => format!("OnnxModel::load({label:?})?"),
     };
     println!(
-        "\nlet msm = MultiStreamModule::builder({model})\n    .pool(CpuPool::all()?)\n    .num_streams(Streams::Count({}))\n    .build()?;\n// call msm.forward(..) with batches of {} rows",
+        "\nlet msm = MultiStreamModule::builder({model})\n    .pool(CpuPool::all()?)\n    .num_streams(Streams::Count({})){spin}\n    .build()?;\n// call msm.forward(..) with batches of {} rows",
         best.num_streams, best.batch
     );
     Ok(0)
