@@ -34,34 +34,38 @@ const NET1: &str = concat!(
     "/assets/models/examplenet1.onnx"
 );
 
-#[test]
-fn bench_prints_one_row_per_combination_and_writes_json() {
+/// Runs `corestream bench ARGS --json FILE`; returns its stdout and the JSON report.
+fn bench_with_json(args: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let out = cli()
-        .args([
-            "bench",
-            "--batch",
-            "1,4",
-            "--streams",
-            "auto,1",
-            "--duration",
-            "150ms",
-            "--json",
-        ])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .arg(&json)
         .output()
         .unwrap();
     assert_success(&out);
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (String::from_utf8(out.stdout).unwrap(), report)
+}
+
+#[test]
+fn bench_prints_one_row_per_combination_and_writes_json() {
+    let (stdout, report) = bench_with_json(&[
+        "--batch",
+        "1,4",
+        "--streams",
+        "auto,1",
+        "--duration",
+        "150ms",
+    ]);
     let rows = table_rows(&stdout);
     assert_eq!(rows.len(), 4, "{stdout}");
     assert!(
         stdout.contains(&format!("| auto ({}) | 4 |", cpus())),
         "{stdout}"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 4);
     for r in results {
@@ -168,29 +172,18 @@ fn tune_picks_one_of_the_measured_configurations() {
 
 #[test]
 fn bench_runs_in_chunks_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    let out = cli()
-        .args([
-            "bench",
-            "--batch",
-            "4",
-            "--streams",
-            "1",
-            "--duration",
-            "100ms",
-            "--max-rows-per-run",
-            "2",
-            "--spin",
-            "20us",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (_, report) = bench_with_json(&[
+        "--batch",
+        "4",
+        "--streams",
+        "1",
+        "--duration",
+        "100ms",
+        "--max-rows-per-run",
+        "2",
+        "--spin",
+        "20us",
+    ]);
     assert_eq!(report["results"][0]["max_rows_per_run"], 2);
 }
 
