@@ -408,10 +408,10 @@ impl OnnxModelBuilder {
     /// Runs at most `max` rows through the plan at a time (default: the whole batch): a larger
     /// batch is cut along its batch axis into `ceil(rows / max)` chunks of near-equal size, run
     /// one after the other on the calling stream, and the outputs are concatenated. Results are
-    /// the same; only speed and peak memory change. Convolution nets whose activations outgrow
-    /// the caches at larger batches (ResNet-18: see the README's performance tables) run faster
-    /// in small chunks, while small dense models gain from whole batches. `corestream tune`
-    /// measures it for a model.
+    /// the same; only speed and peak memory change. tract gets slower per row as a run grows
+    /// on ExampleNet1, ResNet-18 and MiniLM at 128 tokens, so they run faster in runs of 1-2
+    /// rows at large batches (README, performance tables), while short rows such as MiniLM at
+    /// ~14 tokens gain from whole batches. `corestream tune` measures it for a model.
     ///
     /// ```
     /// use corestream::backend::tract::{OnnxModel, Tensor};
