@@ -1,6 +1,8 @@
 //! Throughput of real ONNX models on the tract backend: items/s at B = 1, 2, 4, 8, 16 for
 //! (1 stream x all CPUs, intra-op), (N streams x 1 CPU: whole parts, in chunks, spinning 50 us
-//! when idle), and plain tract single-threaded on the calling thread (with batch-specialised plans, and with the symbolic plan only). A bench binary rather than criterion: it prints one markdown table per model.
+//! when idle), and plain tract single-threaded on the calling thread (with batch-specialised
+//! plans, and with the symbolic plan only). A bench binary rather than criterion: it prints one
+//! markdown table per model.
 //!
 //! Run: `cargo bench --features tract --bench models` (models/ from `scripts/fetch-models.sh`
 //! adds ResNet-18 and paraphrase-MiniLM-L3-v2). `CORESTREAM_BENCH_SECS` sets the measuring
