@@ -124,8 +124,8 @@ fn tune_picks_one_of_the_measured_configurations() {
         .unwrap();
     assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
-    // | streams | batch | rows per run | items/s | p99 ms |
-    let measured: Vec<(usize, usize, String)> = table_rows(&text)
+    // | streams | batch | rows per run | spin us | items/s | p99 ms |
+    let measured: Vec<(usize, usize, String, u64)> = table_rows(&text)
         .into_iter()
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
@@ -133,6 +133,7 @@ fn tune_picks_one_of_the_measured_configurations() {
                 cells[1].parse().unwrap(),
                 cells[2].parse().unwrap(),
                 cells[3].to_owned(),
+                cells[4].parse().unwrap(),
             )
         })
         .collect();
@@ -145,17 +146,27 @@ fn tune_picks_one_of_the_measured_configurations() {
         words
             .iter()
             .position(|w| *w == word)
-            .map(|i| words[i + 1].trim_end_matches(':').to_owned())
+            .map(|i| words[i + 1].trim_end_matches([':', ',']).to_owned())
     };
     let streams: usize = after("streams").unwrap().parse().unwrap();
     let batch: usize = after("batch").unwrap().parse().unwrap();
     let rows = after("of").unwrap_or_else(|| "all".into());
+    let spin: u64 = after("spin").map_or(0, |us| us.parse().unwrap());
     assert!(
-        measured.contains(&(streams, batch, rows.clone())),
+        measured.contains(&(streams, batch, rows.clone(), spin)),
         "{best} not in {measured:?}"
     );
+    // The spin trial is the last one: 50 us on an earlier configuration.
+    let last = measured.last().unwrap();
+    assert_eq!(last.3, 50, "{text}");
+    assert!(
+        measured[..measured.len() - 1]
+            .iter()
+            .any(|m| (m.0, m.1, &m.2, m.3) == (last.0, last.1, &last.2, 0)),
+        "{text}"
+    );
     // The chunk search ran on the winning stream count and batch, below its rows per stream.
-    for (s, b, r) in measured.iter().filter(|m| m.2 != "all") {
+    for (s, b, r, _) in measured.iter().filter(|m| m.2 != "all") {
         let r: usize = r.parse().unwrap();
         assert!(r < b.div_ceil(*s), "{text}");
     }
@@ -166,6 +177,11 @@ fn tune_picks_one_of_the_measured_configurations() {
     assert_eq!(
         text.contains(&format!(".max_rows_per_run({rows})")),
         rows != "all",
+        "{text}"
+    );
+    assert_eq!(
+        text.contains(".spin(Duration::from_micros(50))"),
+        spin == 50,
         "{text}"
     );
 }
@@ -185,6 +201,7 @@ fn bench_runs_in_chunks_when_asked() {
         "20us",
     ]);
     assert_eq!(report["results"][0]["max_rows_per_run"], 2);
+    assert_eq!(report["results"][0]["spin_us"], 20);
 }
 
 #[test]

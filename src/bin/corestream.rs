@@ -234,9 +234,7 @@ fn load_with(
     inputs: &InputArgs,
     max_rows: Option<usize>,
 ) -> Result<Loaded, Fail> {
-    if let Some(text) = &inputs.spin {
-        parse_duration(text)?;
-    }
+    fixed_spin(inputs)?;
     let builder = || match path {
         Some(p) => OnnxModel::builder(p),
         None => OnnxModel::builder_from_bytes(EXAMPLENET1),
@@ -323,6 +321,7 @@ struct Trial {
     num_streams: usize,
     batch: usize,
     max_rows: Option<usize>,
+    spin: Duration,
     items_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -335,14 +334,21 @@ fn measure(
     batch: usize,
     duration: Duration,
 ) -> Result<Trial, Fail> {
+    let spin = fixed_spin(inputs)?.unwrap_or(Duration::ZERO);
     measure_with(
         path,
         inputs,
         streams,
         batch,
         inputs.max_rows_per_run,
+        spin,
         duration,
     )
+}
+
+/// The `--spin` value, if given.
+fn fixed_spin(inputs: &InputArgs) -> Result<Option<Duration>, Fail> {
+    inputs.spin.as_deref().map(parse_duration).transpose()
 }
 
 fn measure_with(
@@ -351,14 +357,11 @@ fn measure_with(
     streams: &(String, Streams),
     batch: usize,
     max_rows: Option<usize>,
+    spin: Duration,
     duration: Duration,
 ) -> Result<Trial, Fail> {
     let loaded = load_with(path, inputs, max_rows)?;
     let x = make_inputs(&loaded.model, batch)?;
-    let spin = match &inputs.spin {
-        Some(text) => parse_duration(text)?,
-        None => Duration::ZERO,
-    };
     let msm = MultiStreamModule::builder(loaded.model)
         .pool(CpuPool::all()?)
         .num_streams(streams.1)
@@ -384,6 +387,7 @@ fn measure_with(
         num_streams: msm.num_streams(),
         batch,
         max_rows,
+        spin,
         items_per_s: (latencies.len() * batch) as f64 / secs,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
@@ -401,7 +405,7 @@ fn progress(total: usize) -> indicatif::ProgressBar {
 
 fn trial_json(t: &Trial) -> Value {
     json!({"streams": t.streams, "num_streams": t.num_streams, "batch": t.batch,
-           "max_rows_per_run": t.max_rows, "items_per_s": t.items_per_s, "p50_ms": t.p50_ms, "p99_ms": t.p99_ms})
+           "max_rows_per_run": t.max_rows, "spin_us": t.spin.as_micros() as u64, "items_per_s": t.items_per_s, "p50_ms": t.p50_ms, "p99_ms": t.p99_ms})
 }
 
 fn bench(
@@ -449,6 +453,9 @@ fn bench(
     }
     Ok(0)
 }
+
+/// The idle spin `tune` tries on its winner (streams and the waiting caller poll this long).
+const TUNE_SPIN: Duration = Duration::from_micros(50);
 
 fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<i32, Fail> {
     let bound_ms = parse_duration(bound)?.as_secs_f64() * 1e3;
@@ -512,19 +519,40 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
                 &streams,
                 best.batch,
                 Some(r),
+                best.spin,
                 duration,
             )?);
             bar.inc(1);
         }
         bar.finish_and_clear();
     }
-    println!("| streams | batch | rows per run | items/s | p99 ms |");
-    println!("|---:|---:|---:|---:|---:|");
+    // Last, unless --spin fixed it: whether the winner gains from spinning streams.
+    if let (None, Some(best)) = (&inputs.spin, fastest_within(&trials)) {
+        let streams = (
+            best.num_streams.to_string(),
+            Streams::Count(best.num_streams),
+        );
+        trials.push(measure_with(
+            Some(path),
+            inputs,
+            &streams,
+            best.batch,
+            best.max_rows,
+            TUNE_SPIN,
+            duration,
+        )?);
+    }
+    println!("| streams | batch | rows per run | spin us | items/s | p99 ms |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for t in &trials {
         let rows = t.max_rows.map_or("all".to_string(), |r| r.to_string());
         println!(
-            "| {} | {} | {rows} | {:.1} | {:.3} |",
-            t.num_streams, t.batch, t.items_per_s, t.p99_ms
+            "| {} | {} | {rows} | {} | {:.1} | {:.3} |",
+            t.num_streams,
+            t.batch,
+            t.spin.as_micros(),
+            t.items_per_s,
+            t.p99_ms
         );
     }
     let Some(best) = fastest_within(&trials) else {
@@ -540,17 +568,19 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
     let chunking = best
         .max_rows
         .map_or(String::new(), |r| format!(" in runs of {r} rows"));
+    let (spin, spin_note) = if best.spin.is_zero() {
+        (String::new(), String::new())
+    } else {
+        let us = best.spin.as_micros();
+        (
+            format!("\n    .spin(Duration::from_micros({us})) // polls when idle: costs CPU"),
+            format!(", spin {us} us"),
+        )
+    };
     println!(
-        "best within p99 <= {bound_ms} ms: streams {} batch {}{chunking}: {:.1} items/s, p99 {:.3} ms",
+        "best within p99 <= {bound_ms} ms: streams {} batch {}{chunking}{spin_note}: {:.1} items/s, p99 {:.3} ms",
         best.num_streams, best.batch, best.items_per_s, best.p99_ms
     );
-    let spin = match &inputs.spin {
-        Some(text) => format!(
-            "\n    .spin(Duration::from_micros({}))",
-            parse_duration(text)?.as_micros()
-        ),
-        None => String::new(),
-    };
     let model = match best.max_rows {
         Some(r) => format!("OnnxModel::builder({label:?}).max_rows_per_run({r}).build()?"),
         None => format!("OnnxModel::load({label:?})?"),
