@@ -499,6 +499,22 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
             .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s))
             .cloned()
     };
+    // The winner again, with other rows per run or spin.
+    let variant = |best: &Trial, max_rows: Option<usize>, spin: Duration| {
+        let streams = (
+            best.num_streams.to_string(),
+            Streams::Count(best.num_streams),
+        );
+        measure_with(
+            Some(path),
+            inputs,
+            &streams,
+            best.batch,
+            max_rows,
+            spin,
+            duration,
+        )
+    };
     // Then, unless --max-rows-per-run fixed it: whether the winner runs faster in chunks.
     if let (None, Some(best)) = (inputs.max_rows_per_run, fastest_within(&trials)) {
         let rows_per_stream = best.batch.div_ceil(best.num_streams);
@@ -509,38 +525,14 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
         let bar = progress(chunks.len());
         for r in chunks {
             bar.set_message(format!("batch {} in runs of {r} rows", best.batch));
-            let streams = (
-                best.num_streams.to_string(),
-                Streams::Count(best.num_streams),
-            );
-            trials.push(measure_with(
-                Some(path),
-                inputs,
-                &streams,
-                best.batch,
-                Some(r),
-                best.spin,
-                duration,
-            )?);
+            trials.push(variant(&best, Some(r), best.spin)?);
             bar.inc(1);
         }
         bar.finish_and_clear();
     }
     // Last, unless --spin fixed it: whether the winner gains from spinning streams.
     if let (None, Some(best)) = (&inputs.spin, fastest_within(&trials)) {
-        let streams = (
-            best.num_streams.to_string(),
-            Streams::Count(best.num_streams),
-        );
-        trials.push(measure_with(
-            Some(path),
-            inputs,
-            &streams,
-            best.batch,
-            best.max_rows,
-            TUNE_SPIN,
-            duration,
-        )?);
+        trials.push(variant(&best, best.max_rows, TUNE_SPIN)?);
     }
     println!("| streams | batch | rows per run | spin us | items/s | p99 ms |");
     println!("|---:|---:|---:|---:|---:|---:|");
