@@ -234,6 +234,7 @@ fn load_with(
     inputs: &InputArgs,
     max_rows: Option<usize>,
 ) -> Result<Loaded, Fail> {
+    // Reject a bad --spin before anything is measured.
     fixed_spin(inputs)?;
     let builder = || match path {
         Some(p) => OnnxModel::builder(p),
