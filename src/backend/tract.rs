@@ -303,7 +303,7 @@ impl OnnxModel {
     }
 
     /// Runs `rows` rows as `ceil(rows / max)` chunks of near-equal size, one after the other,
-    /// and concatenates each output along its batch axis.
+    /// and concatenates each output along its batch axis (with `Batch for Tensor`).
     fn run_chunked(
         &self,
         inputs: Vec<Tensor>,
@@ -312,24 +312,26 @@ impl OnnxModel {
         axes: &BatchAxes,
     ) -> Result<Vec<Tensor>> {
         let sizes = crate::batch::split_sizes(rows, rows.div_ceil(max));
+        let mut parts = inputs
+            .into_iter()
+            .zip(&axes.inputs)
+            .map(|(t, &axis)| Ok(t.split(&Hint::Dim(axis), &sizes)?.into_iter()))
+            .collect::<Result<Vec<_>>>()?;
         let mut per_output: Vec<Vec<Tensor>> =
             vec![Vec::with_capacity(sizes.len()); axes.outputs.len()];
-        let mut start = 0;
         for &n in &sizes {
-            let chunk = inputs
-                .iter()
-                .zip(&axes.inputs)
-                .map(|(t, &axis)| t.slice(axis, start, start + n))
-                .collect::<TractResult<Vec<Tensor>>>()?;
+            let chunk = parts
+                .iter_mut()
+                .map(|p| p.next().expect("split returns one part per size"))
+                .collect();
             for (all, out) in per_output.iter_mut().zip(self.run_plan(chunk, Some(n))?) {
                 all.push(out);
             }
-            start += n;
         }
         per_output
             .into_iter()
             .zip(&axes.outputs)
-            .map(|(parts, &axis)| Ok(Tensor::stack_tensors(axis, &parts)?))
+            .map(|(outs, &axis)| Tensor::concat(outs, &Hint::Dim(axis)))
             .collect()
     }
 }
