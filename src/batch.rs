@@ -1,4 +1,5 @@
-//! How values are cut into per-stream parts and put back together: [`Hint`] and [`Batch`].
+//! How values are cut into per-stream parts and put back together: the [`Batch`] trait and its
+//! implementations, under a [`Hint`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -6,55 +7,10 @@ use std::hash::BuildHasher;
 use ndarray::{ArcArray, Array, ArrayBase, ArrayView, Axis, Data, RemoveAxis, Slice};
 
 use crate::error::{Error, Result};
-
-/// Where the batch is in a value (the anchor's `MultiStreamModuleHint`).
-///
-/// A leaf hint (`Dim` or `Replicate`) given for a structure applies to every element, so the
-/// default `Dim(0)` splits every array of a tuple along its first axis.
-///
-/// ```
-/// use std::collections::BTreeMap;
-/// use corestream::Hint;
-///
-/// // ExampleNet2's inputs: two arrays, both batched along dim 0.
-/// let two_inputs = Hint::Tuple(vec![Hint::Dim(0), Hint::Dim(0)]);
-/// // A mask shared by every stream, and a batch along dim 1.
-/// let mixed = Hint::Tuple(vec![Hint::Replicate, Hint::Dim(1)]);
-/// // Named inputs.
-/// let named = Hint::Map(BTreeMap::from([("ids".to_string(), Hint::Dim(0))]));
-/// assert_eq!(Hint::default(), Hint::Dim(0));
-/// # let _ = (two_inputs, mixed, named);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Hint {
-    /// Split (inputs) or concatenate (outputs) along this axis.
-    Dim(usize),
-    /// Give every stream the whole value (inputs); keep stream 0's value (outputs). The
-    /// anchor's `None`.
-    Replicate,
-    /// One hint per tuple field or `Vec` position.
-    Tuple(Vec<Hint>),
-    /// One hint per key of a string-keyed map.
-    Map(BTreeMap<String, Hint>),
-}
-
-impl Default for Hint {
-    fn default() -> Self {
-        Hint::Dim(0)
-    }
-}
+pub use crate::hint::Hint;
+pub use crate::pool::split_sizes;
 
 impl Hint {
-    /// Whether any leaf of this hint is a `Dim` (an input hint without one splits nothing).
-    pub fn has_dim(&self) -> bool {
-        match self {
-            Hint::Dim(_) => true,
-            Hint::Replicate => false,
-            Hint::Tuple(hints) => hints.iter().any(Hint::has_dim),
-            Hint::Map(hints) => hints.values().any(Hint::has_dim),
-        }
-    }
-
     /// The hint for position `i` of a structure with `len` positions.
     ///
     /// # Errors
@@ -102,25 +58,6 @@ impl Hint {
             ))),
         }
     }
-}
-
-/// The part sizes for `total` rows over `parts` streams: `total / parts` each, the first
-/// `total % parts` one more; when `total < parts`, only the first `total` streams, one row
-/// each (so the result has `min(total, parts)` entries and no zero).
-///
-/// ```
-/// use corestream::batch::split_sizes;
-/// assert_eq!(split_sizes(4, 3), [2, 1, 1]);
-/// assert_eq!(split_sizes(7, 3), [3, 2, 2]);
-/// assert_eq!(split_sizes(2, 3), [1, 1]);
-/// ```
-pub fn split_sizes(total: usize, parts: usize) -> Vec<usize> {
-    let used = total.min(parts);
-    if used == 0 {
-        return Vec::new();
-    }
-    let (base, rem) = (total / used, total % used);
-    (0..used).map(|i| base + usize::from(i < rem)).collect()
 }
 
 /// A value that can be measured, split into per-stream parts and concatenated back under a
@@ -457,7 +394,7 @@ fn transpose<T>(rows: Vec<Vec<T>>, k: usize) -> Vec<Vec<T>> {
 }
 
 /// A `Vec` is a structure, not a batch: each element is split under its hint (a leaf hint for
-/// all, or a `Tuple` with one hint per position), like the anchor's lists of tensors.
+/// all, or a `Tuple` with one hint per position), like IPEX's lists of tensors.
 impl<T: Batch> Batch for Vec<T> {
     fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
         let mut size = None;

@@ -592,10 +592,7 @@ where
                     for f in feeders {
                         let _ = f.join();
                     }
-                    return Err(Error::Spawn {
-                        name,
-                        message: e.to_string(),
-                    });
+                    return Err(Error::Spawn { name, source: e });
                 }
             }
         }

@@ -1,8 +1,9 @@
-//! The crate's single error type.
+//! The crate's single error type, [`Error`], with its variants grouped by subsystem.
 
 use std::path::PathBuf;
 
 use crate::cpulist::CpuList;
+use crate::hint::Hint;
 
 /// A boxed error from model code: what [`Module::forward`](crate::Module::forward) returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -17,6 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    // ===== placement: pools, topology, affinity =====
     /// A CPU pool was built from an empty list.
     #[error("a cpu pool needs at least one cpu; allowed cpus: {}", CpuList(.allowed))]
     EmptyPool {
@@ -73,15 +75,6 @@ pub enum Error {
         cpus: usize,
     },
 
-    /// A multi-stream module was asked for an impossible stream count.
-    #[error("cannot run {streams} streams on a pool of {cpus} cpus; allowed: 1 to {cpus} streams")]
-    InvalidStreams {
-        /// The requested number of streams.
-        streams: usize,
-        /// The pool's size.
-        cpus: usize,
-    },
-
     /// The CPU topology could not be read.
     #[error("cannot read the cpu topology at {}: {message}", .path.display())]
     Topology {
@@ -101,95 +94,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A stream thread could not be started.
-    #[error("cannot start stream thread {name:?}: {message}")]
-    Spawn {
-        /// The thread's name.
-        name: String,
-        /// What failed.
-        message: String,
-    },
-
-    /// The model returned an error for this request.
-    #[error("model error: {0}")]
-    Module(#[source] BoxError),
-
-    /// The model panicked while serving this request. The stream keeps serving.
-    #[error("model panicked: {0}")]
-    Panicked(String),
-
-    /// The stream shut down before it could answer.
-    #[error("the stream shut down before answering this request")]
-    Shutdown,
-
-    /// A value has no batch to split: its input hint has no `Hint::Dim` leaf.
-    #[error("the input hint {hint:?} splits nothing: at least one leaf must be Hint::Dim(d)")]
-    NoSplitDim {
-        /// The offending hint.
-        hint: crate::Hint,
-    },
-
-    /// The batch to split has zero rows.
-    #[error("the batch is empty (0 rows along the split dimension); at least 1 row is needed")]
-    EmptyBatch,
-
-    /// Two split leaves disagree on the batch size.
-    #[error("batch sizes disagree: {first} rows in one split input, {second} in another; every split leaf must have the same batch size")]
-    BatchMismatch {
-        /// The batch size seen first.
-        first: usize,
-        /// The differing batch size.
-        second: usize,
-    },
-
-    /// A split dimension beyond a value's rank.
-    #[error("cannot split along dim {dim}: the value has {rank} dimensions (allowed: 0 to {})", .rank.saturating_sub(1))]
-    DimOutOfRange {
-        /// The requested dimension.
-        dim: usize,
-        /// The value's number of dimensions.
-        rank: usize,
-    },
-
-    /// A hint does not fit the value's structure.
-    #[error("hint does not fit the value: {0}")]
-    HintMismatch(String),
-
-    /// Parts to concatenate do not fit together.
-    #[error("cannot concatenate the stream outputs: {0}")]
-    Concat(String),
-
-    /// A model file could not be read or compiled.
-    #[error("cannot load model {model}: {message}")]
-    ModelLoad {
-        /// The file (or `<bytes>`).
-        model: String,
-        /// What went wrong, including the backend's explanation.
-        message: String,
-    },
-
-    /// A request does not have the model's number of inputs.
-    #[error("the model takes {expected} inputs ({names}), got {found}")]
-    InputCount {
-        /// The model's number of inputs.
-        expected: usize,
-        /// The number given.
-        found: usize,
-        /// The model's input names, comma-separated.
-        names: String,
-    },
-
-    /// An input's shape or element type does not match the model.
-    #[error("input {input:?}: expected {expected}, got {found}")]
-    InvalidInput {
-        /// The input's name.
-        input: String,
-        /// What the model accepts, e.g. `N,64,3,3 f32` (N: any batch size).
-        expected: String,
-        /// What was given.
-        found: String,
-    },
-
+    // ===== placement: OpenMP runtimes (`omp`) =====
     /// An OpenMP runtime library could not be opened (see [`omp::load`](crate::omp::load)).
     #[error(
         "cannot load the OpenMP runtime {}: {message}; expected a shared library of libiomp5, libgomp or libomp",
@@ -240,9 +145,37 @@ pub enum Error {
         message: String,
     },
 
-    /// A builder setting is out of range.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    // ===== execution: streams, tasks and their requests =====
+    /// A multi-stream module was asked for an impossible stream count.
+    #[error("cannot run {streams} streams on a pool of {cpus} cpus; allowed: 1 to {cpus} streams")]
+    InvalidStreams {
+        /// The requested number of streams.
+        streams: usize,
+        /// The pool's size.
+        cpus: usize,
+    },
+
+    /// A stream (or batcher) thread, or a stream's intra-op pool, could not be started.
+    #[error("cannot start stream thread {name:?}: {source}")]
+    Spawn {
+        /// The thread's name.
+        name: String,
+        /// The operating system's error (or what else failed, as an `io::Error`).
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The model returned an error for this request.
+    #[error("model error: {0}")]
+    Module(#[source] BoxError),
+
+    /// The model panicked while serving this request. The stream keeps serving.
+    #[error("model panicked: {0}")]
+    Panicked(String),
+
+    /// The stream shut down before it could answer.
+    #[error("the stream shut down before answering this request")]
+    Shutdown,
 
     /// A bounded queue is full; try again later.
     #[error("overloaded: the queue is full ({capacity} requests waiting); retry later")]
@@ -250,6 +183,81 @@ pub enum Error {
         /// The queue's capacity.
         capacity: usize,
     },
+
+    // ===== batches: split and concatenate under a `Hint` =====
+    /// A value has no batch to split: its input hint has no `Hint::Dim` leaf.
+    #[error("the input hint {hint:?} splits nothing: at least one leaf must be Hint::Dim(d)")]
+    NoSplitDim {
+        /// The offending hint.
+        hint: Hint,
+    },
+
+    /// The batch to split has zero rows.
+    #[error("the batch is empty (0 rows along the split dimension); at least 1 row is needed")]
+    EmptyBatch,
+
+    /// Two split leaves disagree on the batch size.
+    #[error("batch sizes disagree: {first} rows in one split input, {second} in another; every split leaf must have the same batch size")]
+    BatchMismatch {
+        /// The batch size seen first.
+        first: usize,
+        /// The differing batch size.
+        second: usize,
+    },
+
+    /// A split dimension beyond a value's rank.
+    #[error("cannot split along dim {dim}: the value has {rank} dimensions (allowed: 0 to {})", .rank.saturating_sub(1))]
+    DimOutOfRange {
+        /// The requested dimension.
+        dim: usize,
+        /// The value's number of dimensions.
+        rank: usize,
+    },
+
+    /// A hint does not fit the value's structure.
+    #[error("hint does not fit the value: {0}")]
+    HintMismatch(String),
+
+    /// Parts to concatenate do not fit together.
+    #[error("cannot concatenate the stream outputs: {0}")]
+    Concat(String),
+
+    // ===== backends: model files and their inputs =====
+    /// A model file could not be read or compiled.
+    #[error("cannot load model {model}: {message}")]
+    ModelLoad {
+        /// The file (or `<bytes>`).
+        model: String,
+        /// What went wrong, including the backend's explanation.
+        message: String,
+    },
+
+    /// A request does not have the model's number of inputs.
+    #[error("the model takes {expected} inputs ({names}), got {found}")]
+    InputCount {
+        /// The model's number of inputs.
+        expected: usize,
+        /// The number given.
+        found: usize,
+        /// The model's input names, comma-separated.
+        names: String,
+    },
+
+    /// An input's shape or element type does not match the model.
+    #[error("input {input:?}: expected {expected}, got {found}")]
+    InvalidInput {
+        /// The input's name.
+        input: String,
+        /// What the model accepts, e.g. `N,64,3,3 f32` (N: any batch size).
+        expected: String,
+        /// What was given.
+        found: String,
+    },
+
+    // ===== configuration =====
+    /// A builder setting is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
 }
 
 /// A model's error becomes [`Error::Module`] (or stays the corestream [`Error`] it already

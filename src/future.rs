@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::pool::CpuPool;
 
 /// The pending result of one submission: a `Future` for async code and [`wait`](Self::wait)
-/// for sync code (the anchor's `FutureTensor.get()`).
+/// for sync code (IPEX's `FutureTensor.get()`).
 ///
 /// The job is already queued when the future is created; polling only waits for it. Dropping
 /// the future before the job starts makes the stream skip the job; dropping it later discards

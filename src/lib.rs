@@ -8,6 +8,10 @@
 //! extension calls its CPU runtime extension (`CPUPool`, `MultiStreamModule`, `Task`, `pin`)
 //! and OpenVINO calls CPU streams; corestream brings it to Rust, natively async.
 //!
+//! Throughout these docs, **IPEX** means Intel Extension for PyTorch's CPU runtime extension
+//! (`intel_extension_for_pytorch.cpu.runtime`), whose semantics corestream follows except where
+//! a doc says otherwise.
+//!
 //! # Quick start
 //!
 //! ```
@@ -33,35 +37,47 @@
 //!
 //! # The pieces
 //!
+//! Layers from the bottom up; each module imports only from the layers below it.
+//!
 //! | layer | items |
 //! |---|---|
-//! | placement | [`Topology`], [`CpuPool`], [`pin`], [`PinGuard`], [`affinity`] |
-//! | execution | [`Task`], [`TaskFuture`], [`StreamStats`] |
-//! | model | [`Module`], [`module_fn`], [`Infer`], [`Batch`], [`Hint`], [`MultiStreamModule`] |
+//! | platform | [`affinity`] (thread-mask system calls), [`topology`] ([`Topology`], [`LogicalCpu`]), [`omp`] (OpenMP runtimes through libloading) |
+//! | placement | [`CpuPool`], [`pin()`], [`PinGuard`], [`batch::split_sizes`] |
+//! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`] |
+//! | model | [`Module`], [`module_fn`], [`FnModule`], [`Infer`], [`Hint`], [`Batch`] ([`batch`]), [`MultiStreamModule`], [`MultiStreamModuleBuilder`], [`Streams`], [`ForwardFuture`], [`PartsFuture`] |
+//! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`] |
+//! | backends | [`backend`]: `backend::tract` (feature `tract`) |
+//! | errors | [`Error`], [`Result`], [`BoxError`] |
 //!
 //! Every stream is one OS thread named `corestream-s{i}`, pinned to its cores for its whole
 //! life, fed by a channel and answering through a oneshot. A stream with k > 1 cores runs its
 //! jobs inside its own rayon pool of k threads pinned one per core, so rayon-parallel kernels
 //! in a model use exactly the stream's cores. Errors are one enum, [`Error`]; a panicking model
 //! fails its own request only.
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
+// Platform: error and cpu lists, then the system calls and what the OS reports.
 pub mod affinity;
-pub mod backend;
-pub mod batch;
-mod batcher;
 mod cpulist;
 mod error;
-mod future;
-mod module;
-mod multi_stream;
 pub mod omp;
+pub mod topology;
+// Placement.
+mod hint;
 mod pool;
+// Execution.
+mod future;
 mod stream;
 mod task;
-pub mod topology;
+// Model and service.
+pub mod batch;
+mod batcher;
+mod module;
+mod multi_stream;
+// Backends.
+pub mod backend;
 
-pub use affinity::{pin, PinGuard};
 pub use batch::{Batch, Hint};
 pub use batcher::{Batcher, BatcherBuilder, BatcherStats, LATENCY_BUCKETS};
 pub use error::{BoxError, Error, Result};
@@ -70,7 +86,7 @@ pub use module::{module_fn, FnModule, Infer, Module};
 pub use multi_stream::{
     ForwardFuture, MultiStreamModule, MultiStreamModuleBuilder, PartsFuture, Streams,
 };
-pub use pool::CpuPool;
+pub use pool::{pin, CpuPool, PinGuard};
 pub use stream::StreamStats;
 pub use task::{Task, TaskBuilder};
 pub use topology::{LogicalCpu, Topology};

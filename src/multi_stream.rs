@@ -1,5 +1,5 @@
 //! [`MultiStreamModule`]: one shared model on N pinned streams; inputs are split by a [`Hint`],
-//! run concurrently, and the outputs concatenated (the anchor's `MultiStreamModule`).
+//! run concurrently, and the outputs concatenated (IPEX's `MultiStreamModule`).
 
 use std::fmt;
 use std::future::Future;
@@ -21,7 +21,7 @@ use crate::task::{next_stream_name, Task};
 /// How many streams a [`MultiStreamModule`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Streams {
-    /// One stream per CPU of the pool (the anchor's `"AUTO"`).
+    /// One stream per CPU of the pool (IPEX's `"AUTO"`).
     #[default]
     Auto,
     /// Exactly this many streams; the pool's CPUs are shared out with [`CpuPool::split`].
@@ -124,7 +124,7 @@ where
     M::Input: Batch,
 {
     /// Splits `input`, queues the parts on the streams now, and returns the future of the
-    /// per-stream outputs in stream order, one per stream actually used (the anchor's
+    /// per-stream outputs in stream order, one per stream actually used (IPEX's
     /// `concat_output=False`).
     pub fn forward_parts(&self, input: M::Input) -> PartsFuture<M::Output> {
         match self.dispatch(input) {

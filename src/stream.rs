@@ -8,6 +8,7 @@
 //! - dropping the [`Stream`] closes the channel; the thread drains what is queued, then exits,
 //!   and the drop joins it (unless the drop happens on the stream thread itself).
 
+use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -93,9 +94,9 @@ impl<M: Module> Stream<M> {
         let thread = thread::Builder::new()
             .name(config.name.clone())
             .spawn(move || worker.run(ready_tx))
-            .map_err(|e| Error::Spawn {
+            .map_err(|source| Error::Spawn {
                 name: config.name.clone(),
-                message: e.to_string(),
+                source,
             })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Stream {
@@ -112,7 +113,7 @@ impl<M: Module> Stream<M> {
                 let _ = thread.join();
                 Err(Error::Spawn {
                     name: config.name.clone(),
-                    message: "the thread exited during start-up".into(),
+                    source: io::Error::other("the thread exited during start-up"),
                 })
             }
         }
@@ -267,7 +268,7 @@ fn intra_op_pool(name: &str, cpus: &[usize]) -> Result<rayon::ThreadPool> {
         .build()
         .map_err(|e| Error::Spawn {
             name: name.to_owned(),
-            message: format!("intra-op pool: {e}"),
+            source: io::Error::other(format!("intra-op pool: {e}")),
         })
 }
 

@@ -1,4 +1,4 @@
-//! [`Task`]: one model on one stream (the anchor's `ipex.cpu.runtime.Task`).
+//! [`Task`]: one model on one stream (IPEX's `ipex.cpu.runtime.Task`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

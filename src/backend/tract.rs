@@ -57,6 +57,8 @@ pub struct InputSpec {
     symbols: Vec<Option<Symbol>>,
 }
 
+// ===== impl InputSpec =====
+
 impl fmt::Display for InputSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let dims: Vec<String> = self
@@ -110,6 +112,8 @@ struct BatchAxes {
     inputs: Vec<usize>,
     outputs: Vec<usize>,
 }
+
+// ===== impl OnnxModel =====
 
 impl fmt::Debug for OnnxModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -249,16 +253,10 @@ impl OnnxModel {
             }
             _ => return Arc::clone(&self.symbolic),
         }
-        let compiled = (|| -> TractResult<Plan> {
-            let values = HashMap::from([(sym.clone(), TDim::from(b as i64))]);
-            let fixed = model.set_symbols(&values)?;
-            let fixed = if self.optimize {
-                fixed.into_optimized()?
-            } else {
-                fixed
-            };
-            fixed.into_runnable()
-        })();
+        let values = HashMap::from([(sym.clone(), TDim::from(b as i64))]);
+        let compiled = model
+            .set_symbols(&values)
+            .and_then(|fixed| compile_plan(fixed, self.optimize));
         // Specialisation is an optimisation only: on failure the symbolic plan runs.
         let plan = compiled.ok();
         if let (Some(plan), Ok(mut map)) = (&plan, self.specialized.write()) {
@@ -336,8 +334,11 @@ impl OnnxModel {
     }
 }
 
+/// Where a builder reads its model from.
 enum Source {
+    /// An ONNX file.
     Path(PathBuf),
+    /// An ONNX protobuf in memory.
     Bytes(Vec<u8>),
 }
 
@@ -350,6 +351,29 @@ pub struct OnnxModelBuilder {
     specialize_up_to: usize,
     max_rows_per_run: Option<usize>,
 }
+
+// ===== impl Source =====
+
+impl Source {
+    /// The model's name in messages: the path, or `<bytes>`.
+    fn label(&self) -> String {
+        match self {
+            Source::Path(p) => p.display().to_string(),
+            Source::Bytes(_) => "<bytes>".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Path(p) => f.debug_tuple("Path").field(p).finish(),
+            Source::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+        }
+    }
+}
+
+// ===== impl OnnxModelBuilder =====
 
 impl fmt::Debug for OnnxModelBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -444,95 +468,17 @@ impl OnnxModelBuilder {
                 "max_rows_per_run must be at least 1".into(),
             ));
         }
-        let label = match &self.source {
-            Source::Path(p) => p.display().to_string(),
-            Source::Bytes(_) => "<bytes>".to_owned(),
-        };
-        let fail = |message: String| Error::ModelLoad {
-            model: label.clone(),
-            message,
-        };
-        let mut model = match &self.source {
-            Source::Path(p) if !p.is_file() => {
-                return Err(fail("no such file".into()));
-            }
-            Source::Path(p) => tract_onnx::onnx().model_for_path(p),
-            Source::Bytes(b) => tract_onnx::onnx().model_for_read(&mut b.as_slice()),
-        }
-        .map_err(|e| fail(format!("{e:#}")))?;
-        let n_inputs = model
-            .input_outlets()
-            .map_err(|e| fail(e.to_string()))?
-            .len();
-        for (index, dt, shape) in &self.inputs {
-            if *index >= n_inputs {
-                return Err(fail(format!(
-                    "input {index} does not exist; the model has {n_inputs} inputs (0 to {})",
-                    n_inputs.saturating_sub(1)
-                )));
-            }
-            let dims = parse_shape(shape, &model.symbols).map_err(fail)?;
-            let fact = InferenceFact::dt_shape(*dt, dims);
-            model
-                .set_input_fact(*index, fact)
-                .map_err(|e| fail(format!("input {index}: {e:#}")))?;
-        }
-        let typed = model
-            .into_typed()
-            .and_then(|m| m.into_decluttered())
-            .map_err(|e| fail(format!("{e:#}")))?;
-        let inputs = input_specs(&typed).map_err(|e| fail(format!("{e:#}")))?;
-        let outputs = typed
-            .output_outlets()
-            .map_err(|e| fail(e.to_string()))?
-            .iter()
-            .map(|o| {
-                typed
-                    .outlet_label(*o)
-                    .map_or_else(|| typed.node(o.node).name.clone(), str::to_owned)
-            })
-            .collect();
-        let mut symbols: Vec<Symbol> = inputs
-            .iter()
-            .flat_map(|i| i.symbols.iter().flatten().cloned())
-            .collect();
-        symbols.sort();
-        symbols.dedup();
-        let batch_symbol = inputs
-            .first()
-            .and_then(|i| i.symbols.first().cloned().flatten())
-            .or_else(|| match symbols.as_slice() {
-                [one] => Some(one.clone()),
-                _ => None,
-            });
-        let batch_axes = match &batch_symbol {
-            Some(sym) => batch_axes(&typed, sym).map_err(|e| fail(format!("{e:#}")))?,
-            None => None,
-        };
-        if let (Some(max), None) = (self.max_rows_per_run, &batch_axes) {
-            return Err(Error::InvalidConfig(format!(
-                "max_rows_per_run({max}) needs one symbolic batch axis in every input and \
-                 output of {label}; inputs: {}",
-                inputs
-                    .iter()
-                    .map(|i| format!("{} [{i}]", i.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let specializable =
-            (batch_symbol.is_some() && self.specialize_up_to > 0).then(|| typed.clone());
-        let plan = if self.optimize {
-            typed.into_optimized().and_then(|m| m.into_runnable())
-        } else {
-            typed.into_runnable()
-        }
-        .map_err(|e| fail(format!("{e:#}")))?;
+        let mut model = self.read()?;
+        self.apply_input_shapes(&mut model)?;
+        let typed = self.type_and_declutter(model)?;
+        let (inputs, outputs) = self.signature(&typed)?;
+        let (batch_symbol, batch_axes) = self.find_batch_axes(&typed, &inputs)?;
+        let (symbolic, specializable) = self.compile(typed, batch_symbol.is_some())?;
         Ok(OnnxModel {
-            label,
+            label: self.source.label(),
             inputs,
             outputs,
-            symbolic: plan,
+            symbolic,
             batch_symbol,
             specializable,
             specialize_up_to: self.specialize_up_to,
@@ -542,6 +488,146 @@ impl OnnxModelBuilder {
             batch_axes,
         })
     }
+}
+
+/// The steps of [`OnnxModelBuilder::build`], in the order it runs them. Every failure is an
+/// [`Error::ModelLoad`] naming the model, except the `max_rows_per_run` check.
+impl OnnxModelBuilder {
+    /// An [`Error::ModelLoad`] for this builder's model.
+    fn fail(&self, message: impl Into<String>) -> Error {
+        Error::ModelLoad {
+            model: self.source.label(),
+            message: message.into(),
+        }
+    }
+
+    /// Reads the ONNX protobuf from the file or the bytes.
+    fn read(&self) -> Result<InferenceModel> {
+        let read = match &self.source {
+            Source::Path(p) if !p.is_file() => return Err(self.fail("no such file")),
+            Source::Path(p) => tract_onnx::onnx().model_for_path(p),
+            Source::Bytes(b) => tract_onnx::onnx().model_for_read(&mut b.as_slice()),
+        };
+        read.map_err(|e| self.fail(format!("{e:#}")))
+    }
+
+    /// Replaces the declared type and shape of every input given with
+    /// [`input`](Self::input).
+    fn apply_input_shapes(&self, model: &mut InferenceModel) -> Result<()> {
+        let n_inputs = model
+            .input_outlets()
+            .map_err(|e| self.fail(e.to_string()))?
+            .len();
+        for (index, dt, shape) in &self.inputs {
+            if *index >= n_inputs {
+                return Err(self.fail(format!(
+                    "input {index} does not exist; the model has {n_inputs} inputs (0 to {})",
+                    n_inputs.saturating_sub(1)
+                )));
+            }
+            let dims = parse_shape(shape, &model.symbols).map_err(|m| self.fail(m))?;
+            let fact = InferenceFact::dt_shape(*dt, dims);
+            model
+                .set_input_fact(*index, fact)
+                .map_err(|e| self.fail(format!("input {index}: {e:#}")))?;
+        }
+        Ok(())
+    }
+
+    /// Infers every type and shape, then simplifies the graph (tract's declutter pass).
+    fn type_and_declutter(&self, model: InferenceModel) -> Result<TypedModel> {
+        model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| self.fail(format!("{e:#}")))
+    }
+
+    /// The inputs (name, type, shape) and the output names of the typed model.
+    fn signature(&self, typed: &TypedModel) -> Result<(Vec<InputSpec>, Vec<String>)> {
+        let inputs = input_specs(typed).map_err(|e| self.fail(format!("{e:#}")))?;
+        let outputs = typed
+            .output_outlets()
+            .map_err(|e| self.fail(e.to_string()))?
+            .iter()
+            .map(|o| {
+                typed
+                    .outlet_label(*o)
+                    .map_or_else(|| typed.node(o.node).name.clone(), str::to_owned)
+            })
+            .collect();
+        Ok((inputs, outputs))
+    }
+
+    /// The batch symbol (see [`batch_symbol`]) and, when every input and output has exactly
+    /// one axis that is that symbol, those axes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when [`max_rows_per_run`](Self::max_rows_per_run) is set but
+    /// there are no such axes to cut batches along.
+    fn find_batch_axes(
+        &self,
+        typed: &TypedModel,
+        inputs: &[InputSpec],
+    ) -> Result<(Option<Symbol>, Option<BatchAxes>)> {
+        let batch_symbol = batch_symbol(inputs);
+        let batch_axes = match &batch_symbol {
+            Some(sym) => batch_axes(typed, sym).map_err(|e| self.fail(format!("{e:#}")))?,
+            None => None,
+        };
+        if let (Some(max), None) = (self.max_rows_per_run, &batch_axes) {
+            return Err(Error::InvalidConfig(format!(
+                "max_rows_per_run({max}) needs one symbolic batch axis in every input and \
+                 output of {}; inputs: {}",
+                self.source.label(),
+                inputs
+                    .iter()
+                    .map(|i| format!("{} [{i}]", i.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok((batch_symbol, batch_axes))
+    }
+
+    /// The symbolic plan, and the decluttered model kept to specialise plans from when there
+    /// is a batch symbol and specialisation is on.
+    fn compile(
+        &self,
+        typed: TypedModel,
+        has_batch_symbol: bool,
+    ) -> Result<(Plan, Option<TypedModel>)> {
+        let specializable = (has_batch_symbol && self.specialize_up_to > 0).then(|| typed.clone());
+        let plan = compile_plan(typed, self.optimize).map_err(|e| self.fail(format!("{e:#}")))?;
+        Ok((plan, specializable))
+    }
+}
+
+/// A runnable plan of `model`, optimised first when `optimize` is set.
+fn compile_plan(model: TypedModel, optimize: bool) -> TractResult<Plan> {
+    if optimize {
+        model.into_optimized()?.into_runnable()
+    } else {
+        model.into_runnable()
+    }
+}
+
+/// The batch axis' symbol: axis 0 of the first input when symbolic, else the model's only
+/// symbol (`None` with no symbol or several).
+fn batch_symbol(inputs: &[InputSpec]) -> Option<Symbol> {
+    let mut symbols: Vec<Symbol> = inputs
+        .iter()
+        .flat_map(|i| i.symbols.iter().flatten().cloned())
+        .collect();
+    symbols.sort();
+    symbols.dedup();
+    inputs
+        .first()
+        .and_then(|i| i.symbols.first().cloned().flatten())
+        .or_else(|| match symbols.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        })
 }
 
 fn parse_shape(text: &str, scope: &SymbolScope) -> std::result::Result<Vec<TDim>, String> {
@@ -599,6 +685,7 @@ fn batch_axes(model: &TypedModel, sym: &Symbol) -> TractResult<Option<BatchAxes>
     )
 }
 
+/// Each input of the typed model: name, element type, and per axis its size or symbol.
 fn input_specs(model: &TypedModel) -> TractResult<Vec<InputSpec>> {
     model
         .input_outlets()?
@@ -626,11 +713,15 @@ fn input_specs(model: &TypedModel) -> TractResult<Vec<InputSpec>> {
         .collect()
 }
 
+// ===== impl From<TractError> for Error =====
+
 impl From<TractError> for Error {
     fn from(e: TractError) -> Error {
         Error::Module(format!("{e:#}").into())
     }
 }
+
+// ===== impl Batch for Tensor =====
 
 /// Tensors split and concatenate along any axis, for any element type; `Replicate` clones.
 impl Batch for Tensor {

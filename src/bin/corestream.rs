@@ -11,17 +11,28 @@
 //!
 //! Bad input (missing file, unparsable shape, unknown input name, more streams than CPUs, ...)
 //! prints one `error: ...` line on stderr and exits with status 2.
+//!
+//! The flow: [`main`] parses the command line once into typed values ([`Cli`]); every value
+//! that does not parse is reported there. A command then names its model as a [`ModelSource`],
+//! whose [`load`](ModelSource::load) is the one place that builds a model, and measures
+//! [`Trial`]s with [`measure`], each giving a [`Measurement`].
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use corestream::backend::tract::{DatumType, OnnxModel, Tensor};
+use corestream::backend::tract::{DatumType, OnnxModel, OnnxModelBuilder, Tensor};
 use corestream::{CpuPool, Error, MultiStreamModule, Streams, Topology};
 use serde_json::{json, Value};
 
 const EXAMPLENET1: &[u8] = include_bytes!("../../assets/models/examplenet1.onnx");
 
+// ===== command line =====
+
+/// The command line, parsed once in [`main`].
 #[derive(Debug, Parser)]
 #[command(
     name = "corestream",
@@ -33,6 +44,7 @@ struct Cli {
     command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show nodes, cores, SMT siblings, allowed CPUs, pools and the OpenMP runtime.
@@ -42,57 +54,111 @@ enum Command {
         json: bool,
     },
     /// Measure items/s and latency for every batch x streams combination.
-    Bench {
-        /// The ONNX model (default: the bundled ExampleNet1).
-        model: Option<PathBuf>,
-        #[command(flatten)]
-        inputs: InputArgs,
-        /// Batch sizes, comma-separated.
-        #[arg(long, default_value = "1,8,16")]
-        batch: String,
-        /// Stream counts, comma-separated: numbers or `auto` (one per CPU).
-        #[arg(long, default_value = "auto,1")]
-        streams: String,
-        /// Measuring time per combination (e.g. 10s, 500ms).
-        #[arg(long, default_value = "10s")]
-        duration: String,
-        /// Also write the results and the machine's topology as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    Bench(BenchArgs),
     /// Find the stream count and batch size with the highest throughput within a p99 bound.
-    Tune {
-        /// The ONNX model.
-        model: PathBuf,
-        #[command(flatten)]
-        inputs: InputArgs,
-        /// Latency bound for one call's p99.
-        #[arg(long, default_value = "20ms")]
-        latency_p99: String,
-        /// Measuring time per trial.
-        #[arg(long, default_value = "2s")]
-        duration: String,
-    },
+    Tune(TuneArgs),
 }
 
+/// The arguments of `bench` (clap shows the `Command::Bench` doc as its help).
 #[derive(Debug, clap::Args)]
-struct InputArgs {
+struct BenchArgs {
+    /// The ONNX model (default: the bundled ExampleNet1).
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Batch sizes, comma-separated.
+    // `std::vec::Vec` (not `Vec`): clap then takes the whole list as one value.
+    #[arg(long, default_value = "1,8,16", value_parser = parse_batches)]
+    batch: std::vec::Vec<usize>,
+    /// Stream counts, comma-separated: numbers or `auto` (one per CPU).
+    #[arg(long, default_value = "auto,1", value_parser = parse_streams)]
+    streams: std::vec::Vec<Streams>,
+    /// Measuring time per combination (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Also write the results and the machine's topology as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The arguments of `tune` (clap shows the `Command::Tune` doc as its help).
+#[derive(Debug, clap::Args)]
+struct TuneArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Latency bound for one call's p99.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    latency_p99: Duration,
+    /// Measuring time per trial.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    duration: Duration,
+}
+
+/// The options `bench` and `tune` share: how to load the model and how to run it.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
     /// An input's shape with its batch as the first axis, e.g. `input=1x3x224x224` (the first
     /// axis is replaced by each batch size). Repeat for several inputs.
-    #[arg(long = "input", value_name = "NAME=SHAPE")]
-    inputs: Vec<String>,
+    #[arg(long = "input", value_name = "NAME=SHAPE", value_parser = parse_input_shape)]
+    inputs: Vec<InputShape>,
     /// Run at most this many rows through the model at a time (`OnnxModelBuilder::max_rows_per_run`);
     /// default: whole parts. `tune` searches it when not given.
     #[arg(long, value_name = "ROWS")]
     max_rows_per_run: Option<usize>,
     /// Let each stream (and the waiting caller) poll this long before parking, e.g. `50us`
     /// (`MultiStreamModuleBuilder::spin`); default: park at once.
-    #[arg(long, value_name = "DURATION")]
-    spin: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    spin: Option<Duration>,
 }
 
-/// A CLI failure: a message for stderr.
+impl RunArgs {
+    /// The trial of `batch` rows on `streams` with the fixed `--max-rows-per-run` and `--spin`.
+    fn trial(&self, streams: Streams, batch: usize, duration: Duration) -> Trial {
+        Trial {
+            streams,
+            batch,
+            rows_per_run: self.max_rows_per_run,
+            spin: self.spin.unwrap_or(Duration::ZERO),
+            duration,
+        }
+    }
+}
+
+/// One `--input NAME=SHAPE`.
+#[derive(Debug, Clone)]
+struct InputShape {
+    /// The option's value as given, for messages.
+    spec: String,
+    /// The model input it names.
+    name: String,
+    /// The axes after the first; the first (the batch) becomes symbolic.
+    row_axes: Vec<usize>,
+}
+
+impl InputShape {
+    /// The shape for [`OnnxModelBuilder::input`]: a symbolic batch axis `N`, then the rest.
+    fn symbolic(&self) -> String {
+        std::iter::once("N".to_string())
+            .chain(self.row_axes.iter().map(usize::to_string))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A CLI failure: a message for stderr. Value parsers return it too, so [`parse_cli`] can tell
+/// their messages from clap's own.
+#[derive(Debug)]
 struct Fail(String);
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Fail {}
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {
@@ -101,39 +167,115 @@ impl From<Error> for Fail {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let result = match cli.command {
         Command::Topology { json } => topology(json),
-        Command::Bench {
-            model,
-            inputs,
-            batch,
-            streams,
-            duration,
-            json,
-        } => bench(
-            model.as_deref(),
-            &inputs,
-            &batch,
-            &streams,
-            &duration,
-            json.as_deref(),
-        ),
-        Command::Tune {
-            model,
-            inputs,
-            latency_p99,
-            duration,
-        } => tune(&model, &inputs, &latency_p99, &duration),
+        Command::Bench(args) => bench(args),
+        Command::Tune(args) => tune(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
-        Err(Fail(message)) => {
-            eprintln!("error: {message}");
-            std::process::exit(2);
-        }
+        Err(fail) => exit_with(fail),
     }
 }
+
+/// Parses the command line. A value our parsers reject exits with its one-line message; any
+/// other problem (unknown option, missing argument, `--help`) exits as clap does.
+fn parse_cli() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| {
+        let ours = e.source().and_then(|s| s.downcast_ref::<Fail>());
+        match (e.kind(), ours) {
+            (ErrorKind::ValueValidation, Some(fail)) => exit_with(Fail(fail.0.clone())),
+            _ => e.exit(),
+        }
+    })
+}
+
+/// Prints `error: MESSAGE` on stderr and exits with status 2.
+fn exit_with(Fail(message): Fail) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2);
+}
+
+// ===== value parsers =====
+
+fn parse_duration(text: &str) -> Result<Duration, Fail> {
+    humantime::parse_duration(text).map_err(|e| {
+        Fail(format!(
+            "cannot parse duration {text:?}: {e} (e.g. 10s, 500ms, 2m)"
+        ))
+    })
+}
+
+/// A comma-separated list of `--{what}` values, none empty.
+fn parse_list<T>(what: &str, text: &str, item: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, Fail> {
+    let items: Option<Vec<T>> = text.split(',').map(str::trim).map(&item).collect();
+    match items {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Fail(format!(
+            "cannot parse --{what} {text:?}: expected a comma-separated list"
+        ))),
+    }
+}
+
+fn parse_batches(text: &str) -> Result<Vec<usize>, Fail> {
+    parse_list("batch", text, |s| s.parse().ok().filter(|&b: &usize| b > 0))
+}
+
+/// Stream counts: `auto` or positive numbers. [`check_streams`] compares them with the CPUs.
+fn parse_streams(text: &str) -> Result<Vec<Streams>, Fail> {
+    parse_list("streams", text, |s| match s {
+        "auto" => Some(Streams::Auto),
+        n => n
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .map(Streams::Count),
+    })
+}
+
+fn parse_input_shape(spec: &str) -> Result<InputShape, Fail> {
+    let (name, shape) = spec.split_once('=').ok_or_else(|| {
+        Fail(format!(
+            "--input {spec:?}: expected NAME=SHAPE, e.g. x=1x64x3x3"
+        ))
+    })?;
+    let axes: Option<Vec<usize>> = shape.split(['x', ',']).map(|d| d.parse().ok()).collect();
+    match axes {
+        Some(axes) if !axes.is_empty() => Ok(InputShape {
+            spec: spec.to_owned(),
+            name: name.to_owned(),
+            row_axes: axes[1..].to_vec(),
+        }),
+        _ => Err(Fail(format!(
+            "--input {spec:?}: cannot parse shape {shape:?}; expected numbers joined by x, e.g. 1x3x224x224"
+        ))),
+    }
+}
+
+/// How a stream count is shown: `auto` or the number.
+fn streams_label(streams: Streams) -> String {
+    match streams {
+        Streams::Auto => "auto".to_string(),
+        Streams::Count(n) => n.to_string(),
+    }
+}
+
+/// Rejects stream counts above the CPUs this process may use.
+fn check_streams(streams: &[Streams], cpus: usize) -> Result<(), Fail> {
+    match streams
+        .iter()
+        .find(|s| matches!(s, Streams::Count(n) if *n > cpus))
+    {
+        Some(&s) => Err(Fail(format!(
+            "--streams {}: more streams than CPUs; this process may use {cpus} CPUs (1 to {cpus} streams)",
+            streams_label(s)
+        ))),
+        None => Ok(()),
+    }
+}
+
+// ===== topology =====
 
 fn topology_json(topo: &Topology) -> Value {
     let pools: Vec<Value> = topo
@@ -177,107 +319,64 @@ fn topology(as_json: bool) -> Result<i32, Fail> {
     Ok(0)
 }
 
-fn parse_duration(text: &str) -> Result<Duration, Fail> {
-    humantime::parse_duration(text).map_err(|e| {
-        Fail(format!(
-            "cannot parse duration {text:?}: {e} (e.g. 10s, 500ms, 2m)"
-        ))
-    })
+// ===== models and measurements =====
+
+/// The model a command runs: a file (or the bundled ExampleNet1) and its `--input` shapes.
+#[derive(Debug, Clone)]
+struct ModelSource {
+    /// `None`: the bundled ExampleNet1.
+    path: Option<PathBuf>,
+    inputs: Vec<InputShape>,
 }
 
-fn parse_list<T>(what: &str, text: &str, item: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, Fail> {
-    let items: Option<Vec<T>> = text.split(',').map(str::trim).map(&item).collect();
-    match items {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(Fail(format!(
-            "cannot parse --{what} {text:?}: expected a comma-separated list"
-        ))),
-    }
-}
-
-fn parse_batches(text: &str) -> Result<Vec<usize>, Fail> {
-    parse_list("batch", text, |s| s.parse().ok().filter(|&b: &usize| b > 0))
-}
-
-fn parse_streams(text: &str, cpus: usize) -> Result<Vec<(String, Streams)>, Fail> {
-    let list = parse_list("streams", text, |s| match s {
-        "auto" => Some(("auto".to_string(), Streams::Auto)),
-        n => n
-            .parse()
-            .ok()
-            .filter(|&n: &usize| n > 0)
-            .map(|n| (n.to_string(), Streams::Count(n))),
-    })?;
-    if let Some((label, _)) = list
-        .iter()
-        .find(|(_, s)| matches!(s, Streams::Count(n) if *n > cpus))
-    {
-        return Err(Fail(format!(
-            "--streams {label}: more streams than CPUs; this process may use {cpus} CPUs (1 to {cpus} streams)"
-        )));
-    }
-    Ok(list)
-}
-
-/// The model with `--input` shapes applied, and per input its fixed per-row shape.
-struct Loaded {
-    model: OnnxModel,
-    label: String,
-}
-
-fn load(path: Option<&Path>, inputs: &InputArgs) -> Result<Loaded, Fail> {
-    load_with(path, inputs, inputs.max_rows_per_run)
-}
-
-fn load_with(
-    path: Option<&Path>,
-    inputs: &InputArgs,
-    max_rows: Option<usize>,
-) -> Result<Loaded, Fail> {
-    // Reject a bad --spin before anything is measured.
-    fixed_spin(inputs)?;
-    let builder = || match path {
-        Some(p) => OnnxModel::builder(p),
-        None => OnnxModel::builder_from_bytes(EXAMPLENET1),
-    };
-    let label = path.map_or("bundled ExampleNet1".into(), |p| p.display().to_string());
-    let plain = builder().build()?;
-    let mut b = builder();
-    for spec in &inputs.inputs {
-        let (name, shape) = spec.split_once('=').ok_or_else(|| {
-            Fail(format!(
-                "--input {spec:?}: expected NAME=SHAPE, e.g. x=1x64x3x3"
-            ))
-        })?;
-        let index = plain
-            .input_names()
-            .iter()
-            .position(|n| *n == name)
-            .ok_or_else(|| {
-                Fail(format!(
-                    "--input {spec:?}: the model has no input {name:?}; its inputs: {}",
-                    plain.input_names().join(", ")
-                ))
-            })?;
-        let dims: Vec<&str> = shape.split(['x', ',']).collect();
-        if dims.is_empty() || dims.iter().any(|d| d.parse::<usize>().is_err()) {
-            return Err(Fail(format!(
-                "--input {spec:?}: cannot parse shape {shape:?}; expected numbers joined by x, e.g. 1x3x224x224"
-            )));
+impl ModelSource {
+    fn new(path: Option<PathBuf>, run: &RunArgs) -> ModelSource {
+        ModelSource {
+            path,
+            inputs: run.inputs.clone(),
         }
-        let symbolic = std::iter::once("N")
-            .chain(dims[1..].iter().copied())
-            .collect::<Vec<_>>()
-            .join(",");
-        b = b.input(index, plain.inputs()[index].datum_type, &symbolic);
     }
-    if let Some(rows) = max_rows {
-        b = b.max_rows_per_run(rows);
+
+    /// The model's name in reports and in the builder code `tune` prints.
+    fn label(&self) -> String {
+        self.path
+            .as_deref()
+            .map_or("bundled ExampleNet1".into(), |p| p.display().to_string())
     }
-    Ok(Loaded {
-        model: b.build()?,
-        label,
-    })
+
+    fn builder(&self) -> OnnxModelBuilder {
+        match &self.path {
+            Some(p) => OnnxModel::builder(p),
+            None => OnnxModel::builder_from_bytes(EXAMPLENET1),
+        }
+    }
+
+    /// Builds the model with the `--input` shapes applied, running at most `rows_per_run` rows
+    /// at a time. The one function that builds models.
+    fn load(&self, rows_per_run: Option<usize>) -> Result<OnnxModel, Fail> {
+        // The model as declared, to find the inputs by name and keep their element types.
+        let plain = self.builder().build()?;
+        let mut builder = self.builder();
+        for shape in &self.inputs {
+            let index = plain
+                .input_names()
+                .iter()
+                .position(|n| *n == shape.name)
+                .ok_or_else(|| {
+                    Fail(format!(
+                        "--input {:?}: the model has no input {:?}; its inputs: {}",
+                        shape.spec,
+                        shape.name,
+                        plain.input_names().join(", ")
+                    ))
+                })?;
+            builder = builder.input(index, plain.inputs()[index].datum_type, &shape.symbolic());
+        }
+        if let Some(rows) = rows_per_run {
+            builder = builder.max_rows_per_run(rows);
+        }
+        Ok(builder.build()?)
+    }
 }
 
 /// Deterministic inputs for a batch of `b` rows.
@@ -315,66 +414,48 @@ fn make_inputs(model: &OnnxModel, b: usize) -> Result<Vec<Tensor>, Fail> {
         .collect()
 }
 
-/// One measured configuration.
-#[derive(Debug, Clone)]
+/// One configuration to measure.
+#[derive(Debug, Clone, Copy)]
 struct Trial {
-    streams: String,
-    num_streams: usize,
+    streams: Streams,
+    /// Rows per call.
     batch: usize,
-    max_rows: Option<usize>,
+    /// Most rows one model run takes (`None`: whole parts).
+    rows_per_run: Option<usize>,
+    /// How long streams and the caller poll before parking.
     spin: Duration,
+    /// Measuring time (plus a tenth of it to warm up).
+    duration: Duration,
+}
+
+/// A measured [`Trial`].
+#[derive(Debug, Clone)]
+struct Measurement {
+    trial: Trial,
+    /// The stream count the module chose (resolves `auto`).
+    num_streams: usize,
     items_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-fn measure(
-    path: Option<&Path>,
-    inputs: &InputArgs,
-    streams: &(String, Streams),
-    batch: usize,
-    duration: Duration,
-) -> Result<Trial, Fail> {
-    let spin = fixed_spin(inputs)?.unwrap_or(Duration::ZERO);
-    measure_with(
-        path,
-        inputs,
-        streams,
-        batch,
-        inputs.max_rows_per_run,
-        spin,
-        duration,
-    )
-}
-
-/// The `--spin` value, if given.
-fn fixed_spin(inputs: &InputArgs) -> Result<Option<Duration>, Fail> {
-    inputs.spin.as_deref().map(parse_duration).transpose()
-}
-
-fn measure_with(
-    path: Option<&Path>,
-    inputs: &InputArgs,
-    streams: &(String, Streams),
-    batch: usize,
-    max_rows: Option<usize>,
-    spin: Duration,
-    duration: Duration,
-) -> Result<Trial, Fail> {
-    let loaded = load_with(path, inputs, max_rows)?;
-    let x = make_inputs(&loaded.model, batch)?;
-    let msm = MultiStreamModule::builder(loaded.model)
+/// Loads the model for `trial`, warms it up, then calls it with one batch after another for
+/// the trial's duration (at least 3 calls).
+fn measure(source: &ModelSource, trial: Trial) -> Result<Measurement, Fail> {
+    let model = source.load(trial.rows_per_run)?;
+    let x = make_inputs(&model, trial.batch)?;
+    let msm = MultiStreamModule::builder(model)
         .pool(CpuPool::all()?)
-        .num_streams(streams.1)
-        .spin(spin)
+        .num_streams(trial.streams)
+        .spin(trial.spin)
         .build()?;
     let warm = Instant::now();
-    while warm.elapsed() < duration / 10 {
+    while warm.elapsed() < trial.duration / 10 {
         msm.forward_sync(x.clone())?;
     }
     let mut latencies = Vec::new();
     let start = Instant::now();
-    while start.elapsed() < duration || latencies.len() < 3 {
+    while start.elapsed() < trial.duration || latencies.len() < 3 {
         let t = Instant::now();
         msm.forward_sync(x.clone())?;
         latencies.push(t.elapsed());
@@ -383,13 +464,10 @@ fn measure_with(
     latencies.sort_unstable();
     let pct =
         |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
-    Ok(Trial {
-        streams: streams.0.clone(),
+    Ok(Measurement {
+        trial,
         num_streams: msm.num_streams(),
-        batch,
-        max_rows,
-        spin,
-        items_per_s: (latencies.len() * batch) as f64 / secs,
+        items_per_s: (latencies.len() * trial.batch) as f64 / secs,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
     })
@@ -404,87 +482,132 @@ fn progress(total: usize) -> indicatif::ProgressBar {
     bar
 }
 
-fn trial_json(t: &Trial) -> Value {
-    json!({"streams": t.streams, "num_streams": t.num_streams, "batch": t.batch,
-           "max_rows_per_run": t.max_rows, "spin_us": t.spin.as_micros() as u64, "items_per_s": t.items_per_s, "p50_ms": t.p50_ms, "p99_ms": t.p99_ms})
-}
+// ===== bench =====
 
-fn bench(
-    path: Option<&Path>,
-    inputs: &InputArgs,
-    batch: &str,
-    streams: &str,
-    duration: &str,
-    json_out: Option<&Path>,
-) -> Result<i32, Fail> {
-    let batches = parse_batches(batch)?;
+fn bench(args: BenchArgs) -> Result<i32, Fail> {
     let cpus = CpuPool::all()?.len();
-    let streams = parse_streams(streams, cpus)?;
-    let duration = parse_duration(duration)?;
-    let label = load(path, inputs)?.label;
-    let bar = progress(batches.len() * streams.len());
-    let mut trials = Vec::new();
-    for s in &streams {
-        for &b in &batches {
-            bar.set_message(format!("streams {} batch {b}", s.0));
-            trials.push(measure(path, inputs, s, b, duration)?);
+    check_streams(&args.streams, cpus)?;
+    let source = ModelSource::new(args.model, &args.run);
+    // Reject a bad model or --input before anything is measured.
+    source.load(args.run.max_rows_per_run)?;
+    let label = source.label();
+    let bar = progress(args.batch.len() * args.streams.len());
+    let mut measured = Vec::new();
+    for &streams in &args.streams {
+        for &batch in &args.batch {
+            bar.set_message(format!("streams {} batch {batch}", streams_label(streams)));
+            measured.push(measure(
+                &source,
+                args.run.trial(streams, batch, args.duration),
+            )?);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    println!("{label} on {cpus} CPUs, {:?} per row", duration);
-    println!("| streams | batch | items/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|");
-    for t in &trials {
-        println!(
-            "| {} ({}) | {} | {:.1} | {:.3} | {:.3} |",
-            t.streams, t.num_streams, t.batch, t.items_per_s, t.p50_ms, t.p99_ms
-        );
-    }
-    if let Some(file) = json_out {
-        let report = json!({
-            "corestream": env!("CARGO_PKG_VERSION"),
-            "model": label,
-            "duration_s": duration.as_secs_f64(),
-            "topology": topology_json(&Topology::detect()?),
-            "results": trials.iter().map(trial_json).collect::<Vec<_>>(),
-        });
-        std::fs::write(file, format!("{report:#}\n"))
-            .map_err(|e| Fail(format!("cannot write {}: {e}", file.display())))?;
+    print_bench_table(&label, cpus, args.duration, &measured);
+    if let Some(file) = &args.json {
+        write_bench_json(file, &label, args.duration, &measured)?;
     }
     Ok(0)
 }
 
+fn print_bench_table(label: &str, cpus: usize, duration: Duration, measured: &[Measurement]) {
+    println!("{label} on {cpus} CPUs, {:?} per row", duration);
+    println!("| streams | batch | items/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for m in measured {
+        println!(
+            "| {} ({}) | {} | {:.1} | {:.3} | {:.3} |",
+            streams_label(m.trial.streams),
+            m.num_streams,
+            m.trial.batch,
+            m.items_per_s,
+            m.p50_ms,
+            m.p99_ms
+        );
+    }
+}
+
+fn measurement_json(m: &Measurement) -> Value {
+    json!({"streams": streams_label(m.trial.streams), "num_streams": m.num_streams, "batch": m.trial.batch,
+           "max_rows_per_run": m.trial.rows_per_run, "spin_us": m.trial.spin.as_micros() as u64, "items_per_s": m.items_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms})
+}
+
+/// Writes the `--json` report: the results and the machine's topology.
+fn write_bench_json(
+    file: &Path,
+    label: &str,
+    duration: Duration,
+    measured: &[Measurement],
+) -> Result<(), Fail> {
+    let report = json!({
+        "corestream": env!("CARGO_PKG_VERSION"),
+        "model": label,
+        "duration_s": duration.as_secs_f64(),
+        "topology": topology_json(&Topology::detect()?),
+        "results": measured.iter().map(measurement_json).collect::<Vec<_>>(),
+    });
+    std::fs::write(file, format!("{report:#}\n"))
+        .map_err(|e| Fail(format!("cannot write {}: {e}", file.display())))
+}
+
+// ===== tune =====
+
 /// The idle spin `tune` tries on its winner (streams and the waiting caller poll this long).
 const TUNE_SPIN: Duration = Duration::from_micros(50);
 
-fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<i32, Fail> {
-    let bound_ms = parse_duration(bound)?.as_secs_f64() * 1e3;
-    let duration = parse_duration(duration)?;
-    let label = load(Some(path), inputs)?.label;
+/// The batch sizes the grid search tries per stream count, in order.
+const TUNE_BATCHES: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// Grid search, then (unless fixed by options) a chunk probe and a spin probe on the winner,
+/// then the report. Exits 1 when no configuration meets the bound.
+fn tune(args: TuneArgs) -> Result<i32, Fail> {
+    let bound_ms = args.latency_p99.as_secs_f64() * 1e3;
+    let source = ModelSource::new(Some(args.model.clone()), &args.run);
+    // Reject a bad model or --input before anything is measured.
+    source.load(args.run.max_rows_per_run)?;
     let cpus = CpuPool::all()?.len();
+    let mut measured = grid_search(&source, &args, cpus, bound_ms)?;
+    if args.run.max_rows_per_run.is_none() {
+        if let Some(best) = fastest_within(&measured, bound_ms) {
+            measured.extend(chunk_probe(&source, &best)?);
+        }
+    }
+    if args.run.spin.is_none() {
+        if let Some(best) = fastest_within(&measured, bound_ms) {
+            measured.push(spin_probe(&source, &best)?);
+        }
+    }
+    Ok(report_tune(&measured, bound_ms, &source.label()))
+}
+
+/// Stream counts 1, 2, 4, ... below `cpus`, then `cpus`; for each, batches from
+/// [`TUNE_BATCHES`] until the p99 bound is passed or throughput stops growing by 2%.
+fn grid_search(
+    source: &ModelSource,
+    args: &TuneArgs,
+    cpus: usize,
+    bound_ms: f64,
+) -> Result<Vec<Measurement>, Fail> {
     let mut counts: Vec<usize> = (0..)
         .map(|i| 1usize << i)
         .take_while(|&n| n < cpus)
         .chain([cpus])
         .collect();
     counts.dedup();
-    let mut trials = Vec::new();
-    let bar = progress(counts.len() * 7);
+    let mut measured = Vec::new();
+    let bar = progress(counts.len() * TUNE_BATCHES.len());
     for &n in &counts {
         let mut best = 0.0;
-        for b in [1, 2, 4, 8, 16, 32, 64] {
-            bar.set_message(format!("streams {n} batch {b}"));
-            let t = measure(
-                Some(path),
-                inputs,
-                &(n.to_string(), Streams::Count(n)),
-                b,
-                duration,
+        for batch in TUNE_BATCHES {
+            bar.set_message(format!("streams {n} batch {batch}"));
+            let m = measure(
+                source,
+                args.run.trial(Streams::Count(n), batch, args.duration),
             )?;
             bar.inc(1);
-            let (rate, p99) = (t.items_per_s, t.p99_ms);
-            trials.push(t);
+            let (rate, p99) = (m.items_per_s, m.p99_ms);
+            measured.push(m);
             // Larger batches only add latency once the bound is passed or throughput stalls.
             if p99 > bound_ms || rate < best * 1.02 {
                 break;
@@ -493,78 +616,105 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
         }
     }
     bar.finish_and_clear();
-    let fastest_within = |trials: &[Trial]| {
-        trials
-            .iter()
-            .filter(|t| t.p99_ms <= bound_ms)
-            .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s))
-            .cloned()
-    };
-    // The winner again, with other rows per run or spin.
-    let variant = |best: &Trial, max_rows: Option<usize>, spin: Duration| {
-        let streams = (
-            best.num_streams.to_string(),
-            Streams::Count(best.num_streams),
-        );
-        measure_with(
-            Some(path),
-            inputs,
-            &streams,
-            best.batch,
-            max_rows,
-            spin,
-            duration,
-        )
-    };
-    // Then, unless --max-rows-per-run fixed it: whether the winner runs faster in chunks.
-    if let (None, Some(best)) = (inputs.max_rows_per_run, fastest_within(&trials)) {
-        let rows_per_stream = best.batch.div_ceil(best.num_streams);
-        let chunks: Vec<usize> = (0..)
-            .map(|i| 1usize << i)
-            .take_while(|&r| r < rows_per_stream)
-            .collect();
-        let bar = progress(chunks.len());
-        for r in chunks {
-            bar.set_message(format!("batch {} in runs of {r} rows", best.batch));
-            trials.push(variant(&best, Some(r), best.spin)?);
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
+    Ok(measured)
+}
+
+/// The fastest measurement whose p99 is within the bound.
+fn fastest_within(measured: &[Measurement], bound_ms: f64) -> Option<Measurement> {
+    measured
+        .iter()
+        .filter(|m| m.p99_ms <= bound_ms)
+        .max_by(|a, b| a.items_per_s.total_cmp(&b.items_per_s))
+        .cloned()
+}
+
+/// The winner's trial again (on its stream count), to vary rows per run or spin.
+fn rerun(best: &Measurement) -> Trial {
+    Trial {
+        streams: Streams::Count(best.num_streams),
+        ..best.trial
     }
-    // Last, unless --spin fixed it: whether the winner gains from spinning streams.
-    if let (None, Some(best)) = (&inputs.spin, fastest_within(&trials)) {
-        trials.push(variant(&best, best.max_rows, TUNE_SPIN)?);
+}
+
+/// Whether the winner runs faster in chunks: runs of 1, 2, 4, ... rows below its rows per
+/// stream.
+fn chunk_probe(source: &ModelSource, best: &Measurement) -> Result<Vec<Measurement>, Fail> {
+    let rows_per_stream = best.trial.batch.div_ceil(best.num_streams);
+    let chunks: Vec<usize> = (0..)
+        .map(|i| 1usize << i)
+        .take_while(|&r| r < rows_per_stream)
+        .collect();
+    let bar = progress(chunks.len());
+    let mut measured = Vec::with_capacity(chunks.len());
+    for rows in chunks {
+        bar.set_message(format!("batch {} in runs of {rows} rows", best.trial.batch));
+        measured.push(measure(
+            source,
+            Trial {
+                rows_per_run: Some(rows),
+                ..rerun(best)
+            },
+        )?);
+        bar.inc(1);
     }
+    bar.finish_and_clear();
+    Ok(measured)
+}
+
+/// Whether the winner gains from spinning streams: it again with [`TUNE_SPIN`].
+fn spin_probe(source: &ModelSource, best: &Measurement) -> Result<Measurement, Fail> {
+    measure(
+        source,
+        Trial {
+            spin: TUNE_SPIN,
+            ..rerun(best)
+        },
+    )
+}
+
+/// Prints every measurement, then the best within the bound with the builder code that uses
+/// it; returns the exit status (1 when none met the bound).
+fn report_tune(measured: &[Measurement], bound_ms: f64, label: &str) -> i32 {
     println!("| streams | batch | rows per run | spin us | items/s | p99 ms |");
     println!("|---:|---:|---:|---:|---:|---:|");
-    for t in &trials {
-        let rows = t.max_rows.map_or("all".to_string(), |r| r.to_string());
+    for m in measured {
+        let rows = m
+            .trial
+            .rows_per_run
+            .map_or("all".to_string(), |r| r.to_string());
         println!(
             "| {} | {} | {rows} | {} | {:.1} | {:.3} |",
-            t.num_streams,
-            t.batch,
-            t.spin.as_micros(),
-            t.items_per_s,
-            t.p99_ms
+            m.num_streams,
+            m.trial.batch,
+            m.trial.spin.as_micros(),
+            m.items_per_s,
+            m.p99_ms
         );
     }
-    let Some(best) = fastest_within(&trials) else {
-        let fastest = trials.iter().min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
-        if let Some(t) = fastest {
+    let Some(best) = fastest_within(measured, bound_ms) else {
+        let fastest = measured.iter().min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+        if let Some(m) = fastest {
             println!(
                 "no configuration met p99 <= {bound_ms} ms; lowest p99: {} streams, batch {}: {:.3} ms",
-                t.num_streams, t.batch, t.p99_ms
+                m.num_streams, m.trial.batch, m.p99_ms
             );
         }
-        return Ok(1);
+        return 1;
     };
+    print_recommendation(&best, bound_ms, label);
+    0
+}
+
+/// The best configuration, and the builder code that uses it.
+fn print_recommendation(best: &Measurement, bound_ms: f64, label: &str) {
     let chunking = best
-        .max_rows
+        .trial
+        .rows_per_run
         .map_or(String::new(), |r| format!(" in runs of {r} rows"));
-    let (spin, spin_note) = if best.spin.is_zero() {
+    let (spin, spin_note) = if best.trial.spin.is_zero() {
         (String::new(), String::new())
     } else {
-        let us = best.spin.as_micros();
+        let us = best.trial.spin.as_micros();
         (
             format!("\n    .spin(Duration::from_micros({us})) // polls when idle: costs CPU"),
             format!(", spin {us} us"),
@@ -572,15 +722,14 @@ fn tune(path: &Path, inputs: &InputArgs, bound: &str, duration: &str) -> Result<
     };
     println!(
         "best within p99 <= {bound_ms} ms: streams {} batch {}{chunking}{spin_note}: {:.1} items/s, p99 {:.3} ms",
-        best.num_streams, best.batch, best.items_per_s, best.p99_ms
+        best.num_streams, best.trial.batch, best.items_per_s, best.p99_ms
     );
-    let model = match best.max_rows {
+    let model = match best.trial.rows_per_run {
         Some(r) => format!("OnnxModel::builder({label:?}).max_rows_per_run({r}).build()?"),
         None => format!("OnnxModel::load({label:?})?"),
     };
     println!(
         "\nlet msm = MultiStreamModule::builder({model})\n    .pool(CpuPool::all()?)\n    .num_streams(Streams::Count({})){spin}\n    .build()?;\n// call msm.forward(..) with batches of {} rows",
-        best.num_streams, best.batch
+        best.num_streams, best.trial.batch
     );
-    Ok(0)
 }

@@ -1,10 +1,18 @@
-//! [`CpuPool`]: a set of logical CPUs as a value.
+//! The pool layer: [`CpuPool`] (a set of logical CPUs as a value), the near-equal partition
+//! rule [`split_sizes`] that cuts pools into streams and batches into parts, and the pinning
+//! policy in [`pin`](mod@pin) ([`pin()`](crate::pin) and [`PinGuard`]).
+//!
+//! It sits above the platform code ([`affinity`](crate::affinity), [`topology`](crate::topology),
+//! [`omp`](crate::omp)) and below everything that runs work.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::affinity::PinGuard;
+mod pin;
+
+pub use pin::{pin, PinGuard};
+
 use crate::cpulist::CpuList;
 use crate::error::{Error, Result};
 use crate::topology::{self, Topology};
@@ -33,7 +41,7 @@ pub struct CpuPool {
 impl CpuPool {
     /// A pool of exactly these logical CPU ids, in this order.
     ///
-    /// Unlike the anchor, which silently drops unavailable ids, a bad list is an error.
+    /// Unlike IPEX, which silently drops unavailable ids, a bad list is an error.
     ///
     /// ```
     /// let pool = corestream::CpuPool::new([0])?;
@@ -80,7 +88,7 @@ impl CpuPool {
     /// The physical cores of NUMA node `node`: one logical CPU per core (the lowest allowed SMT
     /// sibling), restricted to the process's allowed CPUs, ascending.
     ///
-    /// Unlike the anchor, "node" is the kernel's NUMA node, not a socket computed from `lscpu`.
+    /// Unlike IPEX, "node" is the kernel's NUMA node, not a socket computed from `lscpu`.
     ///
     /// ```
     /// let pool = corestream::CpuPool::from_node(0)?;
@@ -160,7 +168,7 @@ impl CpuPool {
     }
 
     /// Cuts the pool into `parts` contiguous slices in pool order; with `r = len % parts`, the
-    /// first `r` slices get one CPU more (the anchor's rule).
+    /// first `r` slices get one CPU more (IPEX's rule).
     ///
     /// ```
     /// # use corestream::{CpuPool, Topology};
@@ -191,7 +199,7 @@ impl CpuPool {
         }
         let mut out = Vec::with_capacity(parts);
         let mut start = 0;
-        for size in crate::batch::split_sizes(self.len(), parts) {
+        for size in split_sizes(self.len(), parts) {
             out.push(CpuPool {
                 cpus: self.cpus[start..start + size].into(),
             });
@@ -219,6 +227,30 @@ impl CpuPool {
         PinGuard::pin(&self.cpus)
     }
 }
+
+/// The part sizes for `total` rows over `parts` streams: `total / parts` each, the first
+/// `total % parts` one more; when `total < parts`, only the first `total` streams, one row
+/// each (so the result has `min(total, parts)` entries and no zero).
+///
+/// IPEX's rule, used for both cores to streams ([`CpuPool::split`]) and rows to streams
+/// (re-exported as `corestream::batch::split_sizes`).
+///
+/// ```
+/// use corestream::batch::split_sizes;
+/// assert_eq!(split_sizes(4, 3), [2, 1, 1]);
+/// assert_eq!(split_sizes(7, 3), [3, 2, 2]);
+/// assert_eq!(split_sizes(2, 3), [1, 1]);
+/// ```
+pub fn split_sizes(total: usize, parts: usize) -> Vec<usize> {
+    let used = total.min(parts);
+    if used == 0 {
+        return Vec::new();
+    }
+    let (base, rem) = (total / used, total % used);
+    (0..used).map(|i| base + usize::from(i < rem)).collect()
+}
+
+// ===== impl Display, Debug for CpuPool =====
 
 impl fmt::Display for CpuPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
