@@ -43,7 +43,7 @@
 //! |---|---|
 //! | platform | [`affinity`] (thread-mask system calls), [`topology`] ([`Topology`], [`LogicalCpu`]), [`omp`] (OpenMP runtimes through libloading) |
 //! | placement | [`CpuPool`], [`pin()`], [`PinGuard`], [`batch::split_sizes`] |
-//! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`] |
+//! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`], [`current_stream`], [`StreamInfo`] |
 //! | model | [`Module`], [`module_fn`], [`FnModule`], [`Infer`], [`Hint`], [`Batch`] ([`batch`]), [`MultiStreamModule`], [`MultiStreamModuleBuilder`], [`Streams`], [`ForwardFuture`], [`PartsFuture`] |
 //! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`] |
 //! | backends | [`backend`]: `backend::tract` (feature `tract`) |
@@ -67,6 +67,7 @@ pub mod topology;
 mod hint;
 mod pool;
 // Execution.
+mod context;
 mod future;
 mod stream;
 mod task;
@@ -80,6 +81,7 @@ pub mod backend;
 
 pub use batch::{Batch, Hint};
 pub use batcher::{Batcher, BatcherBuilder, BatcherStats, LATENCY_BUCKETS};
+pub use context::{current_stream, StreamInfo};
 pub use error::{BoxError, Error, Result};
 pub use future::TaskFuture;
 pub use module::{module_fn, FnModule, Infer, Module};

@@ -375,9 +375,11 @@ impl<M: Module> MultiStreamModuleBuilder<M> {
         let tasks = pool
             .split(n)?
             .into_iter()
-            .map(|part| {
+            .enumerate()
+            .map(|(index, part)| {
                 let config = StreamConfig {
                     name: next_stream_name(),
+                    index,
                     pool: part,
                     spin: self.spin,
                     intra_op: self.intra_op,

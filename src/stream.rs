@@ -19,6 +19,7 @@ use crossbeam_utils::CachePadded;
 use futures::channel::oneshot;
 
 use crate::affinity;
+use crate::context::{self, StreamInfo};
 use crate::error::{Error, Result};
 use crate::future::TaskFuture;
 use crate::module::Module;
@@ -28,6 +29,8 @@ use crate::pool::CpuPool;
 #[derive(Debug, Clone)]
 pub(crate) struct StreamConfig {
     pub(crate) name: String,
+    /// The stream's index within its module (0 for a `Task`), see [`StreamInfo::index`].
+    pub(crate) index: usize,
     pub(crate) pool: CpuPool,
     /// How long the idle thread polls the queue before it parks.
     pub(crate) spin: Duration,
@@ -185,10 +188,12 @@ impl<M: Module> Worker<M> {
             let _ = ready.send(Err(e));
             return;
         }
+        let info = StreamInfo::new(self.config.index, self.config.pool.clone());
+        context::set_current_stream(info.clone());
         // Every stream, one CPU included, gets its pool: otherwise rayon code in a one-CPU
         // stream would run on rayon's global pool, off the stream's CPU.
         let intra = if self.config.intra_op {
-            match intra_op_pool(&self.config.name, &cpus) {
+            match intra_op_pool(&self.config.name, &info) {
                 Ok(pool) => Some(pool),
                 Err(e) => {
                     let _ = ready.send(Err(e));
@@ -248,10 +253,13 @@ impl<M: Module> Worker<M> {
 }
 
 /// A rayon pool of `cpus.len()` threads whose worker 0 is the calling (stream) thread and whose
-/// worker `t > 0` is pinned to `cpus[t]`.
-fn intra_op_pool(name: &str, cpus: &[usize]) -> Result<rayon::ThreadPool> {
+/// worker `t > 0` is pinned to `cpus[t]`; every worker sees the stream as its
+/// [`current_stream`](crate::current_stream).
+fn intra_op_pool(name: &str, info: &StreamInfo) -> Result<rayon::ThreadPool> {
+    let cpus = info.pool().cpus();
     let pinned: Arc<[usize]> = cpus.into();
     let prefix = name.to_owned();
+    let info = info.clone();
     rayon::ThreadPoolBuilder::new()
         .num_threads(cpus.len())
         .use_current_thread()
@@ -262,6 +270,7 @@ fn intra_op_pool(name: &str, cpus: &[usize]) -> Result<rayon::ThreadPool> {
             if let Some(&cpu) = pinned.get(i) {
                 let _ = affinity::set_current_cpus(&[cpu]);
             }
+            context::set_current_stream(info.clone());
         })
         // A panic in a detached `rayon::spawn` inside a model must not abort the process.
         .panic_handler(|_| {})

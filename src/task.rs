@@ -205,6 +205,7 @@ impl<M: Module> TaskBuilder<M> {
         };
         let config = StreamConfig {
             name: self.name.unwrap_or_else(next_stream_name),
+            index: 0,
             pool,
             spin: self.spin,
             intra_op: self.intra_op,
