@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cpulist::CpuList;
+use crate::element::ElementType;
 use crate::hint::Hint;
 
 /// A boxed error from model code: what [`Module::forward`](crate::Module::forward) returns.
@@ -252,6 +253,28 @@ pub enum Error {
         expected: String,
         /// What was given.
         found: String,
+    },
+
+    /// A [`Tensor`](crate::backend::Tensor) was read as another element type than it holds.
+    #[error("the tensor holds {found} elements, not {expected}")]
+    ElementType {
+        /// The element type asked for.
+        expected: ElementType,
+        /// The element type the tensor holds.
+        found: ElementType,
+    },
+
+    /// The ONNX Runtime library could not be loaded (feature `ort`): every place tried, and
+    /// why each failed.
+    #[error(
+        "cannot load the ONNX Runtime library; tried: {}; {hint}",
+        .tried.iter().map(|(p, why)| format!("{} ({why})", p.display())).collect::<Vec<_>>().join(", ")
+    )]
+    OrtLibrary {
+        /// Each path tried, in order, with the reason it was not used.
+        tried: Vec<(PathBuf, String)>,
+        /// How to get a usable library.
+        hint: String,
     },
 
     // ===== configuration =====

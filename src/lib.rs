@@ -60,6 +60,7 @@
 // Platform: error and cpu lists, then the system calls and what the OS reports.
 pub mod affinity;
 mod cpulist;
+mod element;
 mod error;
 pub mod omp;
 pub mod topology;

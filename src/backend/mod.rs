@@ -1,7 +1,14 @@
-//! Model backends: real inference engines wrapped as [`Module`](crate::Module)s.
+//! Model backends: real inference engines wrapped as [`Module`](crate::Module)s, and the one
+//! tensor type they share.
 //!
+//! - [`Tensor`] (always available): the backend-neutral, dynamically typed tensor that
+//!   backends accept and return; it implements [`Batch`](crate::Batch).
 //! - [`tract`] (feature `tract`): ONNX models on [tract](https://github.com/sonos/tract), with
 //!   per-stream intra-op threads and batch-size-specialised plans.
+
+mod tensor;
+
+pub use tensor::{Element, ElementType, Tensor};
 
 #[cfg(feature = "tract")]
 pub mod tract;
