@@ -3,6 +3,8 @@
 //!
 //! - [`Tensor`] (always available): the backend-neutral, dynamically typed tensor that
 //!   backends accept and return; it implements [`Batch`](crate::Batch).
+//! - [`ort`] (feature `ort`): ONNX Runtime through the `ort` crate, its library loaded at run
+//!   time; each stream runs the model on its own CPUs with ORT's threads pinned there.
 //! - [`tract`] (feature `tract`): ONNX models on [tract](https://github.com/sonos/tract), with
 //!   per-stream intra-op threads and batch-size-specialised plans.
 
@@ -10,5 +12,7 @@ mod tensor;
 
 pub use tensor::{Element, ElementType, Tensor};
 
+#[cfg(feature = "ort")]
+pub mod ort;
 #[cfg(feature = "tract")]
 pub mod tract;
