@@ -277,6 +277,15 @@ pub enum Error {
         hint: String,
     },
 
+    /// A tensor's data does not fill its shape.
+    #[error("a tensor of shape {shape:?} needs {} elements, got {len}", .shape.iter().product::<usize>())]
+    TensorShape {
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// The number of elements given.
+        len: usize,
+    },
+
     // ===== configuration =====
     /// A builder setting is out of range.
     #[error("invalid configuration: {0}")]

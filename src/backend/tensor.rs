@@ -145,6 +145,30 @@ impl Tensor {
         Tensor::from(ArrayD::<T>::default(IxDyn(shape)))
     }
 
+    /// A tensor of `shape` over `data` in row-major order (the vector becomes the buffer, no
+    /// copy).
+    ///
+    /// ```
+    /// use corestream::backend::Tensor;
+    /// let ids = Tensor::from_shape_vec(&[2, 3], vec![1i64, 2, 3, 4, 5, 6])?;
+    /// assert_eq!(ids.describe(), "2,3 i64");
+    /// assert!(Tensor::from_shape_vec(&[2, 3], vec![1i64]).is_err());
+    /// # Ok::<(), corestream::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TensorShape`] when `data` does not have the product of `shape` elements.
+    pub fn from_shape_vec<T: Element>(shape: &[usize], data: Vec<T>) -> Result<Tensor> {
+        let len = data.len();
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .map(Tensor::from)
+            .map_err(|_| Error::TensorShape {
+                shape: shape.to_vec(),
+                len,
+            })
+    }
+
     /// The element type.
     pub fn element_type(&self) -> ElementType {
         match self {

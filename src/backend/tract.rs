@@ -1,6 +1,8 @@
 //! ONNX models on tract (feature `tract`).
 //!
-//! [`OnnxModel`] is a [`Module`] with `Input = Vec<Tensor>` and `Output = Vec<Tensor>`: one
+//! [`OnnxModel`] is a [`Module`] with `Input = Vec<Tensor>` and `Output = Vec<Tensor>` (the
+//! backend-neutral [`Tensor`], the same as [`ort`](super)'s, so switching backends changes the
+//! constructor line only): one
 //! optimised plan in an `Arc`, run concurrently by every stream (weights are never copied per
 //! stream). Inside a stream with k > 1 CPUs the model's matrix kernels run on that stream's
 //! pinned intra-op rayon pool (tract's multithread executor, scoped to the calling thread);
@@ -8,14 +10,15 @@
 //! specialised to their concrete size (see [`OnnxModelBuilder::specialize_up_to`]).
 //!
 //! ```
-//! use corestream::backend::tract::{OnnxModel, Tensor};
-//! use corestream::{CpuPool, Hint, MultiStreamModule};
+//! use corestream::backend::tract::OnnxModel;
+//! use corestream::backend::Tensor;
+//! use corestream::{CpuPool, MultiStreamModule};
 //!
 //! let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/examplenet1.onnx");
 //! let model = OnnxModel::load(path)?;
 //! assert_eq!(model.input_names(), ["x"]);
 //! let msm = MultiStreamModule::builder(model).pool(CpuPool::all()?).build()?;
-//! let x = Tensor::zero::<f32>(&[8, 64, 3, 3]).map_err(corestream::Error::from)?;
+//! let x = Tensor::zeros::<f32>(&[8, 64, 3, 3]);
 //! let y = msm.forward_sync(vec![x])?;
 //! assert_eq!(y[0].shape(), [8, 512]);
 //! # Ok::<(), corestream::Error>(())
@@ -29,12 +32,13 @@ use std::sync::{Arc, RwLock};
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 
+use super::spec::check_inputs;
+use super::{ElementType, InputSpec, Tensor};
 use crate::batch::{Batch, Hint};
 use crate::error::{BoxError, Error, Result};
 use crate::module::Module;
 
 pub use tract_onnx;
-pub use tract_onnx::prelude::{DatumType, Tensor};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -45,45 +49,6 @@ pub const DEFAULT_SPECIALIZE_UP_TO: usize = 8;
 /// Most specialised plans one model keeps (each holds its own packed weights).
 const MAX_SPECIALIZED: usize = 16;
 
-/// One input of a model: name, element type and shape, where `None` is a symbolic axis.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputSpec {
-    /// The ONNX input name.
-    pub name: String,
-    /// The element type.
-    pub datum_type: DatumType,
-    /// Each axis: `Some(n)` fixed, `None` symbolic (the batch axis, usually).
-    pub shape: Vec<Option<usize>>,
-    symbols: Vec<Option<Symbol>>,
-}
-
-// ===== impl InputSpec =====
-
-impl fmt::Display for InputSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dims: Vec<String> = self
-            .shape
-            .iter()
-            .zip(&self.symbols)
-            .map(|(d, s)| match (d, s) {
-                (Some(n), _) => n.to_string(),
-                (None, Some(s)) => s.to_string(),
-                (None, None) => "?".into(),
-            })
-            .collect();
-        write!(f, "{} {}", dims.join(","), dt_name(self.datum_type))
-    }
-}
-
-fn dt_name(dt: DatumType) -> String {
-    format!("{dt:?}").to_lowercase()
-}
-
-fn describe(t: &Tensor) -> String {
-    let dims: Vec<String> = t.shape().iter().map(usize::to_string).collect();
-    format!("{} {}", dims.join(","), dt_name(t.datum_type()))
-}
-
 /// An ONNX model compiled by tract, shared by every stream that runs it.
 pub struct OnnxModel {
     label: String,
@@ -93,6 +58,8 @@ pub struct OnnxModel {
     /// The batch axis' symbol: axis 0 of the first input when symbolic, else the model's only
     /// symbol.
     batch_symbol: Option<Symbol>,
+    /// Its name, as [`InputSpec::symbols`] write it.
+    batch_name: Option<String>,
     /// The decluttered model, kept to build batch-specialised plans.
     specializable: Option<TypedModel>,
     specialize_up_to: usize,
@@ -184,47 +151,11 @@ impl OnnxModel {
 
     /// Checks the inputs against the model and returns the batch symbol's value, if bound.
     fn check(&self, inputs: &[Tensor]) -> Result<Option<usize>> {
-        if inputs.len() != self.inputs.len() {
-            return Err(Error::InputCount {
-                expected: self.inputs.len(),
-                found: inputs.len(),
-                names: self.input_names().join(", "),
-            });
-        }
-        let mut bound: HashMap<&Symbol, (usize, &str)> = HashMap::new();
-        for (spec, t) in self.inputs.iter().zip(inputs) {
-            let mismatch = || Error::InvalidInput {
-                input: spec.name.clone(),
-                expected: spec.to_string(),
-                found: describe(t),
-            };
-            if t.datum_type() != spec.datum_type || t.rank() != spec.shape.len() {
-                return Err(mismatch());
-            }
-            for ((dim, sym), &n) in spec.shape.iter().zip(&spec.symbols).zip(t.shape()) {
-                match (dim, sym) {
-                    (Some(fixed), _) if *fixed != n => return Err(mismatch()),
-                    (None, Some(sym)) => match bound.get(sym) {
-                        Some(&(m, other)) if m != n => {
-                            return Err(Error::InvalidInput {
-                                input: spec.name.clone(),
-                                expected: format!("{sym}={m} as in input {other:?} ({spec})"),
-                                found: describe(t),
-                            })
-                        }
-                        _ => {
-                            bound.insert(sym, (n, &spec.name));
-                        }
-                    },
-                    _ => {}
-                }
-            }
-        }
+        let bound = check_inputs(&self.inputs, inputs)?;
         Ok(self
-            .batch_symbol
-            .as_ref()
-            .and_then(|sym| bound.get(sym))
-            .map(|&(n, _)| n))
+            .batch_name
+            .as_deref()
+            .and_then(|name| bound.get(name).copied()))
     }
 
     /// The plan for a batch size: a specialised one for small batches, else the symbolic one.
@@ -295,9 +226,13 @@ impl OnnxModel {
     /// One run of the plan for `batch` rows.
     fn run_plan(&self, inputs: Vec<Tensor>, batch: Option<usize>) -> Result<Vec<Tensor>> {
         let plan = self.plan_for(batch);
-        let values: TVec<TValue> = inputs.into_iter().map(TValue::from).collect();
+        let values: TVec<TValue> = inputs.into_iter().map(to_tract).collect();
         let outputs = multithread_tract_scope(executor(), || plan.run(values))?;
-        Ok(outputs.into_iter().map(TValue::into_tensor).collect())
+        outputs
+            .into_iter()
+            .zip(&self.outputs)
+            .map(|(v, name)| from_tract(v.into_tensor(), name))
+            .collect()
     }
 
     /// Runs `rows` rows as `ceil(rows / max)` chunks of near-equal size, one after the other,
@@ -346,7 +281,7 @@ enum Source {
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct OnnxModelBuilder {
     source: Source,
-    inputs: Vec<(usize, DatumType, String)>,
+    inputs: Vec<(usize, ElementType, String)>,
     optimize: bool,
     specialize_up_to: usize,
     max_rows_per_run: Option<usize>,
@@ -402,14 +337,15 @@ impl OnnxModelBuilder {
     /// symbolic and takes any size at run time: `"N,3,224,224"`, `"Nx128"`.
     ///
     /// ```
-    /// use corestream::backend::tract::{DatumType, OnnxModel};
+    /// use corestream::backend::tract::OnnxModel;
+    /// use corestream::backend::ElementType;
     /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/examplenet1.onnx");
-    /// let model = OnnxModel::builder(path).input(0, DatumType::F32, "B,64,3,3").build()?;
+    /// let model = OnnxModel::builder(path).input(0, ElementType::F32, "B,64,3,3").build()?;
     /// assert_eq!(model.inputs()[0].to_string(), "B,64,3,3 f32");
     /// # Ok::<(), corestream::Error>(())
     /// ```
-    pub fn input(mut self, index: usize, datum_type: DatumType, shape: &str) -> Self {
-        self.inputs.push((index, datum_type, shape.to_owned()));
+    pub fn input(mut self, index: usize, element_type: ElementType, shape: &str) -> Self {
+        self.inputs.push((index, element_type, shape.to_owned()));
         self
     }
 
@@ -440,11 +376,11 @@ impl OnnxModelBuilder {
     /// ~14 tokens gain from whole batches. `corestream tune` measures it for a model.
     ///
     /// ```
-    /// use corestream::backend::tract::{OnnxModel, Tensor};
+    /// use corestream::backend::{tract::OnnxModel, Tensor};
     /// use corestream::Module;
     /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/examplenet1.onnx");
     /// let model = OnnxModel::builder(path).max_rows_per_run(4).build()?;
-    /// let x = Tensor::zero::<f32>(&[10, 64, 3, 3]).map_err(corestream::Error::from)?;
+    /// let x = Tensor::zeros::<f32>(&[10, 64, 3, 3]);
     /// let y = model.forward(vec![x])?; // three runs: 4, 3 and 3 rows
     /// assert_eq!(y[0].shape(), [10, 512]);
     /// # Ok::<(), corestream::BoxError>(())
@@ -472,13 +408,14 @@ impl OnnxModelBuilder {
         self.apply_input_shapes(&mut model)?;
         let typed = self.type_and_declutter(model)?;
         let (inputs, outputs) = self.signature(&typed)?;
-        let (batch_symbol, batch_axes) = self.find_batch_axes(&typed, &inputs)?;
+        let (batch_symbol, batch_axes) = self.find_batch_axes(&typed)?;
         let (symbolic, specializable) = self.compile(typed, batch_symbol.is_some())?;
         Ok(OnnxModel {
             label: self.source.label(),
             inputs,
             outputs,
             symbolic,
+            batch_name: batch_symbol.as_ref().map(Symbol::to_string),
             batch_symbol,
             specializable,
             specialize_up_to: self.specialize_up_to,
@@ -526,7 +463,7 @@ impl OnnxModelBuilder {
                 )));
             }
             let dims = parse_shape(shape, &model.symbols).map_err(|m| self.fail(m))?;
-            let fact = InferenceFact::dt_shape(*dt, dims);
+            let fact = InferenceFact::dt_shape(datum_type(*dt), dims);
             model
                 .set_input_fact(*index, fact)
                 .map_err(|e| self.fail(format!("input {index}: {e:#}")))?;
@@ -565,12 +502,9 @@ impl OnnxModelBuilder {
     ///
     /// [`Error::InvalidConfig`] when [`max_rows_per_run`](Self::max_rows_per_run) is set but
     /// there are no such axes to cut batches along.
-    fn find_batch_axes(
-        &self,
-        typed: &TypedModel,
-        inputs: &[InputSpec],
-    ) -> Result<(Option<Symbol>, Option<BatchAxes>)> {
-        let batch_symbol = batch_symbol(inputs);
+    fn find_batch_axes(&self, typed: &TypedModel) -> Result<(Option<Symbol>, Option<BatchAxes>)> {
+        let symbols = input_symbols(typed).map_err(|e| self.fail(format!("{e:#}")))?;
+        let batch_symbol = batch_symbol(&symbols);
         let batch_axes = match &batch_symbol {
             Some(sym) => batch_axes(typed, sym).map_err(|e| self.fail(format!("{e:#}")))?,
             None => None,
@@ -580,7 +514,8 @@ impl OnnxModelBuilder {
                 "max_rows_per_run({max}) needs one symbolic batch axis in every input and \
                  output of {}; inputs: {}",
                 self.source.label(),
-                inputs
+                input_specs(typed)
+                    .unwrap_or_default()
                     .iter()
                     .map(|i| format!("{} [{i}]", i.name))
                     .collect::<Vec<_>>()
@@ -613,17 +548,14 @@ fn compile_plan(model: TypedModel, optimize: bool) -> TractResult<Plan> {
 }
 
 /// The batch axis' symbol: axis 0 of the first input when symbolic, else the model's only
-/// symbol (`None` with no symbol or several).
-fn batch_symbol(inputs: &[InputSpec]) -> Option<Symbol> {
-    let mut symbols: Vec<Symbol> = inputs
-        .iter()
-        .flat_map(|i| i.symbols.iter().flatten().cloned())
-        .collect();
+/// symbol (`None` with no symbol or several). `inputs` holds each input's axis symbols.
+fn batch_symbol(inputs: &[Vec<Option<Symbol>>]) -> Option<Symbol> {
+    let mut symbols: Vec<Symbol> = inputs.iter().flatten().flatten().cloned().collect();
     symbols.sort();
     symbols.dedup();
     inputs
         .first()
-        .and_then(|i| i.symbols.first().cloned().flatten())
+        .and_then(|axes| axes.first().cloned().flatten())
         .or_else(|| match symbols.as_slice() {
             [one] => Some(one.clone()),
             _ => None,
@@ -685,32 +617,113 @@ fn batch_axes(model: &TypedModel, sym: &Symbol) -> TractResult<Option<BatchAxes>
     )
 }
 
-/// Each input of the typed model: name, element type, and per axis its size or symbol.
-fn input_specs(model: &TypedModel) -> TractResult<Vec<InputSpec>> {
+/// Each input's axes: the symbol of each symbolic axis, `None` for the others.
+fn input_symbols(model: &TypedModel) -> TractResult<Vec<Vec<Option<Symbol>>>> {
     model
         .input_outlets()?
         .iter()
         .map(|o| {
             let fact = model.outlet_fact(*o)?;
-            let (shape, symbols) = fact
+            Ok(fact
                 .shape
                 .iter()
-                .map(|d| match d.as_i64() {
-                    Some(n) => (Some(n as usize), None),
-                    None => match d {
-                        TDim::Sym(sym) => (None, Some(sym.clone())),
-                        _ => (None, None),
-                    },
+                .map(|d| match d {
+                    TDim::Sym(sym) => Some(sym.clone()),
+                    _ => None,
                 })
-                .unzip();
+                .collect())
+        })
+        .collect()
+}
+
+/// Each input of the typed model: name, element type, and per axis its size or symbol.
+fn input_specs(model: &TypedModel) -> TractResult<Vec<InputSpec>> {
+    model
+        .input_outlets()?
+        .iter()
+        .zip(input_symbols(model)?)
+        .map(|(o, symbols)| {
+            let fact = model.outlet_fact(*o)?;
+            let element_type = element_type(fact.datum_type);
             Ok(InputSpec {
                 name: model.node(o.node).name.clone(),
-                datum_type: fact.datum_type,
-                shape,
-                symbols,
+                element_type,
+                type_name: element_type.map_or_else(
+                    || format!("{:?}", fact.datum_type).to_lowercase(),
+                    |t| t.to_string(),
+                ),
+                shape: fact
+                    .shape
+                    .iter()
+                    .map(|d| d.as_i64().and_then(|n| usize::try_from(n).ok()))
+                    .collect(),
+                symbols: symbols
+                    .iter()
+                    .map(|s| s.as_ref().map_or_else(String::new, Symbol::to_string))
+                    .collect(),
             })
         })
         .collect()
+}
+
+// ===== conversions between backend::Tensor and tract =====
+
+/// The [`ElementType`] of a tract datum type, if the neutral tensor holds it.
+fn element_type(dt: DatumType) -> Option<ElementType> {
+    Some(match dt {
+        DatumType::F32 => ElementType::F32,
+        DatumType::F64 => ElementType::F64,
+        DatumType::I64 => ElementType::I64,
+        DatumType::I32 => ElementType::I32,
+        DatumType::U8 => ElementType::U8,
+        DatumType::Bool => ElementType::Bool,
+        _ => return None,
+    })
+}
+
+/// tract's datum type for an [`ElementType`].
+fn datum_type(t: ElementType) -> DatumType {
+    match t {
+        ElementType::F32 => DatumType::F32,
+        ElementType::F64 => DatumType::F64,
+        ElementType::I64 => DatumType::I64,
+        ElementType::I32 => DatumType::I32,
+        ElementType::U8 => DatumType::U8,
+        ElementType::Bool => DatumType::Bool,
+    }
+}
+
+/// A tract value holding the tensor's data: the buffer itself when the tensor holds the only
+/// handle to it, a copy when the buffer is shared (e.g. a part of a split batch).
+fn to_tract(t: Tensor) -> TValue {
+    let tensor: tract_onnx::prelude::Tensor = match t {
+        Tensor::F32(a) => a.into_owned().into(),
+        Tensor::F64(a) => a.into_owned().into(),
+        Tensor::I64(a) => a.into_owned().into(),
+        Tensor::I32(a) => a.into_owned().into(),
+        Tensor::U8(a) => a.into_owned().into(),
+        Tensor::Bool(a) => a.into_owned().into(),
+    };
+    TValue::from(tensor)
+}
+
+/// The neutral tensor of a tract output (its buffer, not a copy).
+fn from_tract(t: tract_onnx::prelude::Tensor, output: &str) -> Result<Tensor> {
+    let dt = t.datum_type();
+    let converted = match element_type(dt) {
+        Some(ElementType::F32) => t.into_plain_array::<f32>().map(Tensor::from),
+        Some(ElementType::F64) => t.into_plain_array::<f64>().map(Tensor::from),
+        Some(ElementType::I64) => t.into_plain_array::<i64>().map(Tensor::from),
+        Some(ElementType::I32) => t.into_plain_array::<i32>().map(Tensor::from),
+        Some(ElementType::U8) => t.into_plain_array::<u8>().map(Tensor::from),
+        Some(ElementType::Bool) => t.into_plain_array::<bool>().map(Tensor::from),
+        None => {
+            return Err(Error::Module(
+                format!("output {output:?} has element type {dt:?}, which backend::Tensor does not hold").into(),
+            ))
+        }
+    };
+    converted.map_err(Error::from)
 }
 
 // ===== impl From<TractError> for Error =====
@@ -718,71 +731,5 @@ fn input_specs(model: &TypedModel) -> TractResult<Vec<InputSpec>> {
 impl From<TractError> for Error {
     fn from(e: TractError) -> Error {
         Error::Module(format!("{e:#}").into())
-    }
-}
-
-// ===== impl Batch for Tensor =====
-
-/// Tensors split and concatenate along any axis, for any element type; `Replicate` clones.
-impl Batch for Tensor {
-    fn batch_size(&self, hint: &Hint) -> Result<Option<usize>> {
-        match hint {
-            Hint::Dim(d) if *d < self.rank() => Ok(Some(self.shape()[*d])),
-            Hint::Dim(d) => Err(Error::DimOutOfRange {
-                dim: *d,
-                rank: self.rank(),
-            }),
-            Hint::Replicate => Ok(None),
-            other => Err(Error::HintMismatch(format!(
-                "a tensor takes a leaf hint (Dim or Replicate), got {other:?}"
-            ))),
-        }
-    }
-
-    fn split(self, hint: &Hint, sizes: &[usize]) -> Result<Vec<Self>> {
-        let Some(rows) = self.batch_size(hint)? else {
-            let mut out: Vec<Tensor> = (1..sizes.len()).map(|_| self.clone()).collect();
-            out.push(self);
-            return Ok(out);
-        };
-        let Hint::Dim(axis) = *hint else {
-            unreachable!("batch_size returns Some only for Dim")
-        };
-        let total: usize = sizes.iter().sum();
-        if total != rows {
-            return Err(Error::BatchMismatch {
-                first: total,
-                second: rows,
-            });
-        }
-        if sizes.len() == 1 {
-            return Ok(vec![self]);
-        }
-        let mut start = 0;
-        let mut parts = Vec::with_capacity(sizes.len());
-        for &n in sizes {
-            parts.push(
-                self.slice(axis, start, start + n)
-                    .map_err(|e| Error::Concat(format!("{e:#}")))?,
-            );
-            start += n;
-        }
-        Ok(parts)
-    }
-
-    fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
-        let first = parts
-            .first()
-            .ok_or_else(|| Error::Concat("no parts to concatenate".into()))?;
-        first.batch_size(hint)?;
-        match *hint {
-            Hint::Dim(axis) if parts.len() > 1 => {
-                Tensor::stack_tensors(axis, &parts).map_err(|e| {
-                    let shapes: Vec<String> = parts.iter().map(describe).collect();
-                    Error::Concat(format!("tensors {shapes:?} along axis {axis}: {e:#}"))
-                })
-            }
-            _ => Ok(parts.into_iter().next().expect("checked non-empty")),
-        }
     }
 }
