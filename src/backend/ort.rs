@@ -570,13 +570,26 @@ impl Settings {
             .map_err(|e| e.to_string())
         };
         match panic::catch_unwind(AssertUnwindSafe(make)) {
-            Ok(Ok(session)) => Ok(RunSession { session }),
+            Ok(Ok(session)) => {
+                release_free_memory();
+                Ok(RunSession { session })
+            }
             Ok(Err(message)) => Err(load_error(message)),
             Err(p) => Err(load_error(format!(
                 "ONNX Runtime panicked: {}",
                 panic_message(p.as_ref())
             ))),
         }
+    }
+}
+
+/// Gives the heap's free pages back to the kernel: creating a session parses the model and
+/// frees large temporary buffers, which glibc's per-thread arenas otherwise keep resident.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only releases free heap memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -788,7 +801,9 @@ impl OrtModel {
         // later one-thread caller creates the shared one again.
         if self.shared.get().is_none() {
             if let Ok(mut first) = self.first.lock() {
-                first.take();
+                if first.take().is_some() {
+                    release_free_memory();
+                }
             }
         }
         if let Ok(mut map) = self.streams.lock() {
@@ -817,6 +832,28 @@ impl OrtModel {
                 to_tensor(v).map_err(|e| Error::Module(format!("output {name:?}: {e}").into()))
             })
             .collect()
+    }
+}
+
+/// Pins the calling stream thread to the first of its CPUs for one run; restores all of them
+/// when dropped. Best effort: a refused mask leaves the thread where it was.
+struct CallerPin<'a> {
+    cpus: &'a [usize],
+    pinned: bool,
+}
+
+impl<'a> CallerPin<'a> {
+    fn pin(cpus: &'a [usize]) -> CallerPin<'a> {
+        let pinned = crate::affinity::set_current_cpus(&cpus[..1]).is_ok();
+        CallerPin { cpus, pinned }
+    }
+}
+
+impl Drop for CallerPin<'_> {
+    fn drop(&mut self) {
+        if self.pinned {
+            let _ = crate::affinity::set_current_cpus(self.cpus);
+        }
     }
 }
 
@@ -891,7 +928,12 @@ impl Module for OrtModel {
         let stream = current_stream().filter(|s| s.pool().len() > 1);
         let run = || match &stream {
             Some(s) => {
-                let session = self.stream_session(s.id(), s.pool().cpus())?;
+                let cpus = s.pool().cpus();
+                let session = self.stream_session(s.id(), cpus)?;
+                // ONNX Runtime's intra-op thread 0 is the caller: it gets the stream's first
+                // CPU to itself, as worker t gets cpus[t] (left on all the stream's CPUs, it
+                // shares a CPU with a worker whenever the scheduler puts it there).
+                let _pin = CallerPin::pin(cpus);
                 self.run_on(&session, inputs)
             }
             None => self.run_on(self.shared_session()?, inputs),
