@@ -127,6 +127,15 @@ fn examplenet1_matches_ort_through_1_and_2_streams() {
         let y = msm.forward_sync(vec![Tensor::from(x.clone())]).unwrap();
         assert_close(&y[0], &want[0], &format!("{streams} streams"));
     }
+    if cpus.len() >= 2 {
+        // The 2-cpu stream above ran on a session made from the shared weights.
+        let shared = model.weight_sharing().expect("a multi-cpu stream ran");
+        assert!(
+            shared.is_ok_and(|bytes| bytes > 100_000),
+            "{:?}",
+            model.weight_sharing()
+        );
+    }
 }
 
 #[test]
@@ -383,4 +392,33 @@ fn another_library_after_loading_is_a_typed_error() {
     assert!(matches!(err, Error::OrtLibrary { .. }), "{err:?}");
     assert!(err.to_string().contains("already loaded"), "{err}");
     assert!(Path::new(lib.path()).is_file());
+}
+
+#[test]
+fn resnet18_on_a_two_cpu_stream_with_shared_weights_matches_ort() {
+    let _s = serial();
+    if !have_ort() {
+        return;
+    }
+    let path = format!("{}/models/resnet18.onnx", env!("CARGO_MANIFEST_DIR"));
+    if !Path::new(&path).exists() {
+        eprintln!("skipped: {path} missing (scripts/fetch-models.sh)");
+        return;
+    }
+    let Some(cpus) = two_cpus() else { return };
+    let x = input(&[3, 3, 224, 224], 9);
+    let want = reference(&path, std::slice::from_ref(&x));
+    let model = std::sync::Arc::new(OrtModel::load(&path).unwrap());
+    let msm = MultiStreamModule::builder(std::sync::Arc::clone(&model))
+        .pool(CpuPool::new(cpus).unwrap())
+        .num_streams(Streams::Count(1))
+        .build()
+        .unwrap();
+    let y = msm.forward_sync(vec![Tensor::from(x)]).unwrap();
+    assert_close(&y[0], &want[0], "resnet18, 1 stream x 2 cpus");
+    assert!(
+        matches!(model.weight_sharing(), Some(Ok(_))),
+        "{:?}",
+        model.weight_sharing()
+    );
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo test --release --features ort --test ort_perf -- --ignored --nocapture --test-threads 1
-//! CORESTREAM_RSS=shared|k2|k2-noprepack|separate cargo test --release --features ort \
+//! CORESTREAM_RSS=shared|k2|k2-noprepack|k2-noshare|separate cargo test --release --features ort \
 //!     --test ort_perf rss -- --ignored --nocapture
 //! ```
 #![cfg(feature = "ort")]
@@ -141,10 +141,11 @@ fn rss() {
             report("2 streams x 1 cpu ran (concurrently)");
             println!("[{scenario}] sessions: {}", model.session_count());
         }
-        "k2" | "k2-noprepack" => {
+        "k2" | "k2-noprepack" | "k2-noshare" => {
             let model = Arc::new(
                 OrtModel::builder(&path)
-                    .share_prepacked_weights(scenario == "k2")
+                    .share_prepacked_weights(scenario != "k2-noprepack")
+                    .share_weights(scenario != "k2-noshare")
                     .build()
                     .unwrap(),
             );
@@ -156,6 +157,7 @@ fn rss() {
             two.run_sync(x()).unwrap();
             report("a 2nd 2-cpu stream ran (its own session)");
             println!("[{scenario}] sessions: {}", model.session_count());
+            println!("[{scenario}] weight sharing: {:?}", model.weight_sharing());
         }
         "separate" => {
             let a = OrtModel::load(&path).unwrap();

@@ -17,6 +17,8 @@ pub use spec::InputSpec;
 pub use tensor::{Element, ElementType, Tensor};
 
 #[cfg(feature = "ort")]
+mod onnx_proto;
+#[cfg(feature = "ort")]
 pub mod ort;
 #[cfg(feature = "tract")]
 pub mod tract;
