@@ -422,3 +422,58 @@ fn resnet18_on_a_two_cpu_stream_with_shared_weights_matches_ort() {
         model.weight_sharing()
     );
 }
+
+#[test]
+fn minilm_i64_inputs_same_through_every_session_kind() {
+    let _s = serial();
+    if !have_ort() {
+        return;
+    }
+    let path = format!(
+        "{}/models/paraphrase-MiniLM-L3-v2.onnx",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if !Path::new(&path).exists() {
+        eprintln!("skipped: {path} missing (scripts/fetch-models.sh)");
+        return;
+    }
+    let Some(cpus) = two_cpus() else { return };
+    let (b, n) = (3, 12);
+    let ids = ArrayD::from_shape_fn(IxDyn(&[b, n]), |ix| {
+        if ix[1] == 0 {
+            101
+        } else {
+            1000 + (ix[0] * 37 + ix[1] * 11) as i64 % 20000
+        }
+    });
+    let mask = ArrayD::<i64>::ones(IxDyn(&[b, n]));
+    let inputs = vec![Tensor::from(ids), Tensor::from(mask)];
+    let model = std::sync::Arc::new(OrtModel::load(&path).unwrap());
+    assert_eq!(model.inputs()[0].element_type, Some(ElementType::I64));
+    let plain = corestream::Module::forward(&*model, inputs.clone()).unwrap();
+    for streams in [1, 2] {
+        let msm = MultiStreamModule::builder(std::sync::Arc::clone(&model))
+            .pool(CpuPool::new(cpus.clone()).unwrap())
+            .num_streams(Streams::Count(streams))
+            .build()
+            .unwrap();
+        let y = msm.forward_sync(inputs.clone()).unwrap();
+        assert_eq!(y.len(), plain.len());
+        for (i, (got, want)) in y.iter().zip(&plain).enumerate() {
+            assert_eq!(got.element_type(), want.element_type(), "output {i}");
+            match want.element_type() {
+                ElementType::F32 => assert_close(
+                    got,
+                    &want.to_owned_array::<f32>().unwrap(),
+                    &format!("output {i}, {streams} streams"),
+                ),
+                _ => assert_eq!(got, want, "output {i}, {streams} streams"),
+            }
+        }
+    }
+    assert!(
+        matches!(model.weight_sharing(), Some(Ok(_))),
+        "{:?}",
+        model.weight_sharing()
+    );
+}

@@ -1,5 +1,6 @@
 //! The few fields of an ONNX file the `ort` backend needs to share weights between sessions:
-//! the top graph's initialisers (name, element type, dims, data location). A minimal
+//! the top graph's initialisers (name, element type, dims, external data location); inline
+//! data is skipped. A minimal
 //! protobuf reader; everything else in the file is skipped.
 
 /// One initialiser of the top graph.
@@ -9,12 +10,8 @@ pub(crate) struct Initializer {
     /// ONNX `TensorProto.DataType` (1 float, 2 uint8, 6 int32, 7 int64, 9 bool, 11 double...).
     pub(crate) data_type: i32,
     pub(crate) dims: Vec<i64>,
-    /// Inline `raw_data`, when present.
-    pub(crate) raw: Option<Vec<u8>>,
     /// `external_data`: (location, offset, length).
     pub(crate) external: Option<(String, usize, Option<usize>)>,
-    /// Whether typed (non-raw) data fields are used: not supported here.
-    pub(crate) typed_data: bool,
 }
 
 struct Reader<'a> {
@@ -131,10 +128,6 @@ fn tensor(buf: &[u8]) -> Result<Initializer, String> {
             }
             (2, 0) => t.data_type = r.varint()? as i32,
             (8, 2) => t.name = string(buf, r.span()?)?,
-            (9, 2) => {
-                let (a, b) = r.span()?;
-                t.raw = Some(buf[a..b].to_vec());
-            }
             (13, 2) => {
                 let (a, b) = r.span()?;
                 let mut e = Reader::new(&buf[a..b]);
@@ -147,11 +140,6 @@ fn tensor(buf: &[u8]) -> Result<Initializer, String> {
                     }
                 }
                 ext.push((key, value));
-            }
-            // float, int32, string, int64, double, uint64 data
-            (4 | 5 | 6 | 7 | 10 | 11, wire) => {
-                t.typed_data = true;
-                r.skip(wire)?;
             }
             (_, wire) => r.skip(wire)?,
         }

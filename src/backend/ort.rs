@@ -676,9 +676,11 @@ impl Settings {
                     "weights.bin",
                 )
                 .map_err(e)?
+                // Small initialisers (shapes, axes: read by shape inference when a session
+                // loads the graph) stay inline in the graph; the rest are shared.
                 .with_config_entry(
                     "session.optimized_model_external_initializers_min_size_in_bytes",
-                    "0",
+                    "1024",
                 )
                 .map_err(e)?;
             match &self.source {
@@ -695,24 +697,18 @@ impl Settings {
         let mut initializers = Vec::new();
         let mut total = 0;
         for init in super::onnx_proto::initializers(&graph)? {
-            if init.typed_data {
-                return Err(format!(
-                    "initialiser {:?} uses typed data fields",
-                    init.name
-                ));
-            }
-            let bytes: &[u8] = match (&init.external, &init.raw) {
-                (Some((location, offset, length)), _) if location == "weights.bin" => {
+            let bytes: &[u8] = match &init.external {
+                Some((location, offset, length)) if location == "weights.bin" => {
                     let end = length.map_or(weights.len(), |l| offset + l);
                     weights
                         .get(*offset..end)
                         .ok_or_else(|| format!("initialiser {:?} is out of range", init.name))?
                 }
-                (Some((location, ..)), _) => {
+                Some((location, ..)) => {
                     return Err(format!("initialiser {:?} is in {location}", init.name))
                 }
-                (None, Some(raw)) => raw,
-                (None, None) => &[],
+                // Small: stays in the graph, each session has its own copy.
+                None => continue,
             };
             total += bytes.len();
             let value = initializer_value(init.data_type, &init.dims, bytes)
