@@ -5,9 +5,9 @@
 //!   backends accept and return; it implements [`Batch`](crate::Batch).
 //! - [`InputSpec`]: what each model input takes; both backends check inputs against it the
 //!   same way, so a wrong count, shape or element type is the same typed error on either.
-//! - [`ort`] (feature `ort`): ONNX Runtime through the `ort` crate, its library loaded at run
+//! - `ort` (feature `ort`): ONNX Runtime through the `ort` crate, its library loaded at run
 //!   time; each stream runs the model on its own CPUs with ORT's threads pinned there.
-//! - [`tract`] (feature `tract`): ONNX models on [tract](https://github.com/sonos/tract), with
+//! - `tract` (feature `tract`): ONNX models on [tract](https://github.com/sonos/tract), with
 //!   per-stream intra-op threads and batch-size-specialised plans.
 
 mod spec;

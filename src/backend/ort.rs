@@ -1,4 +1,4 @@
-//! ONNX Runtime through the [`ort`](::ort) crate (feature `ort`), its library loaded at run
+//! ONNX Runtime through the [`ort`] crate (feature `ort`), its library loaded at run
 //! time.
 //!
 //! [`OrtModel`] is a [`Module`] with `Input = Vec<Tensor>` and `Output = Vec<Tensor>` (the
@@ -38,7 +38,7 @@
 //!
 //! ONNX Runtime's CPU kernels run on threads it owns, so each stream runs the model with its
 //! own run state, set up on the stream thread by its first request (see
-//! [`current_stream`](crate::current_stream)):
+//! [`current_stream`]):
 //!
 //! - a stream of **one CPU** runs a session with one intra-op thread: ONNX Runtime then starts
 //!   no thread and computes on the (pinned) stream thread. All one-CPU streams, and calls

@@ -4,25 +4,6 @@
 //! A `Tensor` is one of a few element types, each held as an `ndarray`
 //! [`ArcArray<T, IxDyn>`](ndarray::ArcArray): cloning and splitting it along the batch axis
 //! share the buffer (no copy); concatenating copies once.
-//!
-//! ```
-//! use corestream::backend::{ElementType, Tensor};
-//! use corestream::ndarray::{array, ArrayD};
-//! use corestream::{Batch, Hint};
-//!
-//! let x = Tensor::from(array![[1.0f32, 2.0], [3.0, 4.0], [5.0, 6.0]]);
-//! assert_eq!(x.shape(), [3, 2]);
-//! assert_eq!(x.element_type(), ElementType::F32);
-//! assert_eq!(x.view::<f32>()?[[2, 1]], 6.0);
-//! assert!(x.view::<i64>().is_err()); // typed: Error::ElementType
-//!
-//! let parts = x.clone().split(&Hint::Dim(0), &[2, 1])?;
-//! assert_eq!(parts[1].shape(), [1, 2]);
-//! assert_eq!(Tensor::concat(parts, &Hint::Dim(0))?, x);
-//! let back: ArrayD<f32> = x.to_owned_array()?;
-//! # let _ = back;
-//! # Ok::<(), corestream::Error>(())
-//! ```
 
 use std::fmt;
 
@@ -39,6 +20,25 @@ use crate::error::{Error, Result};
 /// `ArcArray<T, IxDyn>`), read it with [`view`](Tensor::view), take it apart with
 /// [`into_array`](Tensor::into_array). It implements [`Batch`]: split along any axis without
 /// copying, concatenated along any axis (parts must share the element type).
+///
+/// ```
+/// use corestream::backend::{ElementType, Tensor};
+/// use corestream::ndarray::{array, ArrayD};
+/// use corestream::{Batch, Hint};
+///
+/// let x = Tensor::from(array![[1.0f32, 2.0], [3.0, 4.0], [5.0, 6.0]]);
+/// assert_eq!(x.shape(), [3, 2]);
+/// assert_eq!(x.element_type(), ElementType::F32);
+/// assert_eq!(x.view::<f32>()?[[2, 1]], 6.0);
+/// assert!(x.view::<i64>().is_err()); // typed: Error::ElementType
+///
+/// let parts = x.clone().split(&Hint::Dim(0), &[2, 1])?;
+/// assert_eq!(parts[1].shape(), [1, 2]);
+/// assert_eq!(Tensor::concat(parts, &Hint::Dim(0))?, x);
+/// let back: ArrayD<f32> = x.to_owned_array()?;
+/// # let _ = back;
+/// # Ok::<(), corestream::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Tensor {
