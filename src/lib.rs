@@ -46,7 +46,7 @@
 //! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`], [`current_stream`], [`StreamInfo`] |
 //! | model | [`Module`], [`module_fn`], [`FnModule`], [`Infer`], [`Hint`], [`Batch`] ([`batch`]), [`MultiStreamModule`], [`MultiStreamModuleBuilder`], [`Streams`], [`ForwardFuture`], [`PartsFuture`] |
 //! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`] |
-//! | backends | [`backend`]: `backend::tract` (feature `tract`) |
+//! | backends | [`backend`]: [`backend::Tensor`], [`backend::ElementType`], [`backend::InputSpec`], `backend::ort` (feature `ort`), `backend::tract` (feature `tract`) |
 //! | errors | [`Error`], [`Result`], [`BoxError`] |
 //!
 //! Every stream is one OS thread named `corestream-s{i}`, pinned to its cores for its whole
