@@ -430,7 +430,10 @@ pub struct OrtModelBuilder {
     share_weights: bool,
 }
 
-/// Whether ONNX Runtime's intra-op workers spin by default (see [`OrtModelBuilder::spin`]).
+/// Whether ONNX Runtime's intra-op workers spin by default (see [`OrtModelBuilder::spin`]):
+/// ONNX Runtime's own default. Measured on a noisy 2-CPU VM (ResNet-18, one stream of two
+/// CPUs, images/s, best of interleaved runs): B=1 spin on 36-43 vs off 37-44, B=16 on 39-49
+/// vs off 38-48, i.e. no difference above the noise; re-measure with `tests/ort_perf.rs`.
 pub const DEFAULT_SPIN: bool = true;
 
 impl OrtModelBuilder {
