@@ -79,7 +79,9 @@ use ::ort::value::{DynValue, DynValueRef, TensorElementType, TensorRef, ValueTyp
 use ::ort::AsPointer;
 use ndarray::IxDyn;
 
+use super::spec::check_inputs;
 use super::tensor::{Element, ElementType, Tensor};
+use super::InputSpec;
 use crate::context::current_stream;
 use crate::error::{BoxError, Error, Result};
 use crate::module::Module;
@@ -312,38 +314,6 @@ impl From<Optimization> for GraphOptimizationLevel {
             Optimization::Layout => GraphOptimizationLevel::Level3,
             Optimization::All => GraphOptimizationLevel::All,
         }
-    }
-}
-
-/// One input (or output) of a model: name, element type and shape with symbolic axes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputSpec {
-    /// The ONNX name.
-    pub name: String,
-    /// The element type; `None` for a type [`Tensor`] does not hold (named in
-    /// [`type_name`](InputSpec::type_name)).
-    pub element_type: Option<ElementType>,
-    /// ONNX Runtime's name of the element type when [`Tensor`] has none for it.
-    pub type_name: String,
-    /// Each axis: `Some(n)` fixed, `None` dynamic.
-    pub shape: Vec<Option<usize>>,
-    /// Each axis' symbol (e.g. `N`, `batch_size`), empty when none.
-    pub symbols: Vec<String>,
-}
-
-impl fmt::Display for InputSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dims: Vec<String> = self
-            .shape
-            .iter()
-            .zip(&self.symbols)
-            .map(|(d, s)| match d {
-                Some(n) => n.to_string(),
-                None if !s.is_empty() => s.clone(),
-                None => "?".into(),
-            })
-            .collect();
-        write!(f, "{} {}", dims.join(","), self.type_name)
     }
 }
 
@@ -969,47 +939,6 @@ impl OrtModel {
             })
     }
 
-    /// Checks count, element types and shapes against the model.
-    fn check(&self, inputs: &[Tensor]) -> Result<()> {
-        if inputs.len() != self.inputs.len() {
-            return Err(Error::InputCount {
-                expected: self.inputs.len(),
-                found: inputs.len(),
-                names: self.input_names().join(", "),
-            });
-        }
-        let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
-        for (spec, t) in self.inputs.iter().zip(inputs) {
-            let mismatch = || Error::InvalidInput {
-                input: spec.name.clone(),
-                expected: spec.to_string(),
-                found: t.describe(),
-            };
-            if spec.element_type != Some(t.element_type()) || spec.shape.len() != t.ndim() {
-                return Err(mismatch());
-            }
-            for ((dim, sym), &n) in spec.shape.iter().zip(&spec.symbols).zip(t.shape()) {
-                match dim {
-                    Some(fixed) if *fixed != n => return Err(mismatch()),
-                    None if !sym.is_empty() => match bound.get(sym.as_str()) {
-                        Some(&(m, other)) if m != n => {
-                            return Err(Error::InvalidInput {
-                                input: spec.name.clone(),
-                                expected: format!("{sym}={m} as in input {other:?} ({spec})"),
-                                found: t.describe(),
-                            })
-                        }
-                        _ => {
-                            bound.insert(sym, (n, &spec.name));
-                        }
-                    },
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The one-thread session shared by plain calls and one-CPU streams.
     fn shared_session(&self) -> Result<&RunSession> {
         if let Some(s) = self.shared.get() {
@@ -1157,7 +1086,7 @@ impl Module for OrtModel {
     /// Checks the inputs, then runs the model on the current stream's session (see the
     /// [module docs](self)).
     fn forward(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BoxError> {
-        self.check(&inputs)?;
+        check_inputs(&self.inputs, &inputs)?;
         let stream = current_stream().filter(|s| s.pool().len() > 1);
         let run = || match &stream {
             Some(s) => {
