@@ -3,12 +3,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::channel::oneshot;
 use pin_project::pin_project;
 
 use crate::error::{Error, Result};
+use crate::idle;
 use crate::pool::CpuPool;
 
 /// The pending result of one submission: a `Future` for async code and [`wait`](Self::wait)
@@ -65,10 +66,10 @@ impl<T> TaskFuture<T> {
         }
     }
 
-    /// Blocks the calling thread until the result is there (parking it; it also works inside
-    /// another executor's `block_on`). When the task was built with a
-    /// [`spin`](crate::TaskBuilder::spin), the caller first polls for that long, unless it runs
-    /// on one of the stream's own CPUs.
+    /// Blocks the calling thread until the result is there: it first polls for the stream's
+    /// [`spin`](crate::TaskBuilder::spin) window (default
+    /// [`DEFAULT_SPIN`](crate::DEFAULT_SPIN)), unless it runs on one of the stream's own CPUs,
+    /// then parks (it also works inside another executor's `block_on`).
     ///
     /// Do not call it on an async runtime's worker thread, which it would stall: `.await` the
     /// future there instead.
@@ -76,22 +77,25 @@ impl<T> TaskFuture<T> {
     /// # Errors
     ///
     /// The job's error: [`Error::Module`], [`Error::Panicked`], or [`Error::Shutdown`].
-    pub fn wait(mut self) -> Result<T> {
-        if let (Some((spin, pool)), State::Pending(rx)) = (&self.spin, &mut self.state) {
-            let shares_cpu =
-                crate::affinity::current_cpu().is_none_or(|c| pool.cpus().contains(&c));
-            if !spin.is_zero() && !shares_cpu {
-                let deadline = Instant::now() + *spin;
-                while Instant::now() < deadline {
-                    match rx.try_recv() {
-                        Ok(Some(result)) => return result,
-                        Ok(None) => std::hint::spin_loop(),
-                        Err(oneshot::Canceled) => return Err(Error::Shutdown),
-                    }
+    pub fn wait(self) -> Result<T> {
+        let window = match &self.spin {
+            Some((spin, pool)) => {
+                let shares_cpu =
+                    crate::affinity::current_cpu().is_none_or(|c| pool.cpus().contains(&c));
+                if shares_cpu {
+                    Duration::ZERO
+                } else {
+                    *spin
                 }
             }
-        }
-        futures_lite::future::block_on(self)
+            None => Duration::ZERO,
+        };
+        idle::block_on(self, window)
+    }
+
+    /// The polling window of [`wait`](Self::wait) (zero when the stream does not poll).
+    pub(crate) fn spin(&self) -> Duration {
+        self.spin.as_ref().map_or(Duration::ZERO, |(spin, _)| *spin)
     }
 }
 

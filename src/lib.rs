@@ -43,7 +43,7 @@
 //! |---|---|
 //! | platform | [`affinity`] (thread-mask system calls), [`topology`] ([`Topology`], [`LogicalCpu`]), [`omp`] (OpenMP runtimes through libloading) |
 //! | placement | [`CpuPool`], [`pin()`], [`PinGuard`], [`batch::split_sizes`] |
-//! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`], [`current_stream`], [`StreamInfo`] |
+//! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`], [`DEFAULT_SPIN`], [`current_stream`], [`StreamInfo`] |
 //! | model | [`Module`], [`module_fn`], [`FnModule`], [`Infer`], [`Hint`], [`Batch`] ([`batch`]), [`MultiStreamModule`], [`MultiStreamModuleBuilder`], [`Streams`], [`ForwardFuture`], [`PartsFuture`] |
 //! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`] |
 //! | backends | [`backend`]: [`backend::Tensor`], [`backend::ElementType`], [`backend::InputSpec`], `backend::ort` (feature `ort`), `backend::tract` (feature `tract`) |
@@ -70,6 +70,7 @@ mod pool;
 // Execution.
 mod context;
 mod future;
+mod idle;
 mod stream;
 mod task;
 // Model and service.
@@ -85,6 +86,7 @@ pub use batcher::{Batcher, BatcherBuilder, BatcherStats, LATENCY_BUCKETS};
 pub use context::{current_stream, StreamInfo};
 pub use error::{BoxError, Error, Result};
 pub use future::TaskFuture;
+pub use idle::DEFAULT_SPIN;
 pub use module::{module_fn, FnModule, Infer, Module};
 pub use multi_stream::{
     ForwardFuture, MultiStreamModule, MultiStreamModuleBuilder, PartsFuture, Streams,

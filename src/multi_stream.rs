@@ -6,12 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::TryJoinAll;
 
 use crate::batch::{split_sizes, Batch, Hint};
 use crate::error::{Error, Result};
 use crate::future::TaskFuture;
+use crate::idle;
 use crate::module::{Infer, Module};
 use crate::pool::CpuPool;
 use crate::stream::StreamConfig;
@@ -78,7 +80,7 @@ impl<M: Module> MultiStreamModule<M> {
             input_hint: Hint::default(),
             output_hint: Hint::default(),
             intra_op: true,
-            spin: std::time::Duration::ZERO,
+            spin: crate::idle::DEFAULT_SPIN,
         }
     }
 
@@ -129,9 +131,11 @@ where
     pub fn forward_parts(&self, input: M::Input) -> PartsFuture<M::Output> {
         match self.dispatch(input) {
             Ok(futures) => PartsFuture {
+                spin: futures.first().map_or(Duration::ZERO, TaskFuture::spin),
                 state: PartsState::Running(futures::future::try_join_all(futures)),
             },
             Err(e) => PartsFuture {
+                spin: Duration::ZERO,
                 state: PartsState::Failed(Some(e)),
             },
         }
@@ -207,6 +211,8 @@ where
 #[must_use = "dropping the future cancels the parts that have not started"]
 pub struct PartsFuture<T> {
     state: PartsState<T>,
+    /// How long [`wait`](Self::wait) polls before parking: the streams' idle window.
+    spin: Duration,
 }
 
 enum PartsState<T> {
@@ -221,13 +227,15 @@ impl<T> fmt::Debug for PartsFuture<T> {
 }
 
 impl<T> PartsFuture<T> {
-    /// Blocks the calling thread until every part is there.
+    /// Blocks the calling thread until every part is there, polling for the streams'
+    /// [`spin`](MultiStreamModuleBuilder::spin) window before parking.
     ///
     /// # Errors
     ///
     /// As [`MultiStreamModule::forward`].
     pub fn wait(self) -> Result<Vec<T>> {
-        futures_lite::future::block_on(self)
+        let window = self.spin;
+        idle::block_on(self, window)
     }
 }
 
@@ -259,13 +267,15 @@ impl<T> fmt::Debug for ForwardFuture<T> {
 }
 
 impl<T: Batch> ForwardFuture<T> {
-    /// Blocks the calling thread until the output is there.
+    /// Blocks the calling thread until the output is there, polling for the streams'
+    /// [`spin`](MultiStreamModuleBuilder::spin) window before parking.
     ///
     /// # Errors
     ///
     /// As [`MultiStreamModule::forward`].
     pub fn wait(self) -> Result<T> {
-        futures_lite::future::block_on(self)
+        let window = self.parts.spin;
+        idle::block_on(self, window)
     }
 }
 
@@ -291,7 +301,7 @@ pub struct MultiStreamModuleBuilder<M: Module> {
     input_hint: Hint,
     output_hint: Hint,
     intra_op: bool,
-    spin: std::time::Duration,
+    spin: Duration,
 }
 
 impl<M: Module> fmt::Debug for MultiStreamModuleBuilder<M> {
@@ -333,8 +343,9 @@ impl<M: Module> MultiStreamModuleBuilder<M> {
 
     /// How long an idle stream polls its queue before parking, and how long
     /// [`forward_sync`](MultiStreamModule::forward_sync) polls for the parts before parking
-    /// (default: zero). See [`TaskBuilder::spin`](crate::TaskBuilder::spin).
-    pub fn spin(mut self, spin: std::time::Duration) -> Self {
+    /// (default [`DEFAULT_SPIN`](crate::DEFAULT_SPIN); `Duration::ZERO` parks at once). See
+    /// [`TaskBuilder::spin`](crate::TaskBuilder::spin).
+    pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self
     }

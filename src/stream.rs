@@ -13,7 +13,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use futures::channel::oneshot;
@@ -22,6 +22,7 @@ use crate::affinity;
 use crate::context::{self, StreamInfo};
 use crate::error::{Error, Result};
 use crate::future::TaskFuture;
+use crate::idle;
 use crate::module::Module;
 use crate::pool::CpuPool;
 
@@ -32,7 +33,7 @@ pub(crate) struct StreamConfig {
     /// The stream's index within its module (0 for a `Task`), see [`StreamInfo::index`].
     pub(crate) index: usize,
     pub(crate) pool: CpuPool,
-    /// How long the idle thread polls the queue before it parks.
+    /// How long the idle thread polls the queue before it parks (see [`idle`](crate::idle)).
     pub(crate) spin: Duration,
     /// Whether a stream with several CPUs runs jobs inside an intra-op rayon pool.
     pub(crate) intra_op: bool,
@@ -221,21 +222,18 @@ impl<M: Module> Worker<M> {
         }
     }
 
-    /// The next job: polls for up to `spin`, then parks on the channel. `None` once the
-    /// channel is closed and empty.
+    /// The next job: polls the queue for up to `spin` (see [`idle`](crate::idle)), then parks
+    /// on the channel. `None` once the channel is closed and empty.
     fn next_job(&self) -> Option<Job<M>> {
-        if !self.config.spin.is_zero() {
-            let deadline = Instant::now() + self.config.spin;
-            loop {
-                match self.rx.try_recv() {
-                    Ok(job) => return Some(job),
-                    Err(mpsc::TryRecvError::Disconnected) => return None,
-                    Err(mpsc::TryRecvError::Empty) if Instant::now() >= deadline => break,
-                    Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
-                }
-            }
+        let polled = idle::poll_for(self.config.spin, || match self.rx.try_recv() {
+            Ok(job) => Some(Some(job)),
+            Err(mpsc::TryRecvError::Disconnected) => Some(None),
+            Err(mpsc::TryRecvError::Empty) => None,
+        });
+        match polled {
+            Some(job) => job,
+            None => self.rx.recv().ok(),
         }
-        self.rx.recv().ok()
     }
 
     fn execute(&self, input: M::Input, intra: Option<&rayon::ThreadPool>) -> Result<M::Output> {

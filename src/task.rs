@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::future::TaskFuture;
+use crate::idle::DEFAULT_SPIN;
 use crate::module::{Infer, Module};
 use crate::pool::CpuPool;
 use crate::stream::{Stream, StreamConfig, StreamStats};
@@ -85,7 +86,7 @@ impl<M: Module> Task<M> {
     /// let task = Task::builder(module_fn(|x: i32| Ok(-x)))
     ///     .pool(CpuPool::all()?)
     ///     .name("negate")
-    ///     .spin(Duration::from_micros(50))
+    ///     .spin(Duration::ZERO) // park at once when idle
     ///     .build()?;
     /// assert_eq!(task.run_sync(5)?, -5);
     /// # Ok::<(), corestream::Error>(())
@@ -95,7 +96,7 @@ impl<M: Module> Task<M> {
             model: Arc::new(module),
             pool: None,
             name: None,
-            spin: Duration::ZERO,
+            spin: DEFAULT_SPIN,
             intra_op: true,
         }
     }
@@ -179,8 +180,12 @@ impl<M: Module> TaskBuilder<M> {
         self
     }
 
-    /// How long the idle stream polls its queue before parking (default: zero, park at once).
-    /// Spinning trades a busy CPU for a shorter wake-up when jobs arrive back to back.
+    /// How long the stream polls its queue after a job before parking, and how long
+    /// [`TaskFuture::wait`](crate::TaskFuture::wait) polls for the answer before parking
+    /// (default [`DEFAULT_SPIN`](crate::DEFAULT_SPIN)). Polling backs off (spin, then yield the
+    /// CPU), so a caller sharing the stream's CPU is not starved; a stream idle for longer than
+    /// the window is parked and costs nothing. `Duration::ZERO` parks at once: the lowest CPU
+    /// use, one thread wake-up per job.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self

@@ -146,7 +146,8 @@ mod tests {
     #[test]
     fn binds_symbols_across_inputs() {
         let x = Tensor::zeros::<i64>(&[3, 7]);
-        let bound = check_inputs(&specs(), &[x.clone(), x]).unwrap();
+        let specs = specs();
+        let bound = check_inputs(&specs, &[x.clone(), x]).unwrap();
         assert_eq!(bound["N"], 3);
         assert_eq!(bound["S"], 7);
     }
