@@ -8,7 +8,11 @@
 //! `CORESTREAM_LOAD_SECS` (default 10) and `CORESTREAM_LOAD_MAX_REQUESTS` (default 200000)
 //! bound the load; `CORESTREAM_LOAD_MAX_BATCH` sets the batcher's max_batch
 //! (default 16: the best of 4, 8, 16, 32, 64 for MiniLM-L3 on 2 CPUs);
-//! `CORESTREAM_LOAD_STREAMS` the stream count (default: one per CPU).
+//! `CORESTREAM_LOAD_STREAMS` the stream count (default: one per CPU). `CORESTREAM_BACKEND`
+//! (`ort`, `tract` or `auto`, as the server's `--backend`) picks the inference backend for both
+//! servers; the default is `ort` when the ONNX Runtime library is found, else `tract` with one
+//! note on stderr. ONNX Runtime needs feature `ort`:
+//! `cargo bench --features tract,ort --bench serve`.
 
 #[path = "../examples/embed_server/app.rs"]
 mod app;
@@ -22,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use corestream::batch::Rows;
 use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
+use embedder::Backend;
 
 const SENTENCES: [&str; 8] = [
     "A man is playing a guitar on the street.",
@@ -116,7 +121,7 @@ async fn serve(state: app::AppState) -> String {
     format!("http://{addr}")
 }
 
-async fn run<M>(name: &str, corestream_model: M, naive_model: M)
+async fn run<M>(name: &str, backend: &str, corestream_model: M, naive_model: M)
 where
     M: Module<Input = Rows<String>, Output = Rows<Vec<f32>>>,
 {
@@ -157,7 +162,7 @@ where
     })
     .await;
     println!(
-        "{name}: {clients} clients x {secs} s on {} CPUs ({pool})\n",
+        "{name} on backend {backend}: {clients} clients x {secs} s on {} CPUs ({pool})\n",
         pool.len()
     );
     println!("| server | requests/s | p50 ms | p99 ms | ok | 503 | errors |");
@@ -198,14 +203,21 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let explicit = std::env::var("CORESTREAM_BACKEND")
+        .ok()
+        .filter(|v| !v.is_empty() && v != "auto")
+        .map(|v| Backend::parse(&v).unwrap_or_else(|e| panic!("CORESTREAM_BACKEND: {e}")));
+    let backend = Backend::or_default(explicit);
     runtime.block_on(async {
         if dir.join("paraphrase-MiniLM-L3-v2.onnx").exists() {
-            let load = || embedder::MiniLm::load(dir, 128).expect("MiniLM");
-            run("paraphrase-MiniLM-L3-v2", load(), load()).await;
+            let load = || embedder::MiniLm::load(dir, 128, backend).expect("MiniLM");
+            let (a, b) = (load(), load());
+            run("paraphrase-MiniLM-L3-v2", &backend.describe(), a, b).await;
         } else {
             println!("models/ not fetched (scripts/fetch-models.sh): using the TextNet stand-in");
-            let load = || embedder::TextNet::load().expect("TextNet");
-            run("textnet", load(), load()).await;
+            let load = || embedder::TextNet::load(backend).expect("TextNet");
+            let (a, b) = (load(), load());
+            run("textnet", &backend.describe(), a, b).await;
         }
     });
 }

@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo run --release --features tract --example anchor_doc`
 
-use corestream::backend::tract::{OnnxModel, Tensor};
+use corestream::backend::tract::OnnxModel;
+use corestream::backend::Tensor;
 use corestream::{pin, CpuPool, Hint, Module, MultiStreamModule, Streams, Task};
 
 const NET1: &str = concat!(
@@ -27,17 +28,14 @@ fn rand(batch: usize, seed: u64) -> corestream::Result<Tensor> {
             (state >> 40) as f32 / (1u64 << 24) as f32
         })
         .collect();
-    Ok(Tensor::from_shape(&[batch, 64, 3, 3], &data)?)
+    Tensor::from_shape_vec(&[batch, 64, 3, 3], data)
 }
 
 /// Largest absolute difference between two lists of f32 tensors.
 fn max_diff(a: &[Tensor], b: &[Tensor]) -> corestream::Result<f32> {
     let mut worst = 0.0f32;
     for (x, y) in a.iter().zip(b) {
-        let (x, y) = (
-            x.to_plain_array_view::<f32>()?,
-            y.to_plain_array_view::<f32>()?,
-        );
+        let (x, y) = (x.view::<f32>()?, y.view::<f32>()?);
         worst = x
             .iter()
             .zip(y.iter())

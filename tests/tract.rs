@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use corestream::backend::tract::{DatumType, OnnxModel, Tensor};
+use corestream::backend::tract::OnnxModel;
+use corestream::backend::{ElementType, Tensor};
 use corestream::{CpuPool, Error, Hint, Module, MultiStreamModule, Streams, Task};
 
 const NET1: &str = concat!(
@@ -22,15 +23,12 @@ fn input(batch: usize, seed: usize) -> Tensor {
     let data: Vec<f32> = (0..batch * 64 * 9)
         .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32) / 500.0 - 1.0)
         .collect();
-    Tensor::from_shape(&[batch, 64, 3, 3], &data).unwrap()
+    Tensor::from_shape_vec(&[batch, 64, 3, 3], data).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    let (a, b) = (
-        a.to_plain_array_view::<f32>().unwrap(),
-        b.to_plain_array_view::<f32>().unwrap(),
-    );
+    let (a, b) = (a.view::<f32>().unwrap(), b.view::<f32>().unwrap());
     a.iter()
         .zip(b.iter())
         .map(|(x, y)| (x - y).abs())
@@ -196,7 +194,7 @@ fn models_with_a_second_symbolic_axis_specialise_and_chunk_along_the_batch() {
         let data: Vec<f32> = (0..b * len * 32)
             .map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0)
             .collect();
-        let x = vec![Tensor::from_shape(&[b, len, 32], &data).unwrap()];
+        let x = vec![Tensor::from_shape_vec(&[b, len, 32], data).unwrap()];
         let got = chunked.forward(x.clone()).unwrap();
         assert_eq!(got[0].shape(), [b, len, 32]);
         assert_eq!(got[1].shape(), [b, 32]);
@@ -220,7 +218,7 @@ fn bad_chunk_settings_are_typed_errors() {
     );
     // A fixed batch axis leaves nothing to cut along.
     let fixed = OnnxModel::builder(NET1)
-        .input(0, DatumType::F32, "4,64,3,3")
+        .input(0, ElementType::F32, "4,64,3,3")
         .max_rows_per_run(2)
         .build();
     assert!(
@@ -232,15 +230,10 @@ fn bad_chunk_settings_are_typed_errors() {
 #[test]
 fn tensors_split_and_concat_along_any_axis_and_type() {
     use corestream::Batch;
-    let t = Tensor::from_shape(&[2, 5], &(0..10i64).collect::<Vec<_>>()).unwrap();
+    let t = Tensor::from_shape_vec(&[2, 5], (0..10i64).collect()).unwrap();
     let parts = t.clone().split(&Hint::Dim(1), &[3, 2]).unwrap();
     assert_eq!(parts[0].shape(), [2, 3]);
-    let second: Vec<i64> = parts[1]
-        .to_plain_array_view::<i64>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect();
+    let second: Vec<i64> = parts[1].view::<i64>().unwrap().iter().copied().collect();
     assert_eq!(second, [3, 4, 8, 9]);
     assert_eq!(Tensor::concat(parts, &Hint::Dim(1)).unwrap(), t);
     assert!(matches!(
@@ -264,12 +257,12 @@ fn bad_models_are_typed_errors() {
     let err = OnnxModel::load(&corrupt).unwrap_err();
     assert!(matches!(err, Error::ModelLoad { .. }), "{err}");
     let err = OnnxModel::builder(NET1)
-        .input(3, DatumType::F32, "N,64,3,3")
+        .input(3, ElementType::F32, "N,64,3,3")
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("input 3 does not exist"), "{err}");
     let err = OnnxModel::builder(NET1)
-        .input(0, DatumType::F32, "N,6?,3,3")
+        .input(0, ElementType::F32, "N,6?,3,3")
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("cannot parse shape"), "{err}");
@@ -283,7 +276,7 @@ fn bad_inputs_are_typed_errors_through_a_task() {
         matches!(&err, Error::InputCount { expected: 2, found: 1, names } if names == "x1, x2"),
         "{err}"
     );
-    let wrong_shape = Tensor::zero::<f32>(&[2, 64, 3]).unwrap();
+    let wrong_shape = Tensor::zeros::<f32>(&[2, 64, 3]);
     let err = task.run_sync(vec![input(2, 0), wrong_shape]).unwrap_err();
     match &err {
         Error::InvalidInput {
@@ -297,7 +290,7 @@ fn bad_inputs_are_typed_errors_through_a_task() {
         }
         other => panic!("expected InvalidInput, got {other:?}"),
     }
-    let wrong_type = Tensor::zero::<i32>(&[2, 64, 3, 3]).unwrap();
+    let wrong_type = Tensor::zeros::<i32>(&[2, 64, 3, 3]);
     let err = task.run_sync(vec![wrong_type, input(2, 0)]).unwrap_err();
     assert!(
         matches!(&err, Error::InvalidInput { input, .. } if input == "x1"),
@@ -361,7 +354,7 @@ fn a_stream_with_k_cpus_runs_tract_kernels_on_its_k_pinned_threads() {
         .build()
         .unwrap();
     // Big batches make tract's matrix products large enough to be split across threads.
-    let x = vec![Tensor::zero::<f32>(&[512, 256]).unwrap()];
+    let x = vec![Tensor::zeros::<f32>(&[512, 256])];
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(1500) {
         task.run_sync(x.clone()).unwrap();

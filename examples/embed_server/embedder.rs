@@ -1,27 +1,125 @@
-//! The models behind the embedding service: paraphrase-MiniLM-L3-v2 (tokenizer, tract, mean
-//! pooling, L2 norm) and TextNet, a small stand-in built on the bundled ExampleNet1 ONNX model
-//! for machines without `models/`. Both are corestream `Module`s over `Rows` of texts, so the
-//! batcher stacks concurrent requests and tokenisation runs on the stream threads, not on the
-//! reactor.
+//! The models behind the embedding service: paraphrase-MiniLM-L3-v2 (tokenizer, ONNX model,
+//! mean pooling, L2 norm) and TextNet, a small stand-in built on the bundled ExampleNet1 ONNX
+//! model for machines without `models/`. Both are corestream `Module`s over `Rows` of texts, so
+//! the batcher stacks concurrent requests and tokenisation runs on the stream threads, not on
+//! the reactor. Both run their ONNX model on either [`Backend`]: ONNX Runtime or tract.
 
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use corestream::backend::tract::{OnnxModel, Tensor};
+use corestream::backend::Tensor;
 use corestream::batch::Rows;
 use corestream::{BoxError, Error, Infer, Module};
 
+/// An ONNX model on either backend: both take and return `Vec<Tensor>`.
+pub type OnnxModule = Arc<dyn Module<Input = Vec<Tensor>, Output = Vec<Tensor>>>;
+
+/// The one stderr line when the default backend falls back to tract.
+pub const ORT_MISSING_NOTE: &str = "note: ONNX Runtime library not found, using backend tract (to use ONNX Runtime: bash scripts/fetch-onnxruntime.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so)";
+
+/// The inference backend that runs the ONNX model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// ONNX Runtime (`corestream::backend::ort`, feature `ort`).
+    Ort,
+    /// tract (`corestream::backend::tract`, feature `tract`).
+    Tract,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Ort => "ort",
+            Backend::Tract => "tract",
+        })
+    }
+}
+
+#[allow(dead_code)]
+impl Backend {
+    /// `ort` or `tract`.
+    pub fn parse(text: &str) -> Result<Backend, String> {
+        match text {
+            "ort" => Ok(Backend::Ort),
+            "tract" => Ok(Backend::Tract),
+            _ => Err(format!(
+                "backend {text:?}: expected ort (ONNX Runtime) or tract"
+            )),
+        }
+    }
+
+    /// Whether ONNX Runtime's library is found (and this build has feature `ort`); the error
+    /// says why not.
+    pub fn ort_available() -> Result<(), String> {
+        ort_library().map(drop)
+    }
+
+    /// `explicit`, or the default: ONNX Runtime when its library is found, else tract with
+    /// one note on stderr saying how to fetch ONNX Runtime.
+    pub fn or_default(explicit: Option<Backend>) -> Backend {
+        explicit.unwrap_or_else(|| match Backend::ort_available() {
+            Ok(()) => Backend::Ort,
+            Err(_) => {
+                eprintln!("{ORT_MISSING_NOTE}");
+                Backend::Tract
+            }
+        })
+    }
+
+    /// The backend as logs name it: `tract`, or `ort (ONNX Runtime 1.32.0)`.
+    pub fn describe(self) -> String {
+        match (self, ort_library()) {
+            (Backend::Ort, Ok(version)) => format!("ort (ONNX Runtime {version})"),
+            _ => self.to_string(),
+        }
+    }
+
+    /// Loads the ONNX file at `path` on this backend.
+    ///
+    /// # Errors
+    ///
+    /// The backend's load error ([`Error::OrtLibrary`] when ONNX Runtime is not found), or
+    /// [`Error::InvalidConfig`] for a backend this build does not have.
+    pub fn load(self, path: &Path) -> corestream::Result<OnnxModule> {
+        match self {
+            #[cfg(feature = "ort")]
+            Backend::Ort => Ok(Arc::new(corestream::backend::ort::OrtModel::load(path)?)),
+            #[cfg(feature = "tract")]
+            Backend::Tract => Ok(Arc::new(corestream::backend::tract::OnnxModel::load(path)?)),
+            #[allow(unreachable_patterns)]
+            other => Err(Error::InvalidConfig(format!(
+                "backend {other}: corestream was built without feature `{other}`"
+            ))),
+        }
+    }
+}
+
+/// The version of the ONNX Runtime library this process loads (loading it if needed).
+#[cfg(feature = "ort")]
+fn ort_library() -> Result<String, String> {
+    corestream::backend::ort::load_library(None)
+        .map(|lib| lib.version().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Without feature `ort`, never.
+#[cfg(not(feature = "ort"))]
+fn ort_library() -> Result<String, String> {
+    Err("corestream was built without feature `ort`".into())
+}
+
 /// Sentence embeddings from paraphrase-MiniLM-L3-v2.
 pub struct MiniLm {
-    model: OnnxModel,
+    model: OnnxModule,
     tokenizer: tokenizers::Tokenizer,
     max_tokens: usize,
 }
 
 impl MiniLm {
-    /// Loads `paraphrase-MiniLM-L3-v2.onnx` and `tokenizer.json` from `dir`.
-    pub fn load(dir: &Path, max_tokens: usize) -> corestream::Result<MiniLm> {
-        let model = OnnxModel::load(dir.join("paraphrase-MiniLM-L3-v2.onnx"))?;
+    /// Loads `paraphrase-MiniLM-L3-v2.onnx` (on `backend`) and `tokenizer.json` from `dir`.
+    pub fn load(dir: &Path, max_tokens: usize, backend: Backend) -> corestream::Result<MiniLm> {
+        let model = backend.load(&dir.join("paraphrase-MiniLM-L3-v2.onnx"))?;
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer =
             tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::ModelLoad {
@@ -70,14 +168,14 @@ impl Module for MiniLm {
             mask[r * len..r * len + row.len()].fill(1);
         }
         let outputs = self.model.forward(vec![
-            Tensor::from_shape(&[b, len], &flat_ids)?,
-            Tensor::from_shape(&[b, len], &mask)?,
+            Tensor::from_shape_vec(&[b, len], flat_ids)?,
+            Tensor::from_shape_vec(&[b, len], mask)?,
         ])?;
         let hidden = outputs
             .iter()
-            .find(|t| t.rank() == 3)
+            .find(|t| t.ndim() == 3)
             .ok_or("the model has no (batch, tokens, hidden) output")?;
-        let hidden = hidden.to_plain_array_view::<f32>()?;
+        let hidden = hidden.view::<f32>()?;
         let dim = hidden.shape()[2];
         let mut out = Vec::with_capacity(b);
         for (r, row) in ids.iter().enumerate() {
@@ -103,21 +201,21 @@ fn normalize(mut v: Vec<f32>, n: usize) -> Vec<f32> {
 }
 
 /// A stand-in embedder on the bundled ExampleNet1: each text's bytes become a (64, 3, 3)
-/// feature map, the convolution maps it to 512 values, L2-normalised. Real tract inference, no
+/// feature map, the convolution maps it to 512 values, L2-normalised. Real inference, no
 /// download needed; its vectors carry no meaning.
 pub struct TextNet {
-    model: OnnxModel,
+    model: OnnxModule,
 }
 
 impl TextNet {
-    /// Loads the bundled ExampleNet1.
-    pub fn load() -> corestream::Result<TextNet> {
+    /// Loads the bundled ExampleNet1 on `backend`.
+    pub fn load(backend: Backend) -> corestream::Result<TextNet> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/assets/models/examplenet1.onnx"
         );
         Ok(TextNet {
-            model: OnnxModel::load(path)?,
+            model: backend.load(Path::new(path))?,
         })
     }
 }
@@ -136,8 +234,8 @@ impl Module for TextNet {
         }
         let y = self
             .model
-            .forward(vec![Tensor::from_shape(&[b, 64, 3, 3], &x)?])?;
-        let y = y[0].to_plain_array_view::<f32>()?;
+            .forward(vec![Tensor::from_shape_vec(&[b, 64, 3, 3], x)?])?;
+        let y = y[0].view::<f32>()?;
         Ok(Rows(
             y.outer_iter()
                 .map(|row| normalize(row.iter().copied().collect(), 1))

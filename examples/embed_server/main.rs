@@ -1,9 +1,10 @@
 //! An embedding service: axum in front of a corestream `Batcher` over a `MultiStreamModule`
-//! running paraphrase-MiniLM-L3-v2 on the tract backend.
+//! running paraphrase-MiniLM-L3-v2 on ONNX Runtime or tract.
 //!
 //! ```text
 //! bash scripts/fetch-models.sh
-//! cargo run --release --features tract --example embed_server -- --bind 127.0.0.1:8080
+//! bash scripts/fetch-onnxruntime.sh   # optional: without it the server runs on tract
+//! cargo run --release --features tract,ort --example embed_server -- --bind 127.0.0.1:8080
 //! curl -s localhost:8080/embed -d '{"texts": ["a cat sits", "a dog runs"]}'
 //! curl -s localhost:8080/metrics
 //! ```
@@ -13,6 +14,10 @@
 //! empty list 400. Ctrl-C or SIGTERM stops accepting connections and finishes the requests in
 //! flight.
 //! Every flag also reads an environment variable (`CORESTREAM_BIND`, ...).
+//!
+//! `--backend ort|tract` (`CORESTREAM_BACKEND`) picks the inference backend; the default is
+//! `ort` when the ONNX Runtime library is found (`ORT_DYLIB_PATH`, then `target/onnxruntime/`
+//! filled by `scripts/fetch-onnxruntime.sh`), else `tract`, with one note on stderr.
 
 mod app;
 mod embedder;
@@ -27,6 +32,10 @@ use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
 #[derive(Debug, Parser)]
 #[command(about = "corestream embedding service (axum + Batcher + MiniLM-L3)")]
 struct Args {
+    /// Inference backend: ort (ONNX Runtime) or tract. Default (also when empty or `auto`):
+    /// ort when the ONNX Runtime library is found, else tract.
+    #[arg(long, env = "CORESTREAM_BACKEND", value_name = "ort|tract")]
+    backend: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "CORESTREAM_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
@@ -60,7 +69,12 @@ fn streams(text: &str) -> corestream::Result<Streams> {
 }
 
 /// A batcher-backed service state for any text embedder.
-fn serve_state<M>(model: M, name: &str, args: &Args) -> corestream::Result<app::AppState>
+fn serve_state<M>(
+    model: M,
+    name: &str,
+    backend: embedder::Backend,
+    args: &Args,
+) -> corestream::Result<app::AppState>
 where
     M: Module<Input = corestream::batch::Rows<String>, Output = corestream::batch::Rows<Vec<f32>>>,
 {
@@ -68,7 +82,12 @@ where
         .pool(CpuPool::all()?)
         .num_streams(streams(&args.streams)?)
         .build()?;
-    eprintln!("{} streams on {:?}", msm.num_streams(), msm.pools());
+    eprintln!(
+        "{name} on backend {}: {} streams on {:?}",
+        backend.describe(),
+        msm.num_streams(),
+        msm.pools()
+    );
     let batcher = Arc::new(
         Batcher::builder(msm)
             .max_batch(args.max_batch)
@@ -106,15 +125,21 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let explicit = match args.backend.as_deref() {
+        None | Some("" | "auto") => None,
+        Some(name) => Some(embedder::Backend::parse(name).map_err(|e| format!("--backend: {e}"))?),
+    };
+    let backend = embedder::Backend::or_default(explicit);
     let state = if args.textnet {
-        serve_state(embedder::TextNet::load()?, "textnet", &args)?
+        serve_state(embedder::TextNet::load(backend)?, "textnet", backend, &args)?
     } else {
-        let model = embedder::MiniLm::load(&args.models, 128).map_err(|e| {
-            format!(
+        let model = embedder::MiniLm::load(&args.models, 128, backend).map_err(|e| match e {
+            corestream::Error::ModelLoad { .. } => format!(
                 "{e}\n(run scripts/fetch-models.sh, or pass --textnet for the bundled stand-in)"
-            )
+            ),
+            e => e.to_string(),
         })?;
-        serve_state(model, "paraphrase-MiniLM-L3-v2", &args)?
+        serve_state(model, "paraphrase-MiniLM-L3-v2", backend, &args)?
     };
     let listener = tokio::net::TcpListener::bind(&args.bind).await?;
     eprintln!("listening on http://{}", listener.local_addr()?);

@@ -3,29 +3,43 @@
 //!
 //! - `corestream topology [--json]`: nodes, physical cores with SMT siblings, allowed CPUs, the
 //!   pools corestream would make, and the OpenMP runtime found.
-//! - `corestream bench [MODEL.onnx] [--input name=1x3x224x224 ...] [--batch 1,8,16]
-//!   [--streams auto,1,2] [--duration 10s] [--json FILE]`: items/s and latency p50/p99 for every
-//!   batch x streams combination; without a model it runs the bundled ExampleNet1.
-//! - `corestream tune MODEL.onnx [--latency-p99 20ms]`: the stream count and batch size with the
-//!   highest throughput within the latency bound, and the builder code that uses it.
+//! - `corestream bench [MODEL.onnx] [--backend ort|tract] [--input name=1x3x224x224 ...]
+//!   [--batch 1,8,16] [--streams auto,1,2] [--duration 10s] [--json FILE]`: items/s and latency
+//!   p50/p99 for every batch x streams combination; without a model it runs the bundled
+//!   ExampleNet1.
+//! - `corestream tune MODEL.onnx [--backend ort|tract] [--latency-p99 20ms]`: the backend,
+//!   stream count and batch size with the highest throughput within the latency bound, and the
+//!   builder code that uses it.
+//!
+//! The backend: `--backend ort` (ONNX Runtime, `corestream::backend::ort`) or `--backend tract`
+//! (`corestream::backend::tract`). Without `--backend`, a backend-specific option picks its
+//! backend (`--max-rows-per-run`: tract, `--ort-spin`: ort); otherwise the default is `ort` when
+//! the ONNX Runtime library is found (`ORT_DYLIB_PATH`, then `target/onnxruntime/` filled by
+//! `bash scripts/fetch-onnxruntime.sh`), else `tract`, with one `note:` line on stderr saying
+//! how to fetch ONNX Runtime. `tune` without `--backend` searches both backends when ONNX
+//! Runtime is found. A backend-specific option with the other backend is an error.
 //!
 //! Bad input (missing file, unparsable shape, unknown input name, more streams than CPUs, ...)
 //! prints one `error: ...` line on stderr and exits with status 2.
 //!
 //! The flow: [`main`] parses the command line once into typed values ([`Cli`]); every value
 //! that does not parse is reported there. A command then names its model as a [`ModelSource`],
-//! whose [`load`](ModelSource::load) is the one place that builds a model, and measures
+//! whose [`load`](ModelSource::load) is the one place that builds a model (on either backend,
+//! as one [`SharedModel`]), and measures
 //! [`Trial`]s with [`measure`], each giving a [`Measurement`].
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use corestream::backend::tract::{DatumType, OnnxModel, OnnxModelBuilder, Tensor};
-use corestream::{CpuPool, Error, MultiStreamModule, Streams, Topology};
+use corestream::backend::ort::{self as ort_backend, OrtModel};
+use corestream::backend::tract::{OnnxModel, OnnxModelBuilder};
+use corestream::backend::{ElementType, InputSpec, Tensor};
+use corestream::{CpuPool, Error, Module, MultiStreamModule, Streams, Topology};
 use serde_json::{json, Value};
 
 const EXAMPLENET1: &[u8] = include_bytes!("../../assets/models/examplenet1.onnx");
@@ -99,30 +113,105 @@ struct TuneArgs {
 /// The options `bench` and `tune` share: how to load the model and how to run it.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// The inference backend: `ort` (ONNX Runtime) or `tract`. Default: `ort` when the ONNX
+    /// Runtime library is found, else `tract`; `tune` searches both when it is found.
+    #[arg(long, value_name = "ort|tract", value_parser = parse_backend)]
+    backend: Option<Backend>,
     /// An input's shape with its batch as the first axis, e.g. `input=1x3x224x224` (the first
     /// axis is replaced by each batch size). Repeat for several inputs.
     #[arg(long = "input", value_name = "NAME=SHAPE", value_parser = parse_input_shape)]
     inputs: Vec<InputShape>,
-    /// Run at most this many rows through the model at a time (`OnnxModelBuilder::max_rows_per_run`);
-    /// default: whole parts. `tune` searches it when not given.
+    /// tract only: run at most this many rows through the model at a time
+    /// (`OnnxModelBuilder::max_rows_per_run`); default: whole parts. `tune` searches it for
+    /// tract when not given.
     #[arg(long, value_name = "ROWS")]
     max_rows_per_run: Option<usize>,
     /// Let each stream (and the waiting caller) poll this long before parking, e.g. `50us`
-    /// (`MultiStreamModuleBuilder::spin`); default: park at once.
+    /// (`MultiStreamModuleBuilder::spin`); default: corestream's `DEFAULT_SPIN` (100 us); `0s`
+    /// parks at once. `tune` also tries parking at once when not given.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     spin: Option<Duration>,
+    /// ort only: whether ONNX Runtime's intra-op workers of multi-CPU streams spin while they
+    /// wait (`OrtModelBuilder::spin`); default: on.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    ort_spin: Option<bool>,
 }
 
 impl RunArgs {
-    /// The trial of `batch` rows on `streams` with the fixed `--max-rows-per-run` and `--spin`.
-    fn trial(&self, streams: Streams, batch: usize, duration: Duration) -> Trial {
+    /// The trial of `batch` rows on `streams` with `backend` and the fixed
+    /// `--max-rows-per-run` and `--spin`.
+    fn trial(&self, backend: Backend, streams: Streams, batch: usize, duration: Duration) -> Trial {
         Trial {
+            backend,
             streams,
             batch,
             rows_per_run: self.max_rows_per_run,
-            spin: self.spin.unwrap_or(Duration::ZERO),
+            spin: self.spin.unwrap_or(corestream::DEFAULT_SPIN),
             duration,
         }
+    }
+
+    /// The backend a backend-specific option asks for, when no `--backend` is given; an error
+    /// when the options ask for both, or for the other backend than `--backend`.
+    fn implied_backend(&self) -> Result<Option<Backend>, Fail> {
+        let tract_only = self
+            .max_rows_per_run
+            .is_some()
+            .then_some("--max-rows-per-run");
+        let ort_only = self.ort_spin.is_some().then_some("--ort-spin");
+        match (self.backend, tract_only, ort_only) {
+            (_, Some(t), Some(o)) => Err(Fail(format!(
+                "{t} is a tract option and {o} an ONNX Runtime option: use one backend"
+            ))),
+            (Some(Backend::Ort), Some(t), None) => Err(Fail(format!(
+                "{t} is a tract option (OnnxModelBuilder::max_rows_per_run); ONNX Runtime runs each stream's part whole: drop it or use --backend tract"
+            ))),
+            (Some(Backend::Tract), None, Some(o)) => Err(Fail(format!(
+                "{o} is an ONNX Runtime option; it needs --backend ort"
+            ))),
+            (Some(b), _, _) => Ok(Some(b)),
+            (None, Some(_), None) => Ok(Some(Backend::Tract)),
+            (None, None, Some(_)) => Ok(Some(Backend::Ort)),
+            (None, None, None) => Ok(None),
+        }
+    }
+
+    /// The backends to run: the one `--backend` (or a backend-specific option) names; else
+    /// ONNX Runtime when its library is found (with `all_if_found`: both, ONNX Runtime first),
+    /// else tract, with one note on stderr.
+    fn backends(&self, all_if_found: bool) -> Result<Vec<Backend>, Fail> {
+        if let Some(b) = self.implied_backend()? {
+            return Ok(vec![b]);
+        }
+        match ort_backend::load_library(None) {
+            Ok(_) if all_if_found => Ok(vec![Backend::Ort, Backend::Tract]),
+            Ok(_) => Ok(vec![Backend::Ort]),
+            Err(_) => {
+                eprintln!("{ORT_MISSING_NOTE}");
+                Ok(vec![Backend::Tract])
+            }
+        }
+    }
+}
+
+/// The one stderr line when the default backend falls back to tract.
+const ORT_MISSING_NOTE: &str = "note: ONNX Runtime library not found, using --backend tract (to use ONNX Runtime: bash scripts/fetch-onnxruntime.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so)";
+
+/// An inference backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// ONNX Runtime: `corestream::backend::ort::OrtModel`.
+    Ort,
+    /// tract: `corestream::backend::tract::OnnxModel`.
+    Tract,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Ort => "ort",
+            Backend::Tract => "tract",
+        })
     }
 }
 
@@ -234,6 +323,24 @@ fn parse_streams(text: &str) -> Result<Vec<Streams>, Fail> {
     })
 }
 
+fn parse_backend(text: &str) -> Result<Backend, Fail> {
+    match text {
+        "ort" => Ok(Backend::Ort),
+        "tract" => Ok(Backend::Tract),
+        _ => Err(Fail(format!(
+            "--backend {text:?}: expected ort (ONNX Runtime) or tract"
+        ))),
+    }
+}
+
+fn parse_on_off(text: &str) -> Result<bool, Fail> {
+    match text {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(Fail(format!("--ort-spin {text:?}: expected on or off"))),
+    }
+}
+
 fn parse_input_shape(spec: &str) -> Result<InputShape, Fail> {
     let (name, shape) = spec.split_once('=').ok_or_else(|| {
         Fail(format!(
@@ -321,12 +428,24 @@ fn topology(as_json: bool) -> Result<i32, Fail> {
 
 // ===== models and measurements =====
 
-/// The model a command runs: a file (or the bundled ExampleNet1) and its `--input` shapes.
+/// A model on either backend: both take and return `Vec<Tensor>`.
+type SharedModel = Arc<dyn Module<Input = Vec<Tensor>, Output = Vec<Tensor>>>;
+
+/// A built model and what its inputs take.
+struct Loaded {
+    model: SharedModel,
+    inputs: Vec<InputSpec>,
+}
+
+/// The model a command runs: a file (or the bundled ExampleNet1), its `--input` shapes and
+/// the backend options.
 #[derive(Debug, Clone)]
 struct ModelSource {
     /// `None`: the bundled ExampleNet1.
     path: Option<PathBuf>,
     inputs: Vec<InputShape>,
+    /// `--ort-spin`; `None`: the backend's default.
+    ort_spin: Option<bool>,
 }
 
 impl ModelSource {
@@ -334,6 +453,7 @@ impl ModelSource {
         ModelSource {
             path,
             inputs: run.inputs.clone(),
+            ort_spin: run.ort_spin,
         }
     }
 
@@ -344,72 +464,148 @@ impl ModelSource {
             .map_or("bundled ExampleNet1".into(), |p| p.display().to_string())
     }
 
-    fn builder(&self) -> OnnxModelBuilder {
+    fn tract_builder(&self) -> OnnxModelBuilder {
         match &self.path {
             Some(p) => OnnxModel::builder(p),
             None => OnnxModel::builder_from_bytes(EXAMPLENET1),
         }
     }
 
-    /// Builds the model with the `--input` shapes applied, running at most `rows_per_run` rows
-    /// at a time. The one function that builds models.
-    fn load(&self, rows_per_run: Option<usize>) -> Result<OnnxModel, Fail> {
+    fn ort_model(&self) -> Result<OrtModel, Fail> {
+        let mut builder = match &self.path {
+            Some(p) => OrtModel::builder(p),
+            None => OrtModel::builder_from_bytes(EXAMPLENET1),
+        };
+        if let Some(spin) = self.ort_spin {
+            builder = builder.spin(spin);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// The index of the model input `shape` names.
+    fn input_index(specs: &[InputSpec], shape: &InputShape) -> Result<usize, Fail> {
+        specs
+            .iter()
+            .position(|s| s.name == shape.name)
+            .ok_or_else(|| {
+                Fail(format!(
+                    "--input {:?}: the model has no input {:?}; its inputs: {}",
+                    shape.spec,
+                    shape.name,
+                    specs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    /// Builds the model on `backend` with the `--input` shapes applied (tract: also running at
+    /// most `rows_per_run` rows at a time). The one function that builds models.
+    fn load(&self, backend: Backend, rows_per_run: Option<usize>) -> Result<Loaded, Fail> {
+        // The same message whichever backend would have read the file.
+        if let Some(path) = self.path.as_deref().filter(|p| !p.exists()) {
+            return Err(Fail(format!(
+                "cannot load model {}: no such file",
+                path.display()
+            )));
+        }
+        match backend {
+            Backend::Tract => self.load_tract(rows_per_run),
+            Backend::Ort => {
+                if rows_per_run.is_some() {
+                    return Err(Fail(
+                        "--max-rows-per-run is a tract option; ONNX Runtime runs whole parts"
+                            .into(),
+                    ));
+                }
+                let model = self.ort_model()?;
+                let inputs = model.inputs().to_vec();
+                // ONNX Runtime keeps the declared shapes: --input only shapes the data, so
+                // it must name an input and match its rank.
+                for shape in &self.inputs {
+                    let spec = &inputs[Self::input_index(&inputs, shape)?];
+                    if spec.shape.len() != shape.row_axes.len() + 1 {
+                        return Err(Fail(format!(
+                            "--input {:?}: the model's input {:?} has {} axes ({spec})",
+                            shape.spec,
+                            shape.name,
+                            spec.shape.len()
+                        )));
+                    }
+                }
+                Ok(Loaded {
+                    model: Arc::new(model),
+                    inputs,
+                })
+            }
+        }
+    }
+
+    fn load_tract(&self, rows_per_run: Option<usize>) -> Result<Loaded, Fail> {
         // The model as declared, to find the inputs by name and keep their element types.
-        let plain = self.builder().build()?;
-        let mut builder = self.builder();
+        let plain = self.tract_builder().build()?;
+        let mut builder = self.tract_builder();
         for shape in &self.inputs {
-            let index = plain
-                .input_names()
-                .iter()
-                .position(|n| *n == shape.name)
-                .ok_or_else(|| {
-                    Fail(format!(
-                        "--input {:?}: the model has no input {:?}; its inputs: {}",
-                        shape.spec,
-                        shape.name,
-                        plain.input_names().join(", ")
-                    ))
-                })?;
-            builder = builder.input(index, plain.inputs()[index].datum_type, &shape.symbolic());
+            let index = Self::input_index(plain.inputs(), shape)?;
+            let spec = &plain.inputs()[index];
+            let element_type = spec.element_type.ok_or_else(|| {
+                Fail(format!(
+                    "--input {:?}: input {:?} has element type {}, which corestream tensors do not hold",
+                    shape.spec, shape.name, spec.type_name
+                ))
+            })?;
+            builder = builder.input(index, element_type, &shape.symbolic());
         }
         if let Some(rows) = rows_per_run {
             builder = builder.max_rows_per_run(rows);
         }
-        Ok(builder.build()?)
+        let model = builder.build()?;
+        Ok(Loaded {
+            inputs: model.inputs().to_vec(),
+            model: Arc::new(model),
+        })
     }
 }
 
-/// Deterministic inputs for a batch of `b` rows.
-fn make_inputs(model: &OnnxModel, b: usize) -> Result<Vec<Tensor>, Fail> {
-    model
-        .inputs()
+/// Deterministic values for `n` elements of type `T`.
+fn pattern<T>(n: usize, f: impl Fn(usize) -> T) -> Vec<T> {
+    (0..n).map(|i| f((i * 7919) % 1000)).collect()
+}
+
+/// Deterministic inputs for a batch of `b` rows: an input named by `--input` gets that shape
+/// with `b` rows; any other gets its declared shape with its one symbolic axis set to `b`.
+fn make_inputs(specs: &[InputSpec], shapes: &[InputShape], b: usize) -> Result<Vec<Tensor>, Fail> {
+    specs
         .iter()
         .map(|spec| {
-            let mut symbolic = 0;
-            let shape: Vec<usize> = spec
-                .shape
-                .iter()
-                .map(|d| {
-                    d.unwrap_or_else(|| {
-                        symbolic += 1;
-                        b
-                    })
-                })
-                .collect();
-            if symbolic > 1 {
-                return Err(Fail(format!(
-                    "input {:?} ({spec}) has symbolic axes besides the batch; give its shape with --input {}=1x...",
-                    spec.name, spec.name
-                )));
-            }
-            let n: usize = shape.iter().product();
-            let t = match spec.datum_type {
-                DatumType::F32 => Tensor::from_shape(&shape, &(0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect::<Vec<_>>()),
-                DatumType::I64 => Tensor::from_shape(&shape, &(0..n).map(|i| ((i * 7919) % 1000) as i64).collect::<Vec<_>>()),
-                DatumType::I32 => Tensor::from_shape(&shape, &(0..n).map(|i| ((i * 7919) % 1000) as i32).collect::<Vec<_>>()),
-                other => return Err(Fail(format!("input {:?}: element type {other:?} is not supported by bench (f32, i64, i32)", spec.name))),
+            let shape: Vec<usize> = match shapes.iter().find(|s| s.name == spec.name) {
+                Some(given) => std::iter::once(b).chain(given.row_axes.iter().copied()).collect(),
+                None => {
+                    if spec.shape.iter().filter(|d| d.is_none()).count() > 1 {
+                        return Err(Fail(format!(
+                            "input {:?} ({spec}) has symbolic axes besides the batch; give its shape with --input {}=1x...",
+                            spec.name, spec.name
+                        )));
+                    }
+                    spec.shape.iter().map(|d| d.unwrap_or(b)).collect()
+                }
             };
-            t.map_err(|e| Fail(e.to_string()))
+            let n: usize = shape.iter().product();
+            let t = match spec.element_type {
+                Some(ElementType::F32) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as f32 / 1000.0)),
+                Some(ElementType::F64) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as f64 / 1000.0)),
+                Some(ElementType::I64) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as i64)),
+                Some(ElementType::I32) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as i32)),
+                Some(ElementType::U8) => Tensor::from_shape_vec(&shape, pattern(n, |v| (v % 256) as u8)),
+                Some(ElementType::Bool) => Tensor::from_shape_vec(&shape, pattern(n, |v| v % 2 == 0)),
+                _ => return Err(Fail(format!(
+                    "input {:?}: element type {} is not supported by bench (f32, f64, i64, i32, u8, bool)",
+                    spec.name, spec.type_name
+                ))),
+            };
+            Ok(t?)
         })
         .collect()
 }
@@ -417,6 +613,7 @@ fn make_inputs(model: &OnnxModel, b: usize) -> Result<Vec<Tensor>, Fail> {
 /// One configuration to measure.
 #[derive(Debug, Clone, Copy)]
 struct Trial {
+    backend: Backend,
     streams: Streams,
     /// Rows per call.
     batch: usize,
@@ -442,9 +639,9 @@ struct Measurement {
 /// Loads the model for `trial`, warms it up, then calls it with one batch after another for
 /// the trial's duration (at least 3 calls).
 fn measure(source: &ModelSource, trial: Trial) -> Result<Measurement, Fail> {
-    let model = source.load(trial.rows_per_run)?;
-    let x = make_inputs(&model, trial.batch)?;
-    let msm = MultiStreamModule::builder(model)
+    let loaded = source.load(trial.backend, trial.rows_per_run)?;
+    let x = make_inputs(&loaded.inputs, &source.inputs, trial.batch)?;
+    let msm = MultiStreamModule::builder(loaded.model)
         .pool(CpuPool::all()?)
         .num_streams(trial.streams)
         .spin(trial.spin)
@@ -487,9 +684,10 @@ fn progress(total: usize) -> indicatif::ProgressBar {
 fn bench(args: BenchArgs) -> Result<i32, Fail> {
     let cpus = CpuPool::all()?.len();
     check_streams(&args.streams, cpus)?;
+    let backend = args.run.backends(false)?[0];
     let source = ModelSource::new(args.model, &args.run);
     // Reject a bad model or --input before anything is measured.
-    source.load(args.run.max_rows_per_run)?;
+    source.load(backend, args.run.max_rows_per_run)?;
     let label = source.label();
     let bar = progress(args.batch.len() * args.streams.len());
     let mut measured = Vec::new();
@@ -498,21 +696,39 @@ fn bench(args: BenchArgs) -> Result<i32, Fail> {
             bar.set_message(format!("streams {} batch {batch}", streams_label(streams)));
             measured.push(measure(
                 &source,
-                args.run.trial(streams, batch, args.duration),
+                args.run.trial(backend, streams, batch, args.duration),
             )?);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    print_bench_table(&label, cpus, args.duration, &measured);
+    print_bench_table(&label, backend, cpus, args.duration, &measured);
     if let Some(file) = &args.json {
-        write_bench_json(file, &label, args.duration, &measured)?;
+        write_bench_json(file, &label, backend, args.duration, &measured)?;
     }
     Ok(0)
 }
 
-fn print_bench_table(label: &str, cpus: usize, duration: Duration, measured: &[Measurement]) {
-    println!("{label} on {cpus} CPUs, {:?} per row", duration);
+/// The backend as reports name it: `tract`, or `ort (ONNX Runtime 1.32.0)`.
+fn backend_label(backend: Backend) -> String {
+    match (backend, ort_backend::loaded_library()) {
+        (Backend::Ort, Some(lib)) => format!("ort (ONNX Runtime {})", lib.version()),
+        _ => backend.to_string(),
+    }
+}
+
+fn print_bench_table(
+    label: &str,
+    backend: Backend,
+    cpus: usize,
+    duration: Duration,
+    measured: &[Measurement],
+) {
+    println!(
+        "{label} on {cpus} CPUs, backend {}, {:?} per row",
+        backend_label(backend),
+        duration
+    );
     println!("| streams | batch | items/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
     for m in measured {
@@ -529,20 +745,29 @@ fn print_bench_table(label: &str, cpus: usize, duration: Duration, measured: &[M
 }
 
 fn measurement_json(m: &Measurement) -> Value {
-    json!({"streams": streams_label(m.trial.streams), "num_streams": m.num_streams, "batch": m.trial.batch,
+    json!({"backend": m.trial.backend.to_string(), "streams": streams_label(m.trial.streams), "num_streams": m.num_streams, "batch": m.trial.batch,
            "max_rows_per_run": m.trial.rows_per_run, "spin_us": m.trial.spin.as_micros() as u64, "items_per_s": m.items_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms})
 }
 
-/// Writes the `--json` report: the results and the machine's topology.
+/// Writes the `--json` report: the backend, the results and the machine's topology.
 fn write_bench_json(
     file: &Path,
     label: &str,
+    backend: Backend,
     duration: Duration,
     measured: &[Measurement],
 ) -> Result<(), Fail> {
+    let onnxruntime = match (backend, ort_backend::loaded_library()) {
+        (Backend::Ort, Some(lib)) => {
+            json!({"version": lib.version(), "path": lib.path().display().to_string()})
+        }
+        _ => Value::Null,
+    };
     let report = json!({
         "corestream": env!("CARGO_PKG_VERSION"),
         "model": label,
+        "backend": backend.to_string(),
+        "onnxruntime": onnxruntime,
         "duration_s": duration.as_secs_f64(),
         "topology": topology_json(&Topology::detect()?),
         "results": measured.iter().map(measurement_json).collect::<Vec<_>>(),
@@ -553,23 +778,37 @@ fn write_bench_json(
 
 // ===== tune =====
 
-/// The idle spin `tune` tries on its winner (streams and the waiting caller poll this long).
-const TUNE_SPIN: Duration = Duration::from_micros(50);
+/// The idle spin `tune` tries on its winner instead of corestream's `DEFAULT_SPIN`: park at
+/// once (idle streams and the waiting caller cost no CPU).
+const TUNE_SPIN: Duration = Duration::ZERO;
 
 /// The batch sizes the grid search tries per stream count, in order.
 const TUNE_BATCHES: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 
-/// Grid search, then (unless fixed by options) a chunk probe and a spin probe on the winner,
-/// then the report. Exits 1 when no configuration meets the bound.
+/// Grid search on each backend (the `--backend` given, else both when ONNX Runtime is found),
+/// then, unless fixed by options, a chunk probe on tract's best and a spin probe on the
+/// winner, then the report. Exits 1 when no configuration meets the bound.
 fn tune(args: TuneArgs) -> Result<i32, Fail> {
     let bound_ms = args.latency_p99.as_secs_f64() * 1e3;
+    let backends = args.run.backends(true)?;
     let source = ModelSource::new(Some(args.model.clone()), &args.run);
     // Reject a bad model or --input before anything is measured.
-    source.load(args.run.max_rows_per_run)?;
+    for &backend in &backends {
+        source.load(backend, args.run.max_rows_per_run)?;
+    }
     let cpus = CpuPool::all()?.len();
-    let mut measured = grid_search(&source, &args, cpus, bound_ms)?;
+    let mut measured = Vec::new();
+    for &backend in &backends {
+        measured.extend(grid_search(&source, &args, backend, cpus, bound_ms)?);
+    }
     if args.run.max_rows_per_run.is_none() {
-        if let Some(best) = fastest_within(&measured, bound_ms) {
+        // Runs in chunks are tract's option: probe them on tract's best.
+        let tract: Vec<Measurement> = measured
+            .iter()
+            .filter(|m| m.trial.backend == Backend::Tract)
+            .cloned()
+            .collect();
+        if let Some(best) = fastest_within(&tract, bound_ms) {
             measured.extend(chunk_probe(&source, &best)?);
         }
     }
@@ -578,7 +817,7 @@ fn tune(args: TuneArgs) -> Result<i32, Fail> {
             measured.push(spin_probe(&source, &best)?);
         }
     }
-    Ok(report_tune(&measured, bound_ms, &source.label()))
+    Ok(report_tune(&measured, bound_ms, &source))
 }
 
 /// Stream counts 1, 2, 4, ... below `cpus`, then `cpus`; for each, batches from
@@ -586,6 +825,7 @@ fn tune(args: TuneArgs) -> Result<i32, Fail> {
 fn grid_search(
     source: &ModelSource,
     args: &TuneArgs,
+    backend: Backend,
     cpus: usize,
     bound_ms: f64,
 ) -> Result<Vec<Measurement>, Fail> {
@@ -600,10 +840,11 @@ fn grid_search(
     for &n in &counts {
         let mut best = 0.0;
         for batch in TUNE_BATCHES {
-            bar.set_message(format!("streams {n} batch {batch}"));
+            bar.set_message(format!("{backend}: streams {n} batch {batch}"));
             let m = measure(
                 source,
-                args.run.trial(Streams::Count(n), batch, args.duration),
+                args.run
+                    .trial(backend, Streams::Count(n), batch, args.duration),
             )?;
             bar.inc(1);
             let (rate, p99) = (m.items_per_s, m.p99_ms);
@@ -628,7 +869,7 @@ fn fastest_within(measured: &[Measurement], bound_ms: f64) -> Option<Measurement
         .cloned()
 }
 
-/// The winner's trial again (on its stream count), to vary rows per run or spin.
+/// The winner's trial again (on its backend and stream count), to vary rows per run or spin.
 fn rerun(best: &Measurement) -> Trial {
     Trial {
         streams: Streams::Count(best.num_streams),
@@ -636,8 +877,8 @@ fn rerun(best: &Measurement) -> Trial {
     }
 }
 
-/// Whether the winner runs faster in chunks: runs of 1, 2, 4, ... rows below its rows per
-/// stream.
+/// Whether the (tract) winner runs faster in chunks: runs of 1, 2, 4, ... rows below its rows
+/// per stream.
 fn chunk_probe(source: &ModelSource, best: &Measurement) -> Result<Vec<Measurement>, Fail> {
     let rows_per_stream = best.trial.batch.div_ceil(best.num_streams);
     let chunks: Vec<usize> = (0..)
@@ -661,7 +902,7 @@ fn chunk_probe(source: &ModelSource, best: &Measurement) -> Result<Vec<Measureme
     Ok(measured)
 }
 
-/// Whether the winner gains from spinning streams: it again with [`TUNE_SPIN`].
+/// Whether the winner does as well parking at once: it again with [`TUNE_SPIN`].
 fn spin_probe(source: &ModelSource, best: &Measurement) -> Result<Measurement, Fail> {
     measure(
         source,
@@ -674,16 +915,24 @@ fn spin_probe(source: &ModelSource, best: &Measurement) -> Result<Measurement, F
 
 /// Prints every measurement, then the best within the bound with the builder code that uses
 /// it; returns the exit status (1 when none met the bound).
-fn report_tune(measured: &[Measurement], bound_ms: f64, label: &str) -> i32 {
-    println!("| streams | batch | rows per run | spin us | items/s | p99 ms |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+fn report_tune(measured: &[Measurement], bound_ms: f64, source: &ModelSource) -> i32 {
+    if let Some(lib) = ort_backend::loaded_library() {
+        println!(
+            "ort: ONNX Runtime {} ({})",
+            lib.version(),
+            lib.path().display()
+        );
+    }
+    println!("| backend | streams | batch | rows per run | spin us | items/s | p99 ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for m in measured {
         let rows = m
             .trial
             .rows_per_run
             .map_or("all".to_string(), |r| r.to_string());
         println!(
-            "| {} | {} | {rows} | {} | {:.1} | {:.3} |",
+            "| {} | {} | {} | {rows} | {} | {:.1} | {:.3} |",
+            m.trial.backend,
             m.num_streams,
             m.trial.batch,
             m.trial.spin.as_micros(),
@@ -695,41 +944,52 @@ fn report_tune(measured: &[Measurement], bound_ms: f64, label: &str) -> i32 {
         let fastest = measured.iter().min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
         if let Some(m) = fastest {
             println!(
-                "no configuration met p99 <= {bound_ms} ms; lowest p99: {} streams, batch {}: {:.3} ms",
-                m.num_streams, m.trial.batch, m.p99_ms
+                "no configuration met p99 <= {bound_ms} ms; lowest p99: {} with {} streams, batch {}: {:.3} ms",
+                m.trial.backend, m.num_streams, m.trial.batch, m.p99_ms
             );
         }
         return 1;
     };
-    print_recommendation(&best, bound_ms, label);
+    print_recommendation(&best, bound_ms, source);
     0
 }
 
-/// The best configuration, and the builder code that uses it.
-fn print_recommendation(best: &Measurement, bound_ms: f64, label: &str) {
+/// The best configuration, and the builder code that uses it (for its backend).
+fn print_recommendation(best: &Measurement, bound_ms: f64, source: &ModelSource) {
+    let label = source.label();
     let chunking = best
         .trial
         .rows_per_run
         .map_or(String::new(), |r| format!(" in runs of {r} rows"));
-    let (spin, spin_note) = if best.trial.spin.is_zero() {
-        (String::new(), String::new())
+    let us = best.trial.spin.as_micros();
+    let spin = if best.trial.spin == corestream::DEFAULT_SPIN {
+        String::new()
+    } else if best.trial.spin.is_zero() {
+        "\n    .spin(Duration::ZERO) // parks at once when idle".to_string()
     } else {
-        let us = best.trial.spin.as_micros();
-        (
-            format!("\n    .spin(Duration::from_micros({us})) // polls when idle: costs CPU"),
-            format!(", spin {us} us"),
-        )
+        format!("\n    .spin(Duration::from_micros({us})) // polls when idle: costs CPU")
     };
+    let spin_note = format!(", spin {us} us");
     println!(
-        "best within p99 <= {bound_ms} ms: streams {} batch {}{chunking}{spin_note}: {:.1} items/s, p99 {:.3} ms",
-        best.num_streams, best.trial.batch, best.items_per_s, best.p99_ms
+        "best within p99 <= {bound_ms} ms: backend {}, streams {} batch {}{chunking}{spin_note}: {:.1} items/s, p99 {:.3} ms",
+        best.trial.backend, best.num_streams, best.trial.batch, best.items_per_s, best.p99_ms
     );
-    let model = match best.trial.rows_per_run {
-        Some(r) => format!("OnnxModel::builder({label:?}).max_rows_per_run({r}).build()?"),
-        None => format!("OnnxModel::load({label:?})?"),
+    let model = match (best.trial.backend, best.trial.rows_per_run, source.ort_spin) {
+        (Backend::Tract, Some(r), _) => {
+            format!("OnnxModel::builder({label:?}).max_rows_per_run({r}).build()?")
+        }
+        (Backend::Tract, None, _) => format!("OnnxModel::load({label:?})?"),
+        (Backend::Ort, _, Some(on)) if on != ort_backend::DEFAULT_SPIN => {
+            format!("OrtModel::builder({label:?}).spin({on}).build()?")
+        }
+        (Backend::Ort, _, _) => format!("OrtModel::load({label:?})?"),
+    };
+    let import = match best.trial.backend {
+        Backend::Tract => "use corestream::backend::tract::OnnxModel;",
+        Backend::Ort => "use corestream::backend::ort::OrtModel;",
     };
     println!(
-        "\nlet msm = MultiStreamModule::builder({model})\n    .pool(CpuPool::all()?)\n    .num_streams(Streams::Count({})){spin}\n    .build()?;\n// call msm.forward(..) with batches of {} rows",
+        "\n{import}\nlet msm = MultiStreamModule::builder({model})\n    .pool(CpuPool::all()?)\n    .num_streams(Streams::Count({})){spin}\n    .build()?;\n// call msm.forward(..) with batches of {} rows",
         best.num_streams, best.trial.batch
     );
 }
