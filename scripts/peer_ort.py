@@ -18,6 +18,7 @@ per batch. Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import queue
 import threading
@@ -101,11 +102,13 @@ def main() -> None:
     ap.add_argument("--cpus", default="")
     ap.add_argument("--seq", type=int, default=128, help="length of symbolic non-batch axes")
     ap.add_argument("--seconds", type=float, default=2.0, help="per cell")
+    ap.add_argument("--json", default="", help="also write {model: {mode: [items/s per batch]}} here")
     a = ap.parse_args()
     cpus = [int(c) for c in a.cpus.split(",")] if a.cpus else sorted(os.sched_getaffinity(0))[:2]
     s = len(cpus)
     batches = [int(b) for b in a.batches.split(",")]
     print(f"onnxruntime {ort.__version__}, cpus {cpus}")
+    report: dict = {}
     for path in a.models:
         os.sched_setaffinity(0, {cpus[0]})
         lat = session(path, s, ";".join(str(c + 1) for c in cpus[1:]) or None)
@@ -140,6 +143,10 @@ def main() -> None:
             print(f"| {mode} | " + " | ".join(f"{v:,.1f}" for v in vals) + " |")
         best = [max(v[i] for v in rows.values()) for i in range(len(batches))]
         print("| best | " + " | ".join(f"{v:,.1f}" for v in best) + " |")
+        report[os.path.basename(path)] = {"batches": batches, **rows}
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(report, fh, indent=1)
 
 
 if __name__ == "__main__":
