@@ -91,7 +91,10 @@ fn assert_close(got: &[Tensor], want: &[Tensor], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: output count");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let d = rel_diff(g, w);
-        assert!(d <= tol, "{what}: output {i} differs by {d} (relative), allowed {tol}");
+        assert!(
+            d <= tol,
+            "{what}: output {i} differs by {d} (relative), allowed {tol}"
+        );
     }
 }
 
@@ -202,7 +205,10 @@ fn wrong_inputs_are_the_same_typed_errors_on_both_backends() {
     let cases: Vec<(Vec<Tensor>, &str)> = vec![
         (vec![], "the model takes 1 inputs"),
         (vec![floats(&[2, 64, 3], 5)], "expected"),
-        (vec![Tensor::zeros::<i64>(&[2, 64, 3, 3])], "got 2,64,3,3 i64"),
+        (
+            vec![Tensor::zeros::<i64>(&[2, 64, 3, 3])],
+            "got 2,64,3,3 i64",
+        ),
     ];
     for (inputs, needle) in cases {
         let e_ort = corestream::Error::from(ort.forward(inputs.clone()).unwrap_err());
