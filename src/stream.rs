@@ -6,12 +6,19 @@
 //! - every job's reply sender is either used or dropped, so every [`TaskFuture`] resolves;
 //! - jobs whose future was dropped before they start are skipped, not run;
 //! - dropping the [`Stream`] closes the channel; the thread drains what is queued, then exits,
-//!   and the drop joins it (unless the drop happens on the stream thread itself).
+//!   and the drop joins it (unless the drop happens on the stream thread itself);
+//! - crate-internal work ([`Stream::run`], e.g. a batcher's serve loop) runs on the stream thread
+//!   itself, in submission order with the jobs, and calls the model through an [`Executor`]: the
+//!   same intra-op pool, panic isolation and counters as a submitted job. While it runs, jobs
+//!   submitted directly wait in the channel unless the work takes them
+//!   ([`Executor::has_queued`], [`Executor::run_queued`]), woken through the
+//!   [wake hook](Stream::set_wake_hook).
 
+use std::cell::RefCell;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -40,6 +47,10 @@ pub(crate) struct StreamConfig {
 }
 
 /// Counters of one stream, as a snapshot (see [`Task::stats`](crate::Task::stats)).
+///
+/// A job is one model call. On a stream that serves a [`Batcher`](crate::Batcher), each call
+/// the batcher makes on the stream thread counts as one job: a batch, or one request of a
+/// failed batch rerun alone; its `submitted` grows when the call starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamStats {
@@ -70,9 +81,20 @@ struct Counters {
     skipped: CachePadded<AtomicU64>,
 }
 
-struct Job<M: Module> {
-    input: M::Input,
-    reply: oneshot::Sender<Result<M::Output>>,
+/// Crate-internal work run on the stream thread (see [`Stream::run`]).
+pub(crate) type RunFn<M> = Box<dyn for<'a> FnOnce(&Executor<'a, M>) + Send>;
+
+/// Called after each direct submission while set (see [`Stream::set_wake_hook`]).
+pub(crate) type WakeHook = Arc<dyn Fn() + Send + Sync>;
+
+enum Job<M: Module> {
+    /// One model call, answered through `reply`: what [`Stream::submit`] queues.
+    Forward {
+        input: M::Input,
+        reply: oneshot::Sender<Result<M::Output>>,
+    },
+    /// Work that runs on the stream thread with the model at hand: what [`Stream::run`] queues.
+    Run(RunFn<M>),
 }
 
 /// The handle to one stream thread.
@@ -81,6 +103,9 @@ pub(crate) struct Stream<M: Module> {
     thread: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     config: StreamConfig,
+    /// Whether `wake_hook` is set: the only cost of the hook to `submit` while it is not.
+    wake_armed: AtomicBool,
+    wake_hook: Mutex<Option<WakeHook>>,
 }
 
 impl<M: Module> Stream<M> {
@@ -108,6 +133,8 @@ impl<M: Module> Stream<M> {
                 thread: Some(thread),
                 counters,
                 config,
+                wake_armed: AtomicBool::new(false),
+                wake_hook: Mutex::new(None),
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -130,14 +157,47 @@ impl<M: Module> Stream<M> {
             return TaskFuture::failed(Error::Shutdown);
         };
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        match tx.send(Job { input, reply }) {
-            Ok(()) => TaskFuture::pending(
-                rx,
-                (!self.config.spin.is_zero()).then(|| (self.config.spin, self.config.pool.clone())),
-            ),
+        match tx.send(Job::Forward { input, reply }) {
+            Ok(()) => {
+                if self.wake_armed.load(Ordering::Acquire) {
+                    let hook = self
+                        .wake_hook
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    if let Some(hook) = hook {
+                        hook();
+                    }
+                }
+                TaskFuture::pending(
+                    rx,
+                    (!self.config.spin.is_zero())
+                        .then(|| (self.config.spin, self.config.pool.clone())),
+                )
+            }
             // The thread is gone; the job (and its reply sender) came back and is dropped.
             Err(_) => TaskFuture::failed(Error::Shutdown),
         }
+    }
+
+    /// Queues `work` to run on the stream thread, in order with the jobs; it is not counted as
+    /// a job (its [`Executor::forward`] calls are). `work` is dropped unrun when the stream has
+    /// stopped ([`Error::Shutdown`]); a panic in it is caught, and the stream goes on.
+    pub(crate) fn run(&self, work: RunFn<M>) -> Result<()> {
+        let Some(tx) = &self.tx else {
+            return Err(Error::Shutdown);
+        };
+        tx.send(Job::Run(work)).map_err(|_| Error::Shutdown)
+    }
+
+    /// Sets (or clears) a hook that [`submit`](Self::submit) calls after queuing each job: long
+    /// running work (see [`run`](Self::run)) that watches the channel with
+    /// [`Executor::has_queued`] uses it to be woken. Set it before anyone can submit, e.g.
+    /// while the stream is still private to its builder.
+    pub(crate) fn set_wake_hook(&self, hook: Option<WakeHook>) {
+        let mut slot = self.wake_hook.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake_armed.store(hook.is_some(), Ordering::Release);
+        *slot = hook;
     }
 
     pub(crate) fn pool(&self) -> &CpuPool {
@@ -206,20 +266,44 @@ impl<M: Module> Worker<M> {
         };
         let _ = ready.send(Ok(()));
         while let Some(job) = self.next_job() {
-            if job.reply.is_canceled() {
-                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let result = self.execute(job.input, intra.as_ref());
-            let counter = if result.is_ok() {
-                &self.counters.completed
-            } else {
-                &self.counters.failed
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            // The caller may have dropped the future meanwhile: the result is discarded.
-            let _ = job.reply.send(result);
+            self.handle(job, intra.as_ref());
         }
+    }
+
+    fn handle(&self, job: Job<M>, intra: Option<&rayon::ThreadPool>) {
+        match job {
+            Job::Forward { input, reply } => {
+                if reply.is_canceled() {
+                    self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let result = self.execute(input, intra);
+                self.count(&result);
+                // The caller may have dropped the future meanwhile: the result is discarded.
+                let _ = reply.send(result);
+            }
+            Job::Run(work) => {
+                let executor = Executor {
+                    worker: self,
+                    intra,
+                    queued: RefCell::new(None),
+                };
+                // The work isolates its own failures; a panic that escapes it must not take
+                // the stream down with it.
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| work(&executor)));
+                // A job it took off the channel but did not run runs now.
+                executor.run_queued();
+            }
+        }
+    }
+
+    fn count<T>(&self, result: &Result<T>) {
+        let counter = if result.is_ok() {
+            &self.counters.completed
+        } else {
+            &self.counters.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The next job: polls the queue for up to `spin` (see [`idle`](crate::idle)), then parks
@@ -246,6 +330,50 @@ impl<M: Module> Worker<M> {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(Error::from_module(e)),
             Err(payload) => Err(Error::Panicked(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+/// The model as seen from work running on the stream thread (see [`Stream::run`]).
+pub(crate) struct Executor<'a, M: Module> {
+    worker: &'a Worker<M>,
+    intra: Option<&'a rayon::ThreadPool>,
+    /// A job [`has_queued`](Self::has_queued) took off the channel, until it runs.
+    queued: RefCell<Option<Job<M>>>,
+}
+
+impl<M: Module> Executor<'_, M> {
+    /// Calls the model on this thread exactly as a submitted job runs: inside the stream's
+    /// intra-op pool, a panic caught and returned as [`Error::Panicked`]. Counted as one job in
+    /// the stream's [`StreamStats`].
+    pub(crate) fn forward(&self, input: M::Input) -> Result<M::Output> {
+        let counters = &self.worker.counters;
+        counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let result = self.worker.execute(input, self.intra);
+        self.worker.count(&result);
+        result
+    }
+
+    /// The stream's idle polling window (see [`idle`](crate::idle)).
+    pub(crate) fn spin(&self) -> Duration {
+        self.worker.config.spin
+    }
+
+    /// Whether a job submitted to the stream directly is waiting (it is taken off the channel
+    /// and held for [`run_queued`](Self::run_queued)). Never blocks.
+    pub(crate) fn has_queued(&self) -> bool {
+        let mut queued = self.queued.borrow_mut();
+        if queued.is_none() {
+            *queued = self.worker.rx.try_recv().ok();
+        }
+        queued.is_some()
+    }
+
+    /// Runs the job [`has_queued`](Self::has_queued) found, if any.
+    pub(crate) fn run_queued(&self) {
+        let job = self.queued.borrow_mut().take();
+        if let Some(job) = job {
+            self.worker.handle(job, self.intra);
         }
     }
 }

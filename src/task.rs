@@ -10,7 +10,7 @@ use crate::future::TaskFuture;
 use crate::idle::DEFAULT_SPIN;
 use crate::module::{Infer, Module};
 use crate::pool::CpuPool;
-use crate::stream::{Stream, StreamConfig, StreamStats};
+use crate::stream::{RunFn, Stream, StreamConfig, StreamStats, WakeHook};
 
 /// One model served by one stream: a dedicated OS thread pinned to a [`CpuPool`], fed by a
 /// queue. [`submit`](Task::submit) returns at once with a [`TaskFuture`].
@@ -136,6 +136,17 @@ impl<M: Module> Task<M> {
     /// A snapshot of the stream's counters.
     pub fn stats(&self) -> StreamStats {
         self.stream.stats()
+    }
+
+    /// Queues crate-internal `work` to run on the stream thread itself (see
+    /// [`Stream::run`](crate::stream::Stream::run)).
+    pub(crate) fn run_on_stream(&self, work: RunFn<M>) -> Result<()> {
+        self.stream.run(work)
+    }
+
+    /// See [`Stream::set_wake_hook`](crate::stream::Stream::set_wake_hook).
+    pub(crate) fn set_wake_hook(&self, hook: Option<WakeHook>) {
+        self.stream.set_wake_hook(hook);
     }
 }
 

@@ -301,3 +301,224 @@ proptest! {
         });
     }
 }
+
+/// Names of this process's threads, from `/proc/self/task/*/comm`.
+#[cfg(target_os = "linux")]
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn batches_run_on_the_stream_threads_themselves() {
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&names);
+    let model = corestream::module_fn(move |x: Array2<f32>| {
+        let here = std::thread::current().name().map(str::to_owned);
+        let stream = corestream::current_stream().map(|s| s.index());
+        seen.lock().unwrap().push((here, stream, x.nrows()));
+        Ok(x * 2.0)
+    });
+    let pool = CpuPool::all().unwrap();
+    let msm = MultiStreamModule::builder(model)
+        .pool(pool.clone())
+        .build()
+        .unwrap();
+    let b = Batcher::builder(msm).max_batch(8).build().unwrap();
+    let futures: Vec<_> = (0..64).map(|i| b.infer(row(i as f32))).collect();
+    for (i, f) in futures.into_iter().enumerate() {
+        assert_eq!(f.wait().unwrap(), row(i as f32) * 2.0);
+    }
+    let names = names.lock().unwrap().clone();
+    assert!(!names.is_empty());
+    for (name, stream, _) in &names {
+        let name = name.as_deref().unwrap_or("<unnamed>");
+        assert!(name.starts_with("corestream-s"), "model ran on {name}");
+        assert!(
+            matches!(stream, Some(i) if *i < pool.len()),
+            "not a stream: {stream:?}"
+        );
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let threads = thread_names();
+        assert!(
+            !threads.iter().any(|t| t.starts_with("corestream-b")),
+            "a feeder thread exists: {threads:?}"
+        );
+    }
+    // Every model call is one job of its stream, and none is left in flight.
+    let stats = b.module().stats();
+    let calls: u64 = stats.iter().map(|s| s.completed).sum();
+    assert_eq!(calls, names.len() as u64);
+    assert_eq!(calls, b.stats().batches);
+    assert!(stats.iter().all(|s| s.in_flight() == 0), "{stats:?}");
+}
+
+/// Panics on a row whose first value is 666; otherwise like [`Recorder`] (records batches).
+struct Panicker {
+    batches: Mutex<Vec<usize>>,
+    gate: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Module for Panicker {
+    type Input = Array2<f32>;
+    type Output = Array2<f32>;
+    fn forward(&self, x: Array2<f32>) -> Result<Array2<f32>, BoxError> {
+        self.gate.lock().unwrap().recv()?;
+        self.batches.lock().unwrap().push(x.nrows());
+        assert!(x.column(0).iter().all(|&v| v != 666.0), "poisoned row");
+        Ok(x * 10.0)
+    }
+}
+
+#[test]
+fn a_panicking_request_fails_alone_and_its_batch_neighbours_are_answered() {
+    let (gate, rx) = mpsc::channel();
+    let model = Arc::new(Panicker {
+        batches: Mutex::default(),
+        gate: Mutex::new(rx),
+    });
+    let msm = MultiStreamModule::builder(Arc::clone(&model))
+        .pool(CpuPool::all().unwrap())
+        .num_streams(Streams::Count(1))
+        .build()
+        .unwrap();
+    let b = Batcher::builder(msm).max_batch(16).build().unwrap();
+    // The first request occupies the stream, so the next three form one batch.
+    let first = b.infer(row(0.0));
+    wait_until_taken(&b);
+    let good1 = b.infer(row(1.0));
+    let bad = b.infer(row(666.0));
+    let good2 = b.infer(row(2.0));
+    for _ in 0..5 {
+        gate.send(()).unwrap();
+    }
+    first.wait().unwrap();
+    assert_eq!(good1.wait().unwrap(), row(1.0) * 10.0);
+    assert_eq!(good2.wait().unwrap(), row(2.0) * 10.0);
+    let err = bad.wait().unwrap_err();
+    assert!(
+        matches!(&err, Error::Panicked(m) if m.contains("poisoned row")),
+        "{err}"
+    );
+    // The batch of 3 panicked, then each request ran alone.
+    assert_eq!(*model.batches.lock().unwrap(), [1, 3, 1, 1, 1]);
+    // The stream lives on and keeps serving.
+    gate.send(()).unwrap();
+    assert_eq!(b.infer(row(5.0)).wait().unwrap(), row(5.0) * 10.0);
+    let stats = b.stats();
+    assert_eq!((stats.completed, stats.failed), (4, 1));
+    let stream = b.module().stats()[0];
+    // Model calls: 1 + the failed batch + 3 reruns + 1.
+    assert_eq!((stream.completed, stream.failed), (4, 2));
+}
+
+#[test]
+fn dropping_the_batcher_drains_at_once_exactly_once_despite_max_wait() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let model = corestream::module_fn(move |x: Array2<f32>| {
+        c.fetch_add(x.nrows(), Ordering::SeqCst);
+        Ok(x)
+    });
+    let msm = MultiStreamModule::builder(model)
+        .pool(CpuPool::all().unwrap())
+        .build()
+        .unwrap();
+    // A lingering stream would wait 10 s for a fuller batch; closing cuts that short.
+    let b = Batcher::builder(msm)
+        .max_batch(1000)
+        .max_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..50).map(|i| b.infer(row(i as f32))).collect();
+    let start = Instant::now();
+    drop(b);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 50);
+    for (i, f) in futures.into_iter().enumerate() {
+        assert_eq!(f.wait().unwrap(), row(i as f32));
+    }
+}
+
+#[test]
+fn direct_calls_on_the_module_run_while_the_batcher_serves() {
+    for spin in [Duration::ZERO, corestream::DEFAULT_SPIN] {
+        let (model, _) = recorder(false);
+        let msm = MultiStreamModule::builder(model)
+            .pool(CpuPool::all().unwrap())
+            .spin(spin)
+            .build()
+            .unwrap();
+        let b = Batcher::builder(msm).build().unwrap();
+        // Let every serve loop go idle (past its polling window, asleep).
+        std::thread::sleep(Duration::from_millis(20));
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let x = array![[1.0f32, 2.0], [3.0, 4.0]];
+                let _ = tx.send(b.module().forward_sync(x));
+            });
+            let y = rx.recv_timeout(Duration::from_secs(5));
+            assert_eq!(
+                y.expect("a direct call is stuck behind the batcher")
+                    .unwrap(),
+                array![[10.0f32, 20.0], [30.0, 40.0]]
+            );
+        });
+        // Batches and direct calls interleave.
+        let batched: Vec<_> = (0..20).map(|i| b.infer(row(i as f32))).collect();
+        let direct = b.module().forward(array![[7.0f32, 8.0]]);
+        assert_eq!(
+            futures::executor::block_on(direct).unwrap(),
+            array![[70.0f32, 80.0]]
+        );
+        for (i, f) in batched.into_iter().enumerate() {
+            assert_eq!(f.wait().unwrap(), row(i as f32) * 10.0);
+        }
+        // Once the batcher is gone its streams are gone too, with the module it owned.
+        drop(b);
+    }
+}
+
+#[test]
+fn a_module_that_parks_at_once_serves_batches() {
+    let (model, _) = recorder(false);
+    let msm = MultiStreamModule::builder(Arc::clone(&model))
+        .pool(CpuPool::all().unwrap())
+        .spin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let b = Arc::new(Batcher::builder(msm).max_batch(4).build().unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut handles = Vec::new();
+        for i in 0..200 {
+            let b = Arc::clone(&b);
+            handles.push(tokio::spawn(async move {
+                if i % 3 == 0 {
+                    tokio::time::sleep(Duration::from_micros(50)).await;
+                }
+                let y = b.infer(row(i as f32)).await.unwrap();
+                assert_eq!(y, row(i as f32) * 10.0);
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    assert_eq!(b.stats().completed, 200);
+    assert_eq!(model.batches.lock().unwrap().iter().sum::<usize>(), 200);
+}

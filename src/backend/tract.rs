@@ -717,12 +717,12 @@ fn from_tract(t: tract_onnx::prelude::Tensor, output: &str) -> Result<Tensor> {
         Some(ElementType::I32) => t.into_plain_array::<i32>().map(Tensor::from),
         Some(ElementType::U8) => t.into_plain_array::<u8>().map(Tensor::from),
         Some(ElementType::Bool) => t.into_plain_array::<bool>().map(Tensor::from),
-        None => return Err(Error::Module(
-            format!(
+        None => {
+            let message = format!(
                 "output {output:?} has element type {dt:?}, which backend::Tensor does not hold"
-            )
-            .into(),
-        )),
+            );
+            return Err(Error::Module(message.into()));
+        }
     };
     converted.map_err(Error::from)
 }
