@@ -10,7 +10,9 @@
 //!   - `spawn_blocking`: `tokio::task::spawn_blocking(move || x + 1).await` on a multi-thread
 //!     runtime with 1 worker (the naive baseline);
 //!   - `await` / `wait`: `task.submit(x).await` in a tokio current-thread runtime, and
-//!     `task.submit(x).wait()` on the bench thread;
+//!     `task.submit(x).wait()` on the bench thread, at the defaults (the stream and `wait` poll
+//!     for `DEFAULT_SPIN` before parking);
+//!   - `park_await` / `park_wait`: the same with `spin(Duration::ZERO)` (park at once);
 //!   - `spin50us_await` / `spin50us_wait`: the same with `Task::builder(..).spin(50 us)`;
 //!   - `spawn_blocking_unpinned`: as `spawn_blocking`, tokio's threads free to run on any CPU;
 //!   - `spin50us_pollwait`: a spin-then-park wait prototyped in this file (the caller polls the
@@ -34,7 +36,7 @@ use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use corestream::{module_fn, CpuPool, Module, PinGuard, Task, TaskFuture};
+use corestream::{module_fn, CpuPool, Module, PinGuard, Task, TaskFuture, DEFAULT_SPIN};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// Jobs in flight per iteration of the `pipelined` group.
@@ -193,7 +195,11 @@ fn round_trip(c: &mut Criterion) {
     }
 
     let rt = current_thread_rt();
-    for (label, spin) in [("", Duration::ZERO), ("spin50us_", SPIN)] {
+    for (label, spin) in [
+        ("", DEFAULT_SPIN),
+        ("park_", Duration::ZERO),
+        ("spin50us_", SPIN),
+    ] {
         let task = task(&place.worker, spin);
         group.bench_function(format!("{label}await"), |b| {
             b.to_async(&rt)
@@ -226,7 +232,11 @@ fn pipelined(c: &mut Criterion) {
         (0..PIPELINE).map(|i| task.submit(black_box(i))).collect()
     };
 
-    for (label, spin) in [("default", Duration::ZERO), ("spin50us", SPIN)] {
+    for (label, spin) in [
+        ("default", DEFAULT_SPIN),
+        ("park", Duration::ZERO),
+        ("spin50us", SPIN),
+    ] {
         let task = task(&place.worker, spin);
         group.bench_function(BenchmarkId::new("await", label), |b| {
             b.to_async(&rt).iter(|| async {
