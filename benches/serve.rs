@@ -206,8 +206,11 @@ fn main() {
     let explicit = std::env::var("CORESTREAM_BACKEND")
         .ok()
         .filter(|v| !v.is_empty() && v != "auto")
-        .map(|v| Backend::parse(&v).unwrap_or_else(|e| panic!("CORESTREAM_BACKEND: {e}")));
-    let backend = Backend::or_default(explicit);
+        .map(|v| {
+            v.parse::<Backend>()
+                .unwrap_or_else(|e| panic!("CORESTREAM_BACKEND: {e}"))
+        });
+    let backend = embedder::backend_or_default(explicit);
     runtime.block_on(async {
         if dir.join("paraphrase-MiniLM-L3-v2.onnx").exists() {
             let load = || embedder::MiniLm::load(dir, 128, backend).expect("MiniLM");

@@ -24,8 +24,8 @@ use embedder::Backend;
 /// `CORESTREAM_REQUIRE_ORT=1`, a failure) when it is not.
 fn backends(test: &str) -> Vec<Backend> {
     let mut out = vec![Backend::Tract];
-    match Backend::ort_available() {
-        Ok(()) => out.push(Backend::Ort),
+    match embedder::ort_library() {
+        Ok(_) => out.push(Backend::Ort),
         Err(e) => {
             assert!(
                 std::env::var("CORESTREAM_REQUIRE_ORT").as_deref() != Ok("1"),

@@ -4,7 +4,6 @@
 //! the batcher stacks concurrent requests and tokenisation runs on the stream threads, not on
 //! the reactor. Both run their ONNX model on either [`Backend`]: ONNX Runtime or tract.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,92 +11,26 @@ use corestream::backend::Tensor;
 use corestream::batch::Rows;
 use corestream::{BoxError, Error, Infer, Module};
 
-/// An ONNX model on either backend: both take and return `Vec<Tensor>`.
-pub type OnnxModule = Arc<dyn Module<Input = Vec<Tensor>, Output = Vec<Tensor>>>;
+pub use corestream::backend::{Backend, OnnxModule, ORT_MISSING_NOTE};
 
-/// The one stderr line when the default backend falls back to tract.
-pub const ORT_MISSING_NOTE: &str = "note: ONNX Runtime library not found, using backend tract (to use ONNX Runtime: bash scripts/fetch-onnxruntime.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so)";
-
-/// The inference backend that runs the ONNX model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// ONNX Runtime (`corestream::backend::ort`, feature `ort`).
-    Ort,
-    /// tract (`corestream::backend::tract`, feature `tract`).
-    Tract,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Ort => "ort",
-            Backend::Tract => "tract",
-        })
-    }
-}
-
+/// `explicit`, or the default: ONNX Runtime when its library is found, else tract with one
+/// note on stderr saying how to fetch ONNX Runtime.
 #[allow(dead_code)]
-impl Backend {
-    /// `ort` or `tract`.
-    pub fn parse(text: &str) -> Result<Backend, String> {
-        match text {
-            "ort" => Ok(Backend::Ort),
-            "tract" => Ok(Backend::Tract),
-            _ => Err(format!(
-                "backend {text:?}: expected ort (ONNX Runtime) or tract"
-            )),
+pub fn backend_or_default(explicit: Option<Backend>) -> Backend {
+    explicit.unwrap_or_else(|| {
+        let backend = Backend::detect();
+        if backend == Backend::Tract {
+            eprintln!("{ORT_MISSING_NOTE}");
         }
-    }
-
-    /// Whether ONNX Runtime's library is found (and this build has feature `ort`); the error
-    /// says why not.
-    pub fn ort_available() -> Result<(), String> {
-        ort_library().map(drop)
-    }
-
-    /// `explicit`, or the default: ONNX Runtime when its library is found, else tract with
-    /// one note on stderr saying how to fetch ONNX Runtime.
-    pub fn or_default(explicit: Option<Backend>) -> Backend {
-        explicit.unwrap_or_else(|| match Backend::ort_available() {
-            Ok(()) => Backend::Ort,
-            Err(_) => {
-                eprintln!("{ORT_MISSING_NOTE}");
-                Backend::Tract
-            }
-        })
-    }
-
-    /// The backend as logs name it: `tract`, or `ort (ONNX Runtime 1.32.0)`.
-    pub fn describe(self) -> String {
-        match (self, ort_library()) {
-            (Backend::Ort, Ok(version)) => format!("ort (ONNX Runtime {version})"),
-            _ => self.to_string(),
-        }
-    }
-
-    /// Loads the ONNX file at `path` on this backend.
-    ///
-    /// # Errors
-    ///
-    /// The backend's load error ([`Error::OrtLibrary`] when ONNX Runtime is not found), or
-    /// [`Error::InvalidConfig`] for a backend this build does not have.
-    pub fn load(self, path: &Path) -> corestream::Result<OnnxModule> {
-        match self {
-            #[cfg(feature = "ort")]
-            Backend::Ort => Ok(Arc::new(corestream::backend::ort::OrtModel::load(path)?)),
-            #[cfg(feature = "tract")]
-            Backend::Tract => Ok(Arc::new(corestream::backend::tract::OnnxModel::load(path)?)),
-            #[allow(unreachable_patterns)]
-            other => Err(Error::InvalidConfig(format!(
-                "backend {other}: corestream was built without feature `{other}`"
-            ))),
-        }
-    }
+        backend
+    })
 }
 
-/// The version of the ONNX Runtime library this process loads (loading it if needed).
+/// The version of the ONNX Runtime library this process loads (loading it if needed); the
+/// error says why it cannot.
 #[cfg(feature = "ort")]
-fn ort_library() -> Result<String, String> {
+#[allow(dead_code)]
+pub fn ort_library() -> Result<String, String> {
     corestream::backend::ort::load_library(None)
         .map(|lib| lib.version().to_owned())
         .map_err(|e| e.to_string())
@@ -105,7 +38,8 @@ fn ort_library() -> Result<String, String> {
 
 /// Without feature `ort`, never.
 #[cfg(not(feature = "ort"))]
-fn ort_library() -> Result<String, String> {
+#[allow(dead_code)]
+pub fn ort_library() -> Result<String, String> {
     Err("corestream was built without feature `ort`".into())
 }
 

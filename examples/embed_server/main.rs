@@ -127,9 +127,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let explicit = match args.backend.as_deref() {
         None | Some("" | "auto") => None,
-        Some(name) => Some(embedder::Backend::parse(name).map_err(|e| format!("--backend: {e}"))?),
+        Some(name) => Some(
+            name.parse::<embedder::Backend>()
+                .map_err(|e| format!("--backend: {e}"))?,
+        ),
     };
-    let backend = embedder::Backend::or_default(explicit);
+    let backend = embedder::backend_or_default(explicit);
     let state = if args.textnet {
         serve_state(embedder::TextNet::load(backend)?, "textnet", backend, &args)?
     } else {

@@ -10,9 +10,11 @@
 //! - `tract` (feature `tract`): ONNX models on [tract](https://github.com/sonos/tract), with
 //!   per-stream intra-op threads and batch-size-specialised plans.
 
+mod choice;
 mod spec;
 mod tensor;
 
+pub use choice::{Backend, OnnxModule, ORT_MISSING_NOTE};
 pub use spec::InputSpec;
 pub use tensor::{Element, ElementType, Tensor};
 

@@ -85,6 +85,7 @@ impl fmt::Display for InputSpec {
 ///
 /// [`Error::InputCount`] for a wrong number of inputs, [`Error::InvalidInput`] naming the
 /// input, the expected shape and type, and what was given.
+#[cfg_attr(not(any(feature = "ort", feature = "tract")), allow(dead_code))]
 pub(crate) fn check_inputs<'s>(
     specs: &'s [InputSpec],
     inputs: &[Tensor],

@@ -38,7 +38,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use corestream::backend::ort::{self as ort_backend, OrtModel};
 use corestream::backend::tract::{OnnxModel, OnnxModelBuilder};
-use corestream::backend::{ElementType, InputSpec, Tensor};
+use corestream::backend::{Backend, ElementType, InputSpec, Tensor, ORT_MISSING_NOTE};
 use corestream::{CpuPool, Error, Module, MultiStreamModule, Streams, Topology};
 use serde_json::{json, Value};
 
@@ -194,27 +194,6 @@ impl RunArgs {
     }
 }
 
-/// The one stderr line when the default backend falls back to tract.
-const ORT_MISSING_NOTE: &str = "note: ONNX Runtime library not found, using --backend tract (to use ONNX Runtime: bash scripts/fetch-onnxruntime.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so)";
-
-/// An inference backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    /// ONNX Runtime: `corestream::backend::ort::OrtModel`.
-    Ort,
-    /// tract: `corestream::backend::tract::OnnxModel`.
-    Tract,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Ort => "ort",
-            Backend::Tract => "tract",
-        })
-    }
-}
-
 /// One `--input NAME=SHAPE`.
 #[derive(Debug, Clone)]
 struct InputShape {
@@ -324,13 +303,11 @@ fn parse_streams(text: &str) -> Result<Vec<Streams>, Fail> {
 }
 
 fn parse_backend(text: &str) -> Result<Backend, Fail> {
-    match text {
-        "ort" => Ok(Backend::Ort),
-        "tract" => Ok(Backend::Tract),
-        _ => Err(Fail(format!(
+    text.parse().map_err(|_| {
+        Fail(format!(
             "--backend {text:?}: expected ort (ONNX Runtime) or tract"
-        ))),
-    }
+        ))
+    })
 }
 
 fn parse_on_off(text: &str) -> Result<bool, Fail> {
@@ -709,14 +686,6 @@ fn bench(args: BenchArgs) -> Result<i32, Fail> {
     Ok(0)
 }
 
-/// The backend as reports name it: `tract`, or `ort (ONNX Runtime 1.32.0)`.
-fn backend_label(backend: Backend) -> String {
-    match (backend, ort_backend::loaded_library()) {
-        (Backend::Ort, Some(lib)) => format!("ort (ONNX Runtime {})", lib.version()),
-        _ => backend.to_string(),
-    }
-}
-
 fn print_bench_table(
     label: &str,
     backend: Backend,
@@ -726,7 +695,7 @@ fn print_bench_table(
 ) {
     println!(
         "{label} on {cpus} CPUs, backend {}, {:?} per row",
-        backend_label(backend),
+        Backend::describe(backend),
         duration
     );
     println!("| streams | batch | items/s | p50 ms | p99 ms |");
