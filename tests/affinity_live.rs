@@ -2,6 +2,8 @@
 //! (`/proc/thread-self/status`, `Cpus_allowed_list`): pin, the guard, nesting, panic-restore,
 //! and the process's allowed set under `taskset` (a child process).
 
+mod common;
+
 use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
 
@@ -9,21 +11,7 @@ use corestream::{pin, CpuPool, Error};
 
 /// The calling thread's mask as the kernel reports it.
 fn kernel_mask() -> Vec<usize> {
-    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let mut ids = Vec::new();
-    for item in list.split(',').filter(|s| !s.is_empty()) {
-        match item.split_once('-') {
-            Some((a, b)) => ids.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
-            None => ids.push(item.parse().unwrap()),
-        }
-    }
-    ids
+    common::cpus_allowed(&std::fs::read_to_string("/proc/thread-self/status").unwrap())
 }
 
 /// Runs `f` on a fresh thread, so that tests never disturb each other's masks.

@@ -9,29 +9,19 @@
 //! put them in `models/`.
 #![cfg(all(feature = "ort", feature = "tract"))]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use corestream::backend::ort::{load_library, OrtModel};
+use common::have_ort;
+use corestream::backend::ort::OrtModel;
 use corestream::backend::tract::OnnxModel;
 use corestream::backend::Tensor;
 use corestream::ndarray::{ArrayD, IxDyn};
 use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
 
 type Model = Arc<dyn Module<Input = Vec<Tensor>, Output = Vec<Tensor>>>;
-
-fn have_ort() -> bool {
-    match load_library(None) {
-        Ok(_) => true,
-        Err(e) if std::env::var("CORESTREAM_REQUIRE_ORT").as_deref() == Ok("1") => {
-            panic!("CORESTREAM_REQUIRE_ORT=1 but: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            false
-        }
-    }
-}
 
 /// The model file, or `None` (with a notice) when it has not been fetched.
 fn model_file(rel: &str) -> Option<String> {

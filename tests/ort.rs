@@ -5,6 +5,8 @@
 //! `scripts/fetch-onnxruntime.sh`), and fails instead when `CORESTREAM_REQUIRE_ORT=1`.
 #![cfg(feature = "ort")]
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -15,26 +17,13 @@ use corestream::backend::{ElementType, Tensor};
 use corestream::ndarray::{ArrayD, IxDyn};
 use corestream::{CpuPool, Error, MultiStreamModule, Streams, Task};
 
+use common::have_ort;
+
 /// The tests read the process's thread list: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `true` when ONNX Runtime is loaded; else prints why and returns `false` (or panics when
-/// `CORESTREAM_REQUIRE_ORT=1`).
-fn have_ort() -> bool {
-    match cs_ort::load_library(None) {
-        Ok(_) => true,
-        Err(e) if std::env::var("CORESTREAM_REQUIRE_ORT").as_deref() == Ok("1") => {
-            panic!("CORESTREAM_REQUIRE_ORT=1 but: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            false
-        }
-    }
 }
 
 fn asset(name: &str) -> String {
@@ -181,26 +170,8 @@ fn threads() -> HashMap<u32, (String, BTreeSet<usize>)> {
             .unwrap_or_default()
             .trim()
             .to_owned();
-        let list = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        out.insert(tid, (name, parse_cpu_list(&list)));
-    }
-    out
-}
-
-fn parse_cpu_list(list: &str) -> BTreeSet<usize> {
-    let mut out = BTreeSet::new();
-    for part in list.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => out.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
-            None => {
-                out.insert(part.parse().unwrap());
-            }
-        }
+        let mask = common::cpus_allowed(&status).into_iter().collect();
+        out.insert(tid, (name, mask));
     }
     out
 }
