@@ -19,6 +19,15 @@
 //!     `TaskFuture` for 50 us before parking) against a spinning stream; with 2+ CPUs only.
 //! - `pipelined`: 1000 jobs submitted back to back on one stream, then awaited (or waited) in
 //!   order; criterion reports jobs/s (`Throughput::Elements(1000)`).
+//! - `runtimes`: the async path under each executor users bring, one job in flight at the
+//!   defaults: `<runtime>/await` (`task.submit(x).await`), `<runtime>/forward_await`
+//!   (`msm.forward(x).await` on a 2-stream `MultiStreamModule` of the same model over both
+//!   CPUs, 16 rows split 8 + 8) and `<runtime>/spawn_blocking` (that runtime's own way to run
+//!   blocking work: `tokio::task::spawn_blocking`, `smol::unblock`,
+//!   `async_std::task::spawn_blocking`, its threads pinned to the worker CPU on first use), for
+//!   `tokio_ct` (current-thread runtime on the bench thread), `tokio_mt` (the loop spawned on a
+//!   1-worker multi-thread runtime whose worker shares the bench thread's CPU), `smol`
+//!   (`smol::block_on`) and `async_std` (`async_std::task::block_on`).
 //!
 //! Placement: with 2 or more CPUs (from `CpuPool::all()`), the bench thread is pinned to the
 //! first CPU and every worker (the stream, the raw handoff thread, tokio's blocking pool) to
@@ -28,15 +37,20 @@
 //! Run: `cargo bench --bench task` (add `-- round_trip` or `-- pipelined` to run one group,
 //! `-- --quick` for a fast smoke run).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use corestream::{module_fn, CpuPool, Module, PinGuard, Task, TaskFuture, DEFAULT_SPIN};
+use corestream::batch::Rows;
+use corestream::{
+    module_fn, CpuPool, Module, MultiStreamModule, PinGuard, Streams, Task, TaskFuture,
+    DEFAULT_SPIN,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// Jobs in flight per iteration of the `pipelined` group.
@@ -259,12 +273,165 @@ fn pipelined(c: &mut Criterion) {
     group.finish();
 }
 
+/// The worker CPU of the `runtimes` group, for [`on_worker_cpu`].
+static WORKER_CPUS: OnceLock<Vec<usize>> = OnceLock::new();
+
+thread_local! {
+    static PINNED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Pins a runtime's blocking thread to the worker CPU the first time it runs a job.
+fn on_worker_cpu() {
+    PINNED.with(|pinned| {
+        if !pinned.get() {
+            let cpus = WORKER_CPUS.get().expect("worker CPUs set");
+            corestream::affinity::set_current_cpus(cpus).expect("pin a blocking thread");
+            pinned.set(true);
+        }
+    });
+}
+
+/// An executor of the `runtimes` group.
+enum Runtime {
+    TokioCt(tokio::runtime::Runtime),
+    TokioMt(tokio::runtime::Runtime),
+    Smol,
+    AsyncStd,
+}
+
+impl Runtime {
+    fn name(&self) -> &'static str {
+        match self {
+            Runtime::TokioCt(_) => "tokio_ct",
+            Runtime::TokioMt(_) => "tokio_mt",
+            Runtime::Smol => "smol",
+            Runtime::AsyncStd => "async_std",
+        }
+    }
+
+    /// Runs `fut` to completion the way an application on this runtime would: on the bench
+    /// thread, or (multi-thread tokio) spawned onto a worker.
+    fn run<F>(&self, fut: F) -> Duration
+    where
+        F: Future<Output = Duration> + Send + 'static,
+    {
+        match self {
+            Runtime::TokioCt(rt) => rt.block_on(fut),
+            Runtime::TokioMt(rt) => rt.block_on(rt.spawn(fut)).expect("join"),
+            Runtime::Smol => smol::block_on(fut),
+            Runtime::AsyncStd => async_std::task::block_on(fut),
+        }
+    }
+
+    /// This runtime's offload of blocking work, answering `x + 1`.
+    async fn spawn_blocking(&self, x: u64) -> u64 {
+        let job = move || {
+            on_worker_cpu();
+            x + 1
+        };
+        match self {
+            Runtime::TokioCt(_) | Runtime::TokioMt(_) => {
+                tokio::task::spawn_blocking(job).await.expect("join")
+            }
+            Runtime::Smol => smol::unblock(job).await,
+            Runtime::AsyncStd => async_std::task::spawn_blocking(job).await,
+        }
+    }
+}
+
+type RowsPlusOne = corestream::FnModule<
+    fn(Rows<u64>) -> Result<Rows<u64>, corestream::BoxError>,
+    Rows<u64>,
+    Rows<u64>,
+>;
+
+fn rows_plus_one(x: Rows<u64>) -> Result<Rows<u64>, corestream::BoxError> {
+    Ok(Rows(x.0.into_iter().map(|v| v + 1).collect()))
+}
+
+fn runtimes(c: &mut Criterion) {
+    let place = Placement::new();
+    let _pin = place.pin_caller();
+    let _ = WORKER_CPUS.set(place.worker.cpus().to_vec());
+    let caller_cpus = place.caller.cpus().to_vec();
+    let tokio_mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(move || {
+            // Workers share the bench thread's CPU; blocking threads move to the worker CPU
+            // when they first run a job (`on_worker_cpu`).
+            let _ = corestream::affinity::set_current_cpus(&caller_cpus);
+        })
+        .build()
+        .expect("tokio multi-thread runtime");
+    let runtimes = [
+        Arc::new(Runtime::TokioCt(current_thread_rt())),
+        Arc::new(Runtime::TokioMt(tokio_mt)),
+        Arc::new(Runtime::Smol),
+        Arc::new(Runtime::AsyncStd),
+    ];
+    let task = Arc::new(task(&place.worker, DEFAULT_SPIN));
+    let all = CpuPool::all().expect("CpuPool::all");
+    let msm = Arc::new(
+        MultiStreamModule::builder(module_fn(
+            rows_plus_one as fn(Rows<u64>) -> Result<Rows<u64>, corestream::BoxError>,
+        ) as RowsPlusOne)
+        .pool(all)
+        .num_streams(Streams::Count(2))
+        .build()
+        .expect("start the streams"),
+    );
+    let rows = Rows((0..16).collect::<Vec<u64>>());
+
+    let mut group = c.benchmark_group("runtimes");
+    for rt in &runtimes {
+        let name = rt.name();
+        group.bench_function(BenchmarkId::new(name, "await"), |b| {
+            b.iter_custom(|iters| {
+                let task = Arc::clone(&task);
+                rt.run(async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(task.submit(black_box(7)).await.expect("ok"));
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new(name, "forward_await"), |b| {
+            b.iter_custom(|iters| {
+                let (msm, rows) = (Arc::clone(&msm), rows.clone());
+                rt.run(async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(msm.forward(black_box(rows.clone())).await.expect("ok"));
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new(name, "spawn_blocking"), |b| {
+            b.iter_custom(|iters| {
+                let inner = Arc::clone(rt);
+                rt.run(async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(inner.spawn_blocking(black_box(7)).await);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
-    targets = round_trip, pipelined
+    targets = round_trip, pipelined, runtimes
 }
 criterion_main!(benches);
