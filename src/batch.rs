@@ -128,11 +128,14 @@ fn replicate<T: Clone>(value: T, n: usize) -> Vec<T> {
     out
 }
 
+/// Concatenating no parts is an error for every value: there is nothing to rebuild the value
+/// from (an empty `Vec`, `None` or empty `Rows` would be a made-up result).
+fn no_parts() -> Error {
+    Error::Concat("no parts to concatenate".into())
+}
+
 fn first_part<T>(parts: Vec<T>) -> Result<T> {
-    parts
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Concat("no parts to concatenate".into()))
+    parts.into_iter().next().ok_or_else(no_parts)
 }
 
 fn check_parts<T>(parts: &[T], sizes: &[usize], what: &str) -> Result<()> {
@@ -416,7 +419,10 @@ impl<T: Batch> Batch for Vec<T> {
     }
 
     fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
-        let len = parts.first().map_or(0, Vec::len);
+        let Some(first) = parts.first() else {
+            return Err(no_parts());
+        };
+        let len = first.len();
         if let Some(bad) = parts.iter().find(|p| p.len() != len) {
             return Err(Error::Concat(format!(
                 "Vec parts of different lengths ({len} and {})",
@@ -448,6 +454,9 @@ impl<T: Batch> Batch for Option<T> {
     }
 
     fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
+        if parts.is_empty() {
+            return Err(no_parts());
+        }
         let somes = parts.iter().filter(|p| p.is_some()).count();
         if somes == 0 {
             return Ok(None);
@@ -506,7 +515,7 @@ macro_rules! map_batch {
 
             fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
                 let Some(first) = parts.first() else {
-                    return Err(Error::Concat("no parts to concatenate".into()));
+                    return Err(no_parts());
                 };
                 let mut keys: Vec<String> = first.keys().cloned().collect();
                 keys.sort();
@@ -587,6 +596,7 @@ impl<T: Clone + Send + 'static> Batch for Rows<T> {
 
     fn concat(parts: Vec<Self>, hint: &Hint) -> Result<Self> {
         match hint {
+            Hint::Dim(0) if parts.is_empty() => Err(no_parts()),
             Hint::Dim(0) => Ok(Rows(parts.into_iter().flat_map(|p| p.0).collect())),
             _ => {
                 let first = first_part(parts)?;
@@ -594,5 +604,45 @@ impl<T: Clone + Send + 'static> Batch for Rows<T> {
                 Ok(first)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+    use ndarray::{array, ArrayD};
+
+    /// Found by fuzz target `batch` (fuzz/corpus/batch/seed_5_0): a `Vec` split into no parts
+    /// concatenated to `Ok(vec![])`, a value made up from nothing; `Option` (`Ok(None)`) and
+    /// `Rows` (`Ok(Rows([]))`) did the same. No parts is now an error for every value, as it
+    /// was for arrays, maps and tensors.
+    #[test]
+    fn concatenating_no_parts_is_an_error_for_every_value() {
+        let v = vec![array![1, 2].into_dyn(), array![3, 4].into_dyn()];
+        assert!(v.split(&Hint::Replicate, &[]).unwrap().is_empty());
+        for hint in [Hint::Dim(0), Hint::Replicate] {
+            assert!(matches!(
+                Vec::<ArrayD<i32>>::concat(vec![], &hint),
+                Err(Error::Concat(_))
+            ));
+            assert!(matches!(
+                Option::<ArrayD<i32>>::concat(vec![], &hint),
+                Err(Error::Concat(_))
+            ));
+            assert!(matches!(
+                Rows::<u8>::concat(vec![], &hint),
+                Err(Error::Concat(_))
+            ));
+        }
+        // One part or more still concatenates as before.
+        let parts = vec![vec![array![1].into_dyn()], vec![array![2].into_dyn()]];
+        assert_eq!(
+            Vec::concat(parts, &Hint::Dim(0)).unwrap(),
+            vec![array![1, 2].into_dyn()]
+        );
+        assert_eq!(
+            Option::<ArrayD<i32>>::concat(vec![None, None], &Hint::Dim(0)).unwrap(),
+            None
+        );
     }
 }

@@ -3,32 +3,47 @@
 
 use std::fmt;
 
+/// One more than the largest CPU id a list may name: 8192 is the largest `CONFIG_NR_CPUS` Linux
+/// configures (x86-64 and powerpc with `MAXSMP`), so the kernel never prints a larger id.
+/// Without a bound, one range such as `0-18446744073709551615` in a corrupt or hostile sysfs
+/// file would be expanded id by id until memory runs out (found by `fuzz/` target `cpulist`).
+pub(crate) const MAX_CPUS: usize = 8192;
+
 /// Parses a kernel CPU list such as `0-3,8,10-11` into ascending, de-duplicated ids.
 ///
 /// Whitespace around the list and around items is ignored; an empty list gives no ids.
-/// Returns `None` when an item is not a number or a range is reversed.
+/// Returns `None` when an item is not a number, a range is reversed, or an id is not below
+/// [`MAX_CPUS`]. Overlapping ranges are merged before they are expanded, so the work is
+/// bounded by the text's length plus `MAX_CPUS`, whatever the list repeats.
 pub(crate) fn parse(text: &str) -> Option<Vec<usize>> {
-    let mut ids = Vec::new();
+    let mut ranges = Vec::new();
     for item in text
         .trim()
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        match item.split_once('-') {
-            Some((lo, hi)) => {
-                let lo: usize = lo.trim().parse().ok()?;
-                let hi: usize = hi.trim().parse().ok()?;
-                if lo > hi {
-                    return None;
-                }
-                ids.extend(lo..=hi);
+        let (lo, hi) = match item.split_once('-') {
+            Some((lo, hi)) => (lo.trim().parse().ok()?, hi.trim().parse().ok()?),
+            None => {
+                let id: usize = item.parse().ok()?;
+                (id, id)
             }
-            None => ids.push(item.parse().ok()?),
+        };
+        if lo > hi || hi >= MAX_CPUS {
+            return None;
+        }
+        ranges.push((lo, hi));
+    }
+    ranges.sort_unstable();
+    let mut ids: Vec<usize> = Vec::new();
+    for (lo, hi) in ranges {
+        // Ranges are sorted by start: skip the ids the previous ranges already gave.
+        let start = ids.last().map_or(lo, |&last| lo.max(last + 1));
+        if start <= hi {
+            ids.extend(start..=hi);
         }
     }
-    ids.sort_unstable();
-    ids.dedup();
     Some(ids)
 }
 
@@ -87,6 +102,21 @@ mod tests {
         assert_eq!(parse("a"), None);
         assert_eq!(parse("3-1"), None);
         assert_eq!(parse("1-"), None);
+    }
+
+    #[test]
+    fn rejects_ids_beyond_the_kernel_limit_without_expanding_them() {
+        // Regression (fuzz target `cpulist`): this range used to be expanded id by id.
+        assert_eq!(parse("0-18446744073709551615"), None);
+        assert_eq!(parse(&format!("{MAX_CPUS}")), None);
+        assert_eq!(
+            parse(&format!("0-{}", MAX_CPUS - 1)).map(|v| v.len()),
+            Some(MAX_CPUS)
+        );
+        // Repeated and overlapping ranges are merged, not expanded once per repetition.
+        let repeated = vec![format!("0-{}", MAX_CPUS - 1); 10_000].join(",");
+        assert_eq!(parse(&repeated).map(|v| v.len()), Some(MAX_CPUS));
+        assert_eq!(parse("4-6,0-5,9,5"), Some(vec![0, 1, 2, 3, 4, 5, 6, 9]));
     }
 
     #[test]

@@ -229,6 +229,8 @@ impl Topology {
             }
         }
         out.sort_unstable();
+        // Inconsistent sibling lists (cpu0: 0-1, cpu2: 0,2) can name one CPU for two cores.
+        out.dedup();
         out
     }
 }
@@ -279,7 +281,8 @@ fn read_list(path: &Path) -> Result<Option<Vec<usize>>> {
         .transpose()
 }
 
-/// Ids of the `prefix<N>` entries of a directory, ascending; empty when it does not exist.
+/// Ids of the `prefix<N>` entries of a directory, ascending and distinct (`cpu01` and `cpu+1`
+/// parse as 1, like `cpu1`: an id is listed once); empty when the directory does not exist.
 fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<usize>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -291,6 +294,7 @@ fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<usize>> {
         .filter_map(|e| e.file_name().to_str()?.strip_prefix(prefix)?.parse().ok())
         .collect();
     ids.sort_unstable();
+    ids.dedup();
     Ok(ids)
 }
 
@@ -322,4 +326,46 @@ fn node_map(node_dir: &Path) -> Result<Vec<(usize, Vec<usize>)>> {
         map.push((node, list));
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    /// Found by fuzz target `topology` (fuzz/corpus/topology/seed_odd_names): directories
+    /// `cpu1` and `cpu01` (or `cpu+1`) both parse as CPU 1, which then appeared twice in
+    /// `cpus()` when there was no `online` file.
+    #[test]
+    fn a_cpu_directory_named_twice_is_one_cpu() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["cpu0", "cpu1", "cpu01", "cpu+1"] {
+            fs::create_dir_all(dir.path().join("devices/system/cpu").join(name)).unwrap();
+        }
+        let topo = Topology::from_sysfs(dir.path(), [0, 1]).unwrap();
+        let ids: Vec<usize> = topo.cpus().iter().map(|c| c.id).collect();
+        assert_eq!(ids, [0, 1]);
+        assert_eq!(topo.node_cpus(0), [0, 1]);
+    }
+
+    /// Seen while writing fuzz target `topology`'s consistency check: sibling lists that
+    /// disagree (cpu0 says it shares a core with 1, cpu2 with 0) made `node_cores` and
+    /// `all_cores` list CPU 0 twice, which `CpuPool::from_node` then rejected as a duplicate.
+    /// Each CPU is now listed once.
+    #[test]
+    fn inconsistent_sibling_lists_list_each_cpu_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for (cpu, siblings) in [(0, "0-1"), (1, "1"), (2, "0,2")] {
+            let file = format!("devices/system/cpu/cpu{cpu}/topology/core_cpus_list");
+            write(dir.path(), &file, siblings);
+        }
+        let topo = Topology::from_sysfs(dir.path(), [0, 1, 2]).unwrap();
+        assert_eq!(topo.node_cores(0), [0, 1]);
+        assert_eq!(topo.all_cores(), [0, 1]);
+    }
 }

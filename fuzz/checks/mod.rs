@@ -1,0 +1,15 @@
+//! The checks behind every fuzz target, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`)
+//! and the corpus replay test (`tests/fuzz_corpus.rs`), so that a committed corpus entry is
+//! replayed through exactly the code the fuzzer ran. Each `check` takes the raw fuzz bytes and
+//! panics only when corestream broke a promise (a panic inside corestream, an untyped error, a
+//! lost or changed value); a typed `corestream::Error` for bad input is a pass.
+#![allow(dead_code)]
+
+pub mod batch;
+pub mod bytes;
+pub mod cpulist;
+pub mod model;
+pub mod topology;
+
+/// The fuzz targets, as named under `fuzz/fuzz_targets/` and `fuzz/corpus/`.
+pub const TARGETS: &[&str] = &["cpulist", "topology", "batch", "model_tract", "model_ort"];

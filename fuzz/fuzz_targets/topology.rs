@@ -1,0 +1,7 @@
+//! Fuzz target `topology`: see `fuzz/checks/topology.rs` for what it checks.
+#![no_main]
+
+#[path = "../checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::topology::check(data));

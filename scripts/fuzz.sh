@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Fuzzes corestream with cargo-fuzz (libFuzzer + AddressSanitizer): each target for SECONDS,
+# one after the other, then merges the inputs that found new coverage into the committed
+# corpus fuzz/corpus/<target>/ (libFuzzer -merge=1: only new-coverage inputs, so it stays
+# small). tests/fuzz_corpus.rs replays that corpus on stable in every `cargo test`.
+#
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]     # default: 60 s each, every target
+#
+# Targets: fuzz/fuzz_targets/*.rs (what each checks: fuzz/checks/). Needs cargo-fuzz
+# (installed from crates.io when missing) and a C++ compiler for libFuzzer; the installed
+# stable rustc is run with RUSTC_BOOTSTRAP=1 for the sanitizer flags (-Zsanitizer). model_ort
+# needs ONNX Runtime (scripts/fetch-onnxruntime.sh, run here when missing).
+# A crash stops that target: its input is saved under fuzz/artifacts/<target>/, the other
+# targets still run, and the script exits 1 listing the crashes. One summary line per target
+# (executions, seconds, corpus size, crashes) goes to stdout and fuzz/target/summary.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+secs=${1:-60}
+shift || true
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    targets=()
+    for f in fuzz/fuzz_targets/*.rs; do targets+=("$(basename "$f" .rs)"); done
+fi
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+if ! command -v c++ >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq g++ >/dev/null
+fi
+for t in "${targets[@]}"; do
+    if [ "$t" = model_ort ] && [ ! -f target/onnxruntime/libonnxruntime.so ]; then
+        bash scripts/fetch-onnxruntime.sh
+    fi
+done
+
+export RUSTC_BOOTSTRAP=1
+# The topology target builds a sysfs tree per input: keep those in memory when possible.
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
+cd fuzz
+# Release build with debug assertions (integer overflow checks on), as cargo fuzz run does.
+cargo fuzz build -O --debug-assertions
+bin_dir=target/x86_64-unknown-linux-gnu/release
+mkdir -p target/work artifacts
+summary=target/summary.txt
+: > "$summary"
+crashes=()
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t" "artifacts/$t"
+    work="target/work/$t"
+    rm -rf "$work" && mkdir -p "$work"
+    cp "corpus/$t"/. "$work"/ -r
+    before=$(find "corpus/$t" -type f | wc -l)
+    case "$t" in
+        model_*) max_len=65536 ;;
+        *) max_len=4096 ;;
+    esac
+    # ONNX Runtime's process-wide environment lives until exit by design (not a leak of one
+    # input); the other targets keep LeakSanitizer on.
+    leaks=1
+    [ "$t" = model_ort ] && leaks=0
+    log="target/work/$t.log"
+    echo "==> $t: ${secs}s from $before inputs"
+    set +e
+    "$bin_dir/$t" "$work" -max_total_time="$secs" -max_len="$max_len" -timeout=20 \
+        -rss_limit_mb=4096 -detect_leaks="$leaks" -print_final_stats=1 \
+        -artifact_prefix="artifacts/$t/" >"$log" 2>&1
+    rc=$?
+    set -e
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' | grep -o '[0-9]*' | tail -1)
+    # Keep only the inputs that add coverage to the committed corpus.
+    "$bin_dir/$t" -merge=1 -max_len="$max_len" -timeout=20 -rss_limit_mb=4096 \
+        -detect_leaks=0 "corpus/$t" "$work" >"target/work/$t.merge.log" 2>&1 || true
+    after=$(find "corpus/$t" -type f | wc -l)
+    crashed=0
+    if [ "$rc" -ne 0 ]; then
+        crashed=1
+        crashes+=("$t: $(ls -t "artifacts/$t" | head -1) (log: fuzz/$log)")
+        tail -40 "$log" >&2
+    fi
+    line="$t: ${execs:-?} executions in ${took:-$secs} s, corpus $before -> $after inputs, crashes $crashed"
+    echo "$line" | tee -a "$summary"
+done
+cd "$root"
+if [ ${#crashes[@]} -gt 0 ]; then
+    printf 'crash: %s\n' "${crashes[@]}" >&2
+    exit 1
+fi

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs corestream's test binaries under valgrind memcheck: the core (library unit tests,
+# tests/task.rs, tests/multi_stream.rs, tests/batch.rs), the tract backend (tests/tract.rs)
+# and the OpenMP tests (tests/omp.rs, re-executed children traced too). Passes when valgrind
+# reports no invalid access and no definite leak outside scripts/valgrind.supp (third-party
+# suppressions, each named and justified there) and every test passes.
+#
+#   bash scripts/memcheck.sh [quick|full]     # default quick (see SKIP below); logs in target/memcheck/
+#
+# valgrind runs code 20-50x slower and on one thread at a time, so the default skips the tests
+# that only measure time or CPU use, or spin for long (listed in SKIP, by name); `full` runs
+# them too. The libiomp5 test runs when CORESTREAM_TEST_IOMP points at libiomp5.so (as in
+# .ci/run) or target/ci-cache/intel-openmp/libiomp5.so exists; else it prints a note and passes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-quick}
+
+if ! command -v valgrind >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
+fi
+if [ -z "${CORESTREAM_TEST_IOMP:-}" ] && [ -f target/ci-cache/intel-openmp/libiomp5.so ]; then
+    export CORESTREAM_TEST_IOMP="$PWD/target/ci-cache/intel-openmp/libiomp5.so"
+fi
+
+# Tests that measure time, throughput or CPU use: meaningless at valgrind's speed.
+SKIP=(
+)
+
+out=target/memcheck
+rm -rf "$out" && mkdir -p "$out"
+# The same features as the README's test command, so the build is shared with it.
+cargo test --all-features --no-run --message-format=json \
+    --lib --test task --test multi_stream --test batch --test tract --test omp \
+    2>"$out/build.log" >"$out/build.json" || { tail -30 "$out/build.log"; exit 1; }
+mapfile -t bins < <(python3 - "$out/build.json" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    msg = json.loads(line)
+    if msg.get("reason") == "compiler-artifact" and msg.get("profile", {}).get("test") \
+            and msg.get("executable"):
+        print(msg["target"]["name"] + " " + msg["executable"])
+PY
+)
+
+skip_args=()
+if [ "$mode" != full ]; then
+    for s in "${SKIP[@]}"; do skip_args+=(--skip "$s"); done
+fi
+
+failed=()
+for entry in "${bins[@]}"; do
+    name=${entry%% *}
+    bin=${entry#* }
+    echo "==> $name"
+    start=$(date +%s)
+    set +e
+    valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
+        --errors-for-leak-kinds=definite --error-exitcode=99 \
+        --suppressions=scripts/valgrind.supp --gen-suppressions=all \
+        --trace-children=yes --child-silent-after-fork=yes \
+        --log-file="$out/$name.%p.log" \
+        "$bin" --test-threads=2 "${skip_args[@]}" >"$out/$name.out" 2>&1
+    rc=$?
+    set -e
+    took=$(( $(date +%s) - start ))
+    # The parent's and every traced child's summary.
+    errors=$(grep -h 'ERROR SUMMARY' "$out/$name".*.log | grep -o '[0-9]* errors' | grep -o '[0-9]*' \
+        | awk '{s+=$1} END {print s+0}')
+    definite=$(grep -h 'definitely lost:' "$out/$name".*.log | grep -o 'lost: [0-9,]* bytes' \
+        | tr -d ',' | grep -o '[0-9]*' | awk '{s+=$1} END {print s+0}')
+    tests=$(grep -o 'test result: .*' "$out/$name.out" | tail -1)
+    echo "$name: rc $rc, $errors errors, $definite bytes definitely lost, ${took}s; $tests"
+    if [ "$rc" -ne 0 ] || [ "$errors" -ne 0 ]; then
+        failed+=("$name (rc $rc, $errors errors: $out/$name.*.log, $out/$name.out)")
+    fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+    printf 'memcheck failed: %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+echo "memcheck: no invalid access and no definite leak in ${#bins[@]} test binaries"
