@@ -45,7 +45,7 @@
 //! | placement | [`CpuPool`], [`pin()`], [`PinGuard`], [`batch::split_sizes`] |
 //! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`], [`DEFAULT_SPIN`], [`current_stream`], [`StreamInfo`] |
 //! | model | [`Module`], [`module_fn`], [`FnModule`], [`Infer`], [`Hint`], [`Batch`] ([`batch`]), [`MultiStreamModule`], [`MultiStreamModuleBuilder`], [`Streams`], [`ForwardFuture`], [`PartsFuture`] |
-//! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`] |
+//! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`], `BatcherService` (feature `tower`; spans with feature `tracing`, metrics with feature `metrics`) |
 //! | backends | [`backend`]: [`backend::Tensor`], [`backend::ElementType`], [`backend::InputSpec`], `backend::ort` (feature `ort`), `backend::tract` (feature `tract`) |
 //! | errors | [`Error`], [`Result`], [`BoxError`] |
 //!
@@ -82,6 +82,8 @@ mod multi_stream;
 pub mod backend;
 
 pub use batch::{Batch, Hint};
+#[cfg(feature = "tower")]
+pub use batcher::BatcherService;
 pub use batcher::{Batcher, BatcherBuilder, BatcherStats, LATENCY_BUCKETS};
 pub use context::{current_stream, StreamInfo};
 pub use error::{BoxError, Error, Result};

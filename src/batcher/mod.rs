@@ -39,7 +39,6 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
@@ -56,10 +55,25 @@ use crate::module::{Infer, Module};
 use crate::multi_stream::MultiStreamModule;
 use crate::stream::{panic_message, Executor, WakeHook};
 
-/// Upper bounds (seconds) of the latency histogram's buckets; a last `+Inf` bucket is implied.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+mod select;
+#[cfg(feature = "tower")]
+mod service;
+mod stats;
+mod telemetry;
+
+#[cfg(feature = "tower")]
+pub use service::BatcherService;
+pub use stats::{BatcherStats, LATENCY_BUCKETS};
+
+use select::Limits;
+use stats::{BatchShape, Counters};
+use telemetry::{Queued, StreamTelemetry, Telemetry};
+
+/// The name of a batcher not given one (see [`BatcherBuilder::name`]).
+pub(crate) const DEFAULT_NAME: &str = "batcher";
+
+/// A request's cost function (see [`BatcherBuilder::tokens`]).
+type TokenFn<I> = Arc<dyn Fn(&I) -> usize + Send + Sync>;
 
 /// Serves single requests by batching them dynamically onto the streams of a
 /// [`MultiStreamModule`].
@@ -109,8 +123,19 @@ struct Request<M: Module> {
 /// Where and when a request's answer goes.
 struct Ticket<M: Module> {
     rows: usize,
+    /// Padded length of each of its rows (0 without a token function).
+    len: usize,
     reply: oneshot::Sender<Result<M::Output>>,
     enqueued: Instant,
+    /// Its queue-wait span (feature `tracing`), ended when a stream takes it.
+    queued: Queued,
+}
+
+impl<M: Module> Ticket<M> {
+    /// The request's own tokens: `rows` x `len`.
+    fn tokens(&self) -> usize {
+        self.rows.saturating_mul(self.len)
+    }
 }
 
 /// Only serve loops (and a caller finding the queue full) take its lock; callers send.
@@ -120,6 +145,22 @@ struct Queue<M: Module> {
     requests: VecDeque<Request<M>>,
     /// Rows of `requests`.
     rows: usize,
+    /// Tokens of `requests`, unpadded (see [`Ticket::tokens`]).
+    tokens: usize,
+}
+
+impl<M: Module> Queue<M> {
+    fn push(&mut self, request: Request<M>) {
+        self.rows += request.ticket.rows;
+        self.tokens += request.ticket.tokens();
+        self.requests.push_back(request);
+    }
+
+    /// Accounts for a request taken out of `requests`.
+    fn removed(&mut self, ticket: &Ticket<M>) {
+        self.rows -= ticket.rows;
+        self.tokens -= ticket.tokens();
+    }
 }
 
 /// What callers write on every request: on a cache line of its own.
@@ -154,9 +195,18 @@ struct Shared<M: Module> {
     loops: Mutex<usize>,
     loop_ended: Condvar,
     max_batch: usize,
+    /// The token budget of a batch, if any.
+    max_batch_tokens: Option<usize>,
+    /// The request cost function: with one, batches are grouped by length (see [`select`]).
+    tokens: Option<TokenFn<M::Input>>,
     max_wait: Duration,
     capacity: usize,
+    name: String,
     counters: Counters,
+    telemetry: Telemetry,
+    /// Tasks waiting for a place in the queue ([`BatcherService`]'s `poll_ready`).
+    #[cfg(feature = "tower")]
+    ready: service::ReadyWaiters,
 }
 
 /// What a serve loop does next.
@@ -172,142 +222,6 @@ thread_local! {
     static SERVING: Cell<usize> = const { Cell::new(0) };
 }
 
-#[derive(Default)]
-struct Counters {
-    rejected: AtomicU64,
-    cancelled: AtomicU64,
-    completed: AtomicU64,
-    failed: AtomicU64,
-    batches: AtomicU64,
-    /// `batch_sizes[i]`: batches of `i + 1` requests (the last slot counts larger ones too).
-    batch_sizes: Vec<AtomicU64>,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_micros: AtomicU64,
-}
-
-/// A snapshot of a batcher's counters (see [`Batcher::stats`]).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct BatcherStats {
-    /// Requests waiting now.
-    pub queue_depth: usize,
-    /// Requests accepted into the queue.
-    pub accepted: u64,
-    /// Requests refused with [`Error::Overloaded`].
-    pub rejected: u64,
-    /// Requests whose caller left before their batch formed.
-    pub cancelled: u64,
-    /// Requests answered with an output.
-    pub completed: u64,
-    /// Requests answered with an error.
-    pub failed: u64,
-    /// Batches run.
-    pub batches: u64,
-    /// `batch_sizes[i]` is the number of batches of `i + 1` requests.
-    pub batch_sizes: Vec<u64>,
-    /// Request latency (queueing plus inference) histogram: counts per bucket of
-    /// [`LATENCY_BUCKETS`], then the `+Inf` bucket; not cumulative.
-    pub latency_buckets: Vec<u64>,
-    /// Sum of all answered requests' latencies, in seconds.
-    pub latency_sum_seconds: f64,
-}
-
-impl BatcherStats {
-    /// The counters in Prometheus' text exposition format, names prefixed by `namespace`.
-    pub fn prometheus(&self, namespace: &str) -> String {
-        let mut out = String::new();
-        let ns = namespace;
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {ns}_{name} {help}\n# TYPE {ns}_{name} counter");
-            let _ = writeln!(out, "{ns}_{name} {v}");
-        };
-        let _ = writeln!(
-            out,
-            "# HELP {ns}_queue_depth Requests waiting for a stream.\n# TYPE {ns}_queue_depth gauge\n{ns}_queue_depth {}",
-            self.queue_depth
-        );
-        counter(
-            &mut out,
-            "requests_accepted_total",
-            "Requests queued.",
-            self.accepted,
-        );
-        counter(
-            &mut out,
-            "requests_rejected_total",
-            "Requests refused because the queue was full.",
-            self.rejected,
-        );
-        counter(
-            &mut out,
-            "requests_cancelled_total",
-            "Requests whose caller left before they ran.",
-            self.cancelled,
-        );
-        counter(
-            &mut out,
-            "requests_completed_total",
-            "Requests answered with an output.",
-            self.completed,
-        );
-        counter(
-            &mut out,
-            "requests_failed_total",
-            "Requests answered with an error.",
-            self.failed,
-        );
-        counter(&mut out, "batches_total", "Batches run.", self.batches);
-        let _ = writeln!(
-            out,
-            "# HELP {ns}_batch_size Requests per batch.\n# TYPE {ns}_batch_size histogram"
-        );
-        let mut cumulative = 0;
-        let mut sum = 0;
-        for (i, n) in self.batch_sizes.iter().enumerate() {
-            cumulative += n;
-            sum += n * (i as u64 + 1);
-            let _ = writeln!(
-                out,
-                "{ns}_batch_size_bucket{{le=\"{}\"}} {cumulative}",
-                i + 1
-            );
-        }
-        let _ = writeln!(out, "{ns}_batch_size_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(
-            out,
-            "{ns}_batch_size_sum {sum}\n{ns}_batch_size_count {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP {ns}_request_seconds Request latency, queueing included.\n# TYPE {ns}_request_seconds histogram"
-        );
-        let mut cumulative = 0;
-        for (i, n) in self.latency_buckets.iter().enumerate() {
-            cumulative += n;
-            match LATENCY_BUCKETS.get(i) {
-                Some(le) => {
-                    let _ = writeln!(
-                        out,
-                        "{ns}_request_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "{ns}_request_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-                    );
-                }
-            }
-        }
-        let _ = writeln!(
-            out,
-            "{ns}_request_seconds_sum {}\n{ns}_request_seconds_count {cumulative}",
-            self.latency_sum_seconds
-        );
-        out
-    }
-}
-
 impl<M> fmt::Debug for Batcher<M>
 where
     M: Module,
@@ -317,7 +231,10 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batcher")
             .field("streams", &self.module.num_streams())
+            .field("name", &self.shared.name)
             .field("max_batch", &self.shared.max_batch)
+            .field("max_batch_tokens", &self.shared.max_batch_tokens)
+            .field("tokens", &self.shared.tokens.is_some())
             .field("max_wait", &self.shared.max_wait)
             .field("queue_capacity", &self.shared.capacity)
             .finish_non_exhaustive()
@@ -335,8 +252,11 @@ where
         BatcherBuilder {
             module,
             max_batch: 32,
+            max_batch_tokens: None,
+            tokens: None,
             max_wait: Duration::ZERO,
             capacity: 1024,
+            name: DEFAULT_NAME.to_owned(),
         }
     }
 
@@ -345,12 +265,12 @@ where
     ///
     /// The future resolves to [`Error::Overloaded`] at once when the queue is full,
     /// [`Error::Shutdown`] after shutdown, [`Error::EmptyBatch`] or a [`Batch`] error for an
-    /// input without rows along dim 0, or the model's error for this request.
+    /// input without rows along dim 0, [`Error::Panicked`] when the builder's
+    /// [`tokens`](BatcherBuilder::tokens) function panics on it, or the model's error for
+    /// this request.
     pub fn infer(&self, input: M::Input) -> TaskFuture<M::Output> {
-        let rows = match input.batch_size(&Hint::Dim(0)) {
-            Ok(Some(0)) => return TaskFuture::failed(Error::EmptyBatch),
-            Ok(Some(rows)) => rows,
-            Ok(None) => return TaskFuture::failed(Error::NoSplitDim { hint: Hint::Dim(0) }),
+        let (rows, len) = match self.shared.measure(&input) {
+            Ok(measured) => measured,
             Err(e) => return TaskFuture::failed(e),
         };
         let shared = &*self.shared;
@@ -362,26 +282,56 @@ where
             shared.purge();
             if !shared.reserve() {
                 shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                shared.telemetry.rejected();
                 return TaskFuture::failed(Error::Overloaded {
                     capacity: shared.capacity,
                 });
             }
         }
+        self.send(input, rows, len)
+    }
+
+    /// Queues a request for which a place is reserved already (see
+    /// [`BatcherService`]); the place is released if the request is refused.
+    #[cfg(feature = "tower")]
+    fn infer_reserved(&self, input: M::Input) -> TaskFuture<M::Output> {
+        let shared = &*self.shared;
+        let measured = match shared.measure(&input) {
+            Ok(_) if shared.closed.load(Ordering::Acquire) => Err(Error::Shutdown),
+            other => other,
+        };
+        match measured {
+            Ok((rows, len)) => self.send(input, rows, len),
+            Err(e) => {
+                shared.release(1);
+                TaskFuture::failed(e)
+            }
+        }
+    }
+
+    /// Sends a request that holds a place to the serve loops.
+    fn send(&self, input: M::Input, rows: usize, len: usize) -> TaskFuture<M::Output> {
+        let shared = &*self.shared;
         let (reply, rx) = oneshot::channel();
         let request = Request {
             input,
             ticket: Ticket {
                 rows,
+                len,
                 reply,
                 enqueued: Instant::now(),
+                queued: shared
+                    .telemetry
+                    .queued(rows, shared.tokens.is_some().then_some(len)),
             },
         };
         if self.intake.send(request).is_err() {
             // Not while `shared`, which holds the receiver, lives; the reply sender is dropped.
-            shared.places.len.fetch_sub(1, Ordering::Release);
+            shared.release(1);
             return TaskFuture::pending(rx, None);
         }
         shared.places.accepted.fetch_add(1, Ordering::Relaxed);
+        shared.telemetry.accepted();
         shared.announce();
         TaskFuture::pending(rx, None)
     }
@@ -394,20 +344,17 @@ where
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> BatcherStats {
-        let c = &self.shared.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        BatcherStats {
-            queue_depth: self.shared.places.len.load(Ordering::Acquire),
-            accepted: load(&self.shared.places.accepted),
-            rejected: load(&c.rejected),
-            cancelled: load(&c.cancelled),
-            completed: load(&c.completed),
-            failed: load(&c.failed),
-            batches: load(&c.batches),
-            batch_sizes: c.batch_sizes.iter().map(load).collect(),
-            latency_buckets: c.latency_buckets.iter().map(load).collect(),
-            latency_sum_seconds: load(&c.latency_micros) as f64 / 1e6,
-        }
+        let shared = &*self.shared;
+        shared.counters.snapshot(
+            &shared.name,
+            shared.places.len.load(Ordering::Acquire),
+            shared.places.accepted.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The batcher's name (see [`BatcherBuilder::name`]).
+    pub fn name(&self) -> &str {
+        &self.shared.name
     }
 }
 
@@ -433,7 +380,10 @@ where
             self.shared.drain(&mut queue);
             queue.requests.clear();
             queue.rows = 0;
+            queue.tokens = 0;
             self.shared.places.len.store(0, Ordering::Release);
+            #[cfg(feature = "tower")]
+            self.shared.ready.wake_all();
         }
     }
 }
@@ -460,6 +410,50 @@ where
         // No code that can panic runs while the lock is held (model and `Batch` code run
         // outside it), so a poisoned lock still guards a consistent queue.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request's rows along dim 0 and padded length per row (0 without a token function).
+    fn measure(&self, input: &M::Input) -> Result<(usize, usize)> {
+        let rows = match input.batch_size(&Hint::Dim(0)) {
+            Ok(Some(0)) => return Err(Error::EmptyBatch),
+            Ok(Some(rows)) => rows,
+            Ok(None) => return Err(Error::NoSplitDim { hint: Hint::Dim(0) }),
+            Err(e) => return Err(e),
+        };
+        let len = match &self.tokens {
+            None => 0,
+            Some(tokens) => {
+                panic::catch_unwind(AssertUnwindSafe(|| tokens(input))).map_err(|payload| {
+                    Error::Panicked(format!(
+                        "the batcher's tokens function: {}",
+                        panic_message(payload.as_ref())
+                    ))
+                })?
+            }
+        };
+        Ok((rows, len))
+    }
+
+    /// Frees `n` places (requests taken, removed or refused after all) and wakes the tasks
+    /// waiting for one.
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.places.len.fetch_sub(n, Ordering::Release);
+        #[cfg(feature = "tower")]
+        self.ready.released();
+    }
+
+    /// Frees the places of `n` requests removed because their callers left, and counts them.
+    fn cancelled(&self, n: usize) {
+        if n > 0 {
+            self.release(n);
+            self.counters
+                .cancelled
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.telemetry.cancelled(n);
+        }
     }
 
     /// Reserves a place for one request; `false` when the queue is full.
@@ -518,8 +512,7 @@ where
         fence(Ordering::SeqCst);
         let queue = &mut *queue;
         while let Ok(request) = queue.intake.try_recv() {
-            queue.rows += request.ticket.rows;
-            queue.requests.push_back(request);
+            queue.push(request);
         }
     }
 
@@ -567,9 +560,13 @@ where
             }
         }
         let _serving = Serving(SERVING.with(|s| s.replace(self as *const Self as usize)));
+        let index = crate::context::current_stream().map_or(0, |s| s.index());
+        let telemetry = self.telemetry.stream(index);
         loop {
             match self.next_work(exec) {
-                Work::Batch(batch) => self.run(exec, batch),
+                // Empty when every request taken had been cancelled meanwhile.
+                Work::Batch(batch) if batch.is_empty() => {}
+                Work::Batch(batch) => self.run(exec, &telemetry, batch),
                 Work::Direct => exec.run_queued(),
                 Work::Closed => break,
             }
@@ -622,7 +619,8 @@ where
                 let timeout = if let Some(oldest) = queue.requests.front() {
                     let due = oldest.ticket.enqueued + self.max_wait;
                     let now = Instant::now();
-                    let full = queue.rows >= self.max_batch;
+                    let full = queue.rows >= self.max_batch
+                        || self.max_batch_tokens.is_some_and(|t| queue.tokens >= t);
                     if full && !purged && !closed && now < due {
                         // Full before its time: count only the rows of callers still there.
                         self.drop_cancelled(&mut queue);
@@ -632,6 +630,8 @@ where
                     if full || closed || now >= due {
                         let batch = self.take(&mut queue);
                         self.leave(&queue);
+                        self.telemetry
+                            .queue_depth(self.places.len.load(Ordering::Relaxed));
                         return Work::Batch(batch);
                     }
                     // Lingering for a fuller batch: sleep until due or the next arrival.
@@ -672,8 +672,7 @@ where
     fn received(&self, queue: &mut Queue<M>) -> bool {
         match queue.intake.try_recv() {
             Ok(request) => {
-                queue.rows += request.ticket.rows;
-                queue.requests.push_back(request);
+                queue.push(request);
                 true
             }
             Err(_) => false,
@@ -687,131 +686,181 @@ where
             if !front.ticket.reply.is_canceled() {
                 break;
             }
-            queue.rows -= front.ticket.rows;
-            queue.requests.pop_front();
+            if let Some(request) = queue.requests.pop_front() {
+                queue.removed(&request.ticket);
+            }
             gone += 1;
         }
-        if gone > 0 {
-            self.places.len.fetch_sub(gone, Ordering::Release);
-            self.counters
-                .cancelled
-                .fetch_add(gone as u64, Ordering::Relaxed);
-        }
+        self.cancelled(gone);
     }
 
     /// Removes every request whose caller has left. It looks at each queued request, so it
     /// runs only where the answer changes a decision: a full queue, a batch full early.
     fn drop_cancelled(&self, queue: &mut Queue<M>) {
         let before = queue.requests.len();
-        let mut rows = 0;
+        let (mut rows, mut tokens) = (0, 0);
         queue.requests.retain(|r| {
             let keep = !r.ticket.reply.is_canceled();
             if keep {
                 rows += r.ticket.rows;
+                tokens += r.ticket.tokens();
             }
             keep
         });
         queue.rows = rows;
-        let gone = before - queue.requests.len();
-        if gone > 0 {
-            self.places.len.fetch_sub(gone, Ordering::Release);
-            self.counters
-                .cancelled
-                .fetch_add(gone as u64, Ordering::Relaxed);
-        }
+        queue.tokens = tokens;
+        self.cancelled(before - queue.requests.len());
     }
 
-    /// Takes live requests from the front while they fit in `max_batch` rows (always at least
-    /// one when a live one is queued), removing those whose callers have left on the way.
+    /// Takes the next batch: with a token function, grouped by length within the limits (see
+    /// [`select`]); without, live requests from the front while they fit in `max_batch` rows.
+    /// Always at least one when a live one is queued; requests whose callers have left are
+    /// removed on the way.
     fn take(&self, queue: &mut Queue<M>) -> Vec<Request<M>> {
+        if self.tokens.is_some() {
+            return self.take_grouped(queue);
+        }
         let mut batch = Vec::new();
         let mut rows = 0;
         let mut gone = 0;
         while let Some(next) = queue.requests.front() {
-            if next.ticket.reply.is_canceled() {
-                queue.rows -= next.ticket.rows;
-                queue.requests.pop_front();
-                gone += 1;
-                continue;
-            }
-            if !batch.is_empty() && rows + next.ticket.rows > self.max_batch {
+            let cancelled = next.ticket.reply.is_canceled();
+            if !cancelled && !batch.is_empty() && rows + next.ticket.rows > self.max_batch {
                 break;
             }
-            rows += next.ticket.rows;
-            queue.rows -= next.ticket.rows;
-            batch.extend(queue.requests.pop_front());
+            let Some(next) = queue.requests.pop_front() else {
+                break;
+            };
+            queue.removed(&next.ticket);
+            if cancelled {
+                gone += 1;
+            } else {
+                rows += next.ticket.rows;
+                batch.push(next);
+            }
         }
-        self.places
-            .len
-            .fetch_sub(batch.len() + gone, Ordering::Release);
-        if gone > 0 {
-            self.counters
-                .cancelled
-                .fetch_add(gone as u64, Ordering::Relaxed);
+        self.release(batch.len());
+        self.cancelled(gone);
+        batch
+    }
+
+    /// [`take`](Self::take) with a token function: looks at the first [`select::SCAN`] queued
+    /// requests, lets [`select::choose`] pick the batch, and puts the others back in order.
+    fn take_grouped(&self, queue: &mut Queue<M>) -> Vec<Request<M>> {
+        let n = queue.requests.len().min(select::SCAN);
+        let mut window: Vec<Request<M>> = queue.requests.drain(..n).collect();
+        for request in &window {
+            queue.removed(&request.ticket);
         }
+        let before = window.len();
+        window.retain(|r| !r.ticket.reply.is_canceled());
+        let gone = before - window.len();
+        let candidates: Vec<(usize, usize)> = window
+            .iter()
+            .map(|r| (r.ticket.rows, r.ticket.len))
+            .collect();
+        let limits = Limits {
+            max_rows: self.max_batch,
+            max_tokens: self.max_batch_tokens.unwrap_or(usize::MAX),
+        };
+        let mut chosen = select::choose(&candidates, limits).into_iter().peekable();
+        let mut batch = Vec::new();
+        let mut rest = Vec::with_capacity(window.len());
+        for (i, request) in window.into_iter().enumerate() {
+            if chosen.next_if_eq(&i).is_some() {
+                batch.push(request);
+            } else {
+                rest.push(request);
+            }
+        }
+        for request in rest.into_iter().rev() {
+            queue.rows += request.ticket.rows;
+            queue.tokens += request.ticket.tokens();
+            queue.requests.push_front(request);
+        }
+        self.release(batch.len());
+        self.cancelled(gone);
         batch
     }
 
     /// Counts the answers, then sends them: a caller that has its answer sees it counted. One
     /// update of each shared counter per batch, not per request.
-    fn answer(&self, answers: Vec<(Ticket<M>, Result<M::Output>)>) {
-        let c = &self.counters;
+    fn answer(
+        &self,
+        telemetry: &StreamTelemetry<'_>,
+        answers: Vec<(Ticket<M>, Result<M::Output>)>,
+    ) {
         let now = Instant::now();
-        let mut completed = 0;
-        let mut micros = 0;
-        let mut buckets = [0u64; LATENCY_BUCKETS.len() + 1];
-        for (ticket, result) in &answers {
-            completed += u64::from(result.is_ok());
-            let latency = now.saturating_duration_since(ticket.enqueued);
-            let secs = latency.as_secs_f64();
-            let bucket = LATENCY_BUCKETS
-                .iter()
-                .position(|&le| secs <= le)
-                .unwrap_or(LATENCY_BUCKETS.len());
-            buckets[bucket] += 1;
-            micros += latency.as_micros() as u64;
-        }
-        let add = |counter: &AtomicU64, n: u64| {
-            if n > 0 {
-                counter.fetch_add(n, Ordering::Relaxed);
-            }
+        let outcomes = || {
+            answers.iter().map(move |(ticket, result)| {
+                (
+                    now.saturating_duration_since(ticket.enqueued),
+                    result.is_ok(),
+                )
+            })
         };
-        add(&c.completed, completed);
-        add(&c.failed, answers.len() as u64 - completed);
-        for (counter, n) in c.latency_buckets.iter().zip(buckets) {
-            add(counter, n);
-        }
-        add(&c.latency_micros, micros);
+        self.counters.answers(outcomes());
+        telemetry.answered(outcomes());
         for (ticket, result) in answers {
             // The caller may have gone meanwhile: the result is discarded.
             let _ = ticket.reply.send(result);
         }
     }
 
-    /// Runs one batch on this stream thread and answers its requests.
-    fn run(&self, exec: &Executor<'_, M>, batch: Vec<Request<M>>) {
-        let c = &self.counters;
-        c.batches.fetch_add(1, Ordering::Relaxed);
-        let slot = (batch.len() - 1).min(c.batch_sizes.len() - 1);
-        c.batch_sizes[slot].fetch_add(1, Ordering::Relaxed);
-        if batch.len() == 1 {
-            for Request { input, ticket } in batch {
-                let result = exec.forward(input);
-                self.answer(vec![(ticket, result)]);
+    /// Runs one (non-empty) batch on this stream thread and answers its requests.
+    fn run(&self, exec: &Executor<'_, M>, telemetry: &StreamTelemetry<'_>, batch: Vec<Request<M>>) {
+        let now = Instant::now();
+        let rows: usize = batch.iter().map(|r| r.ticket.rows).sum();
+        let longest = batch.iter().map(|r| r.ticket.len).max().unwrap_or(0);
+        let shape = BatchShape {
+            requests: batch.len(),
+            rows,
+            tokens: select::cost(rows, longest),
+            unpadded: batch.iter().map(|r| r.ticket.tokens()).sum(),
+        };
+        self.counters.batch(shape);
+        let scope = telemetry.batch(shape);
+        let (inputs, tickets): (Vec<M::Input>, Vec<Ticket<M>>) = batch
+            .into_iter()
+            .map(|mut r| {
+                let waited = now.saturating_duration_since(r.ticket.enqueued);
+                telemetry.taken(std::mem::take(&mut r.ticket.queued), waited);
+                (r.input, r.ticket)
+            })
+            .unzip();
+        self.run_batch(exec, telemetry, shape, inputs, tickets);
+        telemetry.batch_done(scope);
+    }
+
+    fn run_batch(
+        &self,
+        exec: &Executor<'_, M>,
+        telemetry: &StreamTelemetry<'_>,
+        shape: BatchShape,
+        mut inputs: Vec<M::Input>,
+        tickets: Vec<Ticket<M>>,
+    ) {
+        if tickets.len() == 1 {
+            if let (Some(input), Some(ticket)) = (inputs.pop(), tickets.into_iter().next()) {
+                let result = telemetry.run(shape, || exec.forward(input));
+                self.answer(telemetry, vec![(ticket, result)]);
             }
             return;
         }
-        let sizes: Vec<usize> = batch.iter().map(|r| r.ticket.rows).collect();
-        let (inputs, tickets): (Vec<M::Input>, Vec<Ticket<M>>) =
-            batch.into_iter().map(|r| (r.input, r.ticket)).unzip();
+        let sizes: Vec<usize> = tickets.iter().map(|t| t.rows).collect();
         // Copies to rerun one by one if the batch as a whole fails.
         let copies = inputs.clone();
         let n = tickets.len();
         // `exec.forward` catches the model's panics; this catches those of `Batch` code.
         let parts = panic::catch_unwind(AssertUnwindSafe(|| {
-            M::Input::concat(inputs, &Hint::Dim(0))
-                .and_then(|stacked| exec.forward(stacked))
-                .and_then(|out| out.split(&Hint::Dim(0), &sizes))
+            telemetry
+                .form(shape, || M::Input::concat(inputs, &Hint::Dim(0)))
+                .and_then(|stacked| {
+                    telemetry.run(shape, || {
+                        exec.forward(stacked)
+                            .and_then(|out| out.split(&Hint::Dim(0), &sizes))
+                    })
+                })
                 .and_then(|parts| {
                     if parts.len() == n {
                         Ok(parts)
@@ -825,15 +874,29 @@ where
         }))
         .unwrap_or_else(|payload| Err(Error::Panicked(panic_message(payload.as_ref()))));
         match parts {
-            Ok(parts) => self.answer(tickets.into_iter().zip(parts.into_iter().map(Ok)).collect()),
+            Ok(parts) => self.answer(
+                telemetry,
+                tickets.into_iter().zip(parts.into_iter().map(Ok)).collect(),
+            ),
             // One bad request must not fail its neighbours: run each alone.
             Err(_) => {
                 for (ticket, input) in tickets.into_iter().zip(copies) {
                     if ticket.reply.is_canceled() {
+                        // Its caller left while the batch ran: counted as cancelled (its place
+                        // was freed when it was taken), so that accepted = completed + failed +
+                        // cancelled (found by benches/soak.rs).
+                        self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                        self.telemetry.cancelled(1);
                         continue;
                     }
-                    let result = exec.forward(input);
-                    self.answer(vec![(ticket, result)]);
+                    let one = BatchShape {
+                        requests: 1,
+                        rows: ticket.rows,
+                        tokens: ticket.tokens(),
+                        unpadded: ticket.tokens(),
+                    };
+                    let result = telemetry.run(one, || exec.forward(input));
+                    self.answer(telemetry, vec![(ticket, result)]);
                 }
             }
         }
@@ -845,14 +908,20 @@ where
 pub struct BatcherBuilder<M: Module> {
     module: MultiStreamModule<M>,
     max_batch: usize,
+    max_batch_tokens: Option<usize>,
+    tokens: Option<TokenFn<M::Input>>,
     max_wait: Duration,
     capacity: usize,
+    name: String,
 }
 
 impl<M: Module> fmt::Debug for BatcherBuilder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatcherBuilder")
+            .field("name", &self.name)
             .field("max_batch", &self.max_batch)
+            .field("max_batch_tokens", &self.max_batch_tokens)
+            .field("tokens", &self.tokens.is_some())
             .field("max_wait", &self.max_wait)
             .field("queue_capacity", &self.capacity)
             .finish_non_exhaustive()
@@ -868,6 +937,56 @@ where
     /// Most rows in one batch (default 32). A single request larger than this runs alone.
     pub fn max_batch(mut self, rows: usize) -> Self {
         self.max_batch = rows;
+        self
+    }
+
+    /// Most tokens in one batch (default: no budget): a batch costs its rows x the longest
+    /// padded length among its requests, as the [`tokens`](Self::tokens) function measures
+    /// them, and no batch formed costs more than this, nor has more than
+    /// [`max_batch`](Self::max_batch) rows. A single request whose own cost exceeds the budget
+    /// runs alone (it is never starved). Needs a [`tokens`](Self::tokens) function.
+    ///
+    /// ```
+    /// use corestream::ndarray::Array2;
+    /// use corestream::{module_fn, Batcher, CpuPool, MultiStreamModule};
+    ///
+    /// // Each row: token ids padded with 0; its length is the count of non-zero ids.
+    /// let model = module_fn(|ids: Array2<i64>| Ok(ids.mapv(|t| t as f32)));
+    /// let msm = MultiStreamModule::builder(model).pool(CpuPool::all()?).build()?;
+    /// let batcher = Batcher::builder(msm)
+    ///     .name("encoder")
+    ///     .max_batch(32)
+    ///     .max_batch_tokens(2048)
+    ///     .tokens(|ids: &Array2<i64>| ids.ncols())
+    ///     .build()?;
+    /// let y = batcher.infer(Array2::from_elem((2, 5), 7)).wait()?;
+    /// assert_eq!(y.dim(), (2, 5));
+    /// # Ok::<(), corestream::Error>(())
+    /// ```
+    pub fn max_batch_tokens(mut self, tokens: usize) -> Self {
+        self.max_batch_tokens = Some(tokens);
+        self
+    }
+
+    /// The padded length of one row of a request (e.g. its longest text's token count), for
+    /// the token budget ([`max_batch_tokens`](Self::max_batch_tokens)) and for grouping.
+    ///
+    /// With this function set, a stream forming a batch always takes the oldest waiting
+    /// request first (no request starves), then fills the batch from the next 256 queued
+    /// requests, those whose length is closest to the oldest's first, so that requests of
+    /// similar length batch together and padding stays low. Without it, batches take the
+    /// queue's requests in order. It runs on the caller's thread in
+    /// [`Batcher::infer`]; a panic in it fails that request with [`Error::Panicked`].
+    pub fn tokens(mut self, f: impl Fn(&M::Input) -> usize + Send + Sync + 'static) -> Self {
+        self.tokens = Some(Arc::new(f));
+        self
+    }
+
+    /// The batcher's name: the `model` label of its metrics (feature `metrics`), the `batcher`
+    /// field of its spans (feature `tracing`) and [`BatcherStats::name`] (default
+    /// `"batcher"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -889,7 +1008,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a zero `max_batch` or `queue_capacity`,
+    /// [`Error::InvalidConfig`] for a zero `max_batch`, `queue_capacity` or
+    /// `max_batch_tokens`, or a `max_batch_tokens` without a `tokens` function;
     /// [`Error::Shutdown`] when a stream has stopped.
     pub fn build(self) -> Result<Batcher<M>> {
         if self.max_batch == 0 || self.capacity == 0 {
@@ -898,12 +1018,27 @@ where
                 self.max_batch, self.capacity
             )));
         }
+        match (self.max_batch_tokens, self.tokens.is_some()) {
+            (Some(0), _) => {
+                return Err(Error::InvalidConfig(
+                    "max_batch_tokens must be at least 1".to_owned(),
+                ))
+            }
+            (Some(budget), false) => {
+                return Err(Error::InvalidConfig(format!(
+                    "max_batch_tokens ({budget}) needs a tokens function \
+                     (BatcherBuilder::tokens) to measure requests by"
+                )))
+            }
+            _ => {}
+        }
         let (intake, received) = mpsc::channel();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 intake: received,
                 requests: VecDeque::with_capacity(self.capacity.min(4096)),
                 rows: 0,
+                tokens: 0,
             }),
             arrived: Condvar::new(),
             places: CachePadded::default(),
@@ -916,12 +1051,15 @@ where
             loops: Mutex::new(0),
             loop_ended: Condvar::new(),
             max_batch: self.max_batch,
+            max_batch_tokens: self.max_batch_tokens,
+            tokens: self.tokens,
             max_wait: self.max_wait,
             capacity: self.capacity,
-            counters: Counters {
-                batch_sizes: (0..self.max_batch).map(|_| AtomicU64::new(0)).collect(),
-                ..Counters::default()
-            },
+            counters: Counters::new(self.max_batch),
+            telemetry: Telemetry::new(&self.name, self.module.num_streams()),
+            name: self.name,
+            #[cfg(feature = "tower")]
+            ready: service::ReadyWaiters::default(),
         });
         let module = Arc::new(self.module);
         // Jobs submitted to the streams directly wake the loops that sleep (the module is still
