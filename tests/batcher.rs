@@ -1,5 +1,6 @@
 //! Batcher: batch-size bound, max_wait, routing under random arrival (proptest), backpressure,
-//! cancellation, failure isolation, shutdown drain, counters.
+//! cancellation, failure isolation, shutdown drain, counters, several batchers in one Prometheus
+//! exposition.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -521,4 +522,61 @@ fn a_module_that_parks_at_once_serves_batches() {
     });
     assert_eq!(b.stats().completed, 200);
     assert_eq!(model.batches.lock().unwrap().iter().sum::<usize>(), 200);
+}
+
+/// Several batchers, two of them with one name, in one exposition: each family's HELP and
+/// TYPE once, each series once (the same name summed), labelled by model.
+#[test]
+fn prometheus_many_has_no_duplicate_families_or_series() {
+    let named = |name: &str| {
+        let (model, _) = recorder(false);
+        let pool = CpuPool::all().unwrap();
+        let msm = MultiStreamModule::builder(model)
+            .pool(pool)
+            .num_streams(Streams::Count(1))
+            .build()
+            .unwrap();
+        Batcher::builder(msm)
+            .name(name)
+            .max_batch(4)
+            .build()
+            .unwrap()
+    };
+    let (a, b, c) = (named("minilm"), named("minilm"), named("resnet \"18\""));
+    a.infer(row(1.0)).wait().unwrap();
+    b.infer(row(2.0)).wait().unwrap();
+    b.infer(row(3.0)).wait().unwrap();
+    c.infer(array![[1.0f32]]).wait().unwrap_err();
+    let stats = [a.stats(), b.stats(), c.stats()];
+    let text = corestream::BatcherStats::prometheus_many("cs", &stats);
+    let mut families = std::collections::BTreeSet::new();
+    let mut series = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            assert!(
+                families.insert(rest.to_owned()),
+                "repeated {line:?} in\n{text}"
+            );
+        } else {
+            let (key, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line:?}");
+            assert!(
+                series.insert(key.to_owned()),
+                "repeated series {key:?} in\n{text}"
+            );
+        }
+    }
+    for needle in [
+        "cs_requests_completed_total{model=\"minilm\"} 3\n",
+        "cs_requests_failed_total{model=\"resnet \\\"18\\\"\"} 1\n",
+        "cs_batch_size_bucket{model=\"minilm\",le=\"1\"} 3\n",
+        "cs_request_seconds_count{model=\"minilm\"} 3\n",
+        "# TYPE cs_request_seconds histogram\n",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    // One batcher's own text, concatenated twice, is what this avoids.
+    let twice = stats[0].prometheus("cs") + &stats[1].prometheus("cs");
+    assert_eq!(twice.matches("# TYPE cs_batches_total counter").count(), 2);
+    assert_eq!(text.matches("# TYPE cs_batches_total counter").count(), 1);
 }
