@@ -5,12 +5,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::channel::oneshot;
 use pin_project::pin_project;
 
 use crate::error::{Error, Result};
 use crate::idle;
 use crate::pool::CpuPool;
+use crate::sync::oneshot;
 
 /// The pending result of one submission: a `Future` for async code and [`wait`](Self::wait)
 /// for sync code (IPEX's `FutureTensor.get()`).

@@ -61,7 +61,7 @@ pub(crate) fn block_on<F: Future + Unpin>(mut future: F, window: Duration) -> F:
     });
     match polled {
         Some(out) => out,
-        None => futures_lite::future::block_on(future),
+        None => crate::sync::block_on(future),
     }
 }
 

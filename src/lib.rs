@@ -72,6 +72,7 @@ mod context;
 mod future;
 mod idle;
 mod stream;
+mod sync;
 mod task;
 // Model and service.
 pub mod batch;

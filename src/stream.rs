@@ -17,13 +17,10 @@
 use std::cell::RefCell;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use futures::channel::oneshot;
 
 use crate::affinity;
 use crate::context::{self, StreamInfo};
@@ -32,6 +29,9 @@ use crate::future::TaskFuture;
 use crate::idle;
 use crate::module::Module;
 use crate::pool::CpuPool;
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{mpsc, oneshot, Mutex};
 
 /// How a stream thread is set up.
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ impl<M: Module> Stream<M> {
     /// Starts the thread, pins it, builds its intra-op pool, and waits until it is ready.
     pub(crate) fn spawn(model: Arc<M>, config: StreamConfig) -> Result<Stream<M>> {
         let (tx, rx) = mpsc::channel::<Job<M>>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let counters = Arc::new(Counters::default());
         let worker = Worker {
             model,
@@ -240,7 +240,7 @@ struct Worker<M: Module> {
 }
 
 impl<M: Module> Worker<M> {
-    fn run(self, ready: mpsc::SyncSender<Result<()>>) {
+    fn run(self, ready: mpsc::Sender<Result<()>>) {
         let cpus = self.config.pool.cpus().to_vec();
         // Pinned, then the stream's OpenMP team (if the process has a runtime) sized and bound.
         if let Err(e) =

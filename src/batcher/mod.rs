@@ -45,7 +45,6 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use futures::channel::oneshot;
 
 use crate::batch::{Batch, Hint};
 use crate::error::{Error, Result};
@@ -54,6 +53,7 @@ use crate::idle;
 use crate::module::{Infer, Module};
 use crate::multi_stream::MultiStreamModule;
 use crate::stream::{panic_message, Executor, WakeHook};
+use crate::sync::oneshot;
 
 mod select;
 #[cfg(feature = "tower")]
