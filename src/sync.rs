@@ -18,7 +18,7 @@
 //! dropped unused).
 
 #[cfg(not(corestream_loom))]
-pub(crate) use std::sync::Mutex;
+pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[cfg(corestream_loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
@@ -28,7 +28,7 @@ pub(crate) mod atomic {
     #[cfg(corestream_loom)]
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
     #[cfg(not(corestream_loom))]
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 }
 
 /// Threads: the stream threads and their handles.
@@ -38,10 +38,6 @@ pub(crate) mod thread {
     #[cfg(not(corestream_loom))]
     pub(crate) use std::thread::{current, Builder, JoinHandle};
 }
-
-/// `thread_local!`: loom's threads share one OS thread, so state per thread must be loom's.
-#[cfg(corestream_loom)]
-pub(crate) use loom::thread_local;
 
 /// Multi-producer, single-consumer channels (`std::sync::mpsc`'s API).
 #[cfg(not(corestream_loom))]

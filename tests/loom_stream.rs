@@ -10,39 +10,16 @@
 //! Each model prints the number of interleavings it explored.
 #![cfg(corestream_loom)]
 
-use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corestream::{module_fn, BoxError, CpuPool, Error, Module, StreamStats, Task};
+use corestream::{module_fn, BoxError, Error, Module, StreamStats, Task};
 use futures::FutureExt;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Condvar, Mutex};
 
-/// Runs `model` under loom (preemption bound `LOOM_MAX_PREEMPTIONS`, default 3) and prints how
-/// many interleavings it explored.
-fn check(name: &str, model: impl Fn() + Sync + Send + 'static) {
-    let iterations = Arc::new(StdAtomicUsize::new(0));
-    let counted = Arc::clone(&iterations);
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(3);
-    builder.check(move || {
-        counted.fetch_add(1, StdOrdering::Relaxed);
-        model();
-    });
-    println!(
-        "loom model {name}: {} interleavings (preemption bound {:?})",
-        iterations.load(StdOrdering::Relaxed),
-        builder.preemption_bound
-    );
-}
-
-/// The process's CPUs, read once (topology detection is not what is being checked).
-fn pool() -> CpuPool {
-    static POOL: std::sync::OnceLock<CpuPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| CpuPool::all().expect("pool of all cpus"))
-        .clone()
-}
+mod loom_support;
+use loom_support::{check, pool};
 
 /// A task for a model: no idle polling (loom has no clock) and no intra-op pool (rayon's
 /// threads are not loom's).
@@ -107,7 +84,7 @@ impl Module for Gated {
 
 #[test]
 fn submit_and_reply_from_two_callers() {
-    check("submit/reply, 2 callers", || {
+    check("submit/reply, 2 callers", 3, || {
         let task = task(module_fn(|x: u32| Ok(x + 100)));
         let other = task.clone();
         let caller = loom::thread::spawn(move || other.submit(3).wait());
@@ -124,7 +101,7 @@ fn submit_and_reply_from_two_callers() {
 
 #[test]
 fn model_error_reaches_its_caller_and_is_counted() {
-    check("reply with a model error", || {
+    check("reply with a model error", 3, || {
         let task = task(module_fn(|x: i32| {
             if x < 0 {
                 Err(format!("negative {x}").into())
@@ -142,7 +119,7 @@ fn model_error_reaches_its_caller_and_is_counted() {
 
 #[test]
 fn future_dropped_before_its_job_starts_is_skipped() {
-    check("skip-if-dropped (dropped before start)", || {
+    check("skip-if-dropped (dropped before start)", 3, || {
         let gated = Gated::new();
         let task = task(Arc::clone(&gated));
         let blocker = task.submit(0);
@@ -159,7 +136,7 @@ fn future_dropped_before_its_job_starts_is_skipped() {
 
 #[test]
 fn future_dropped_while_its_job_may_start_runs_once_or_is_skipped() {
-    check("skip-if-dropped (racing the start)", || {
+    check("skip-if-dropped (racing the start)", 3, || {
         let gated = Gated::new();
         gated.open();
         let task = task(Arc::clone(&gated));
@@ -177,7 +154,7 @@ fn future_dropped_while_its_job_may_start_runs_once_or_is_skipped() {
 
 #[test]
 fn dropping_the_last_handle_answers_every_queued_job() {
-    check("drain-on-drop (last of two handles)", || {
+    check("drain-on-drop (last of two handles)", 3, || {
         let gated = Gated::new();
         gated.open();
         let task = task(Arc::clone(&gated));

@@ -40,8 +40,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
@@ -53,7 +52,8 @@ use crate::idle;
 use crate::module::{Infer, Module};
 use crate::multi_stream::MultiStreamModule;
 use crate::stream::{panic_message, Executor, WakeHook};
-use crate::sync::oneshot;
+use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{mpsc, oneshot, Condvar, Mutex, MutexGuard};
 
 mod select;
 #[cfg(feature = "tower")]
@@ -217,9 +217,16 @@ enum Work<M: Module> {
     Closed,
 }
 
+#[cfg(not(corestream_loom))]
 thread_local! {
     /// The batcher whose serve loop runs on this thread (its `Shared`'s address), if any.
     static SERVING: Cell<usize> = const { Cell::new(0) };
+}
+
+// loom's threads share one OS thread: the same, per loom thread (see `crate::sync`).
+#[cfg(corestream_loom)]
+loom::thread_local! {
+    static SERVING: Cell<usize> = Cell::new(0);
 }
 
 impl<M> fmt::Debug for Batcher<M>
@@ -612,10 +619,13 @@ where
                     self.leave(&queue);
                     return Work::Direct;
                 }
+                // Read before the drain: once closed nobody sends any more, so a drain after
+                // seeing `closed` finds every request sent before the close. (Read after it,
+                // a request sent between the two was left in the intake and failed with
+                // `Shutdown`: found by tests/loom_batcher.rs.)
+                let closed = self.closed.load(Ordering::Acquire);
                 self.drain(&mut queue);
                 self.pop_cancelled(&mut queue);
-                // Once closed nobody sends any more, and the intake was just drained.
-                let closed = self.closed.load(Ordering::Acquire);
                 let timeout = if let Some(oldest) = queue.requests.front() {
                     let due = oldest.ticket.enqueued + self.max_wait;
                     let now = Instant::now();
