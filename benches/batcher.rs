@@ -20,8 +20,17 @@
 //! p50 and p99 over the rounds) and the ratios. Latency is measured by the caller, from just
 //! before `infer` to the answer.
 //!
+//! A second comparison, `mixed` (module [`mixed`]), measures token-budget batching against
+//! count-only batching on a mixed-length workload: one-row requests of 1 to 128 tokens
+//! (uniform), a model whose cost is proportional to rows x the batch's padded length, the
+//! same 64 callers and streams. Variants: `count` (`max_batch` 32, requests in arrival
+//! order), `grouped` (the same plus a `tokens` function: batches grouped by length) and
+//! `budget` (grouped, and `max_batch_tokens`, default 1024). It reports rows/s, p50/p99,
+//! mean batch rows and the share of padded tokens that was padding.
+//!
 //! Run: `cargo bench --bench batcher` (`-- --quick` for a short smoke run; `-- --secs S
-//! --rounds R` to choose).
+//! --rounds R` to choose; `-- --only feeder` or `-- --only mixed` for one comparison;
+//! `-- --budget T` for the token budget).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -203,6 +212,19 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    if only.as_deref() != Some("feeder") {
+        let budget = value("--budget").unwrap_or(1024.0) as usize;
+        mixed::compare(&rt, rounds, warmup, measure, budget);
+        if only.as_deref() == Some("mixed") {
+            return;
+        }
+        println!();
+    }
     println!(
         "batcher: {CALLERS} callers (tokio tasks, {cpus} workers), rows of {WIDTH} f32, x * 2, \
          {cpus} streams, max_batch {MAX_BATCH}, max_wait 0; {rounds} rounds of {secs} s"
@@ -260,6 +282,228 @@ fn main() {
         s50.as_secs_f64() / f50.as_secs_f64(),
         s99.as_secs_f64() / f99.as_secs_f64()
     );
+}
+
+/// Token-budget vs count-only batching on mixed lengths (see the file's docs).
+mod mixed {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use corestream::ndarray::{array, Array2};
+    use corestream::{Batcher, BoxError, CpuPool, Module, MultiStreamModule, Streams};
+
+    use super::{CALLERS, CAPACITY, MAX_BATCH};
+
+    /// Longest request, in tokens.
+    const MAX_LEN: usize = 128;
+    /// Multiply-adds per padded token: sets the model's cost per token.
+    const WORK_PER_TOKEN: usize = 64;
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Variant {
+        Count,
+        Grouped,
+        Budget,
+    }
+
+    impl Variant {
+        fn name(self) -> &'static str {
+            match self {
+                Variant::Count => "count",
+                Variant::Grouped => "grouped",
+                Variant::Budget => "budget",
+            }
+        }
+    }
+
+    /// Rows are `[caller, length]`; costs rows x the batch's longest length in arithmetic (as
+    /// a padded encoder does), counts padded and real tokens, answers x * 2.
+    #[derive(Default)]
+    struct Padded {
+        padded: AtomicU64,
+        real: AtomicU64,
+    }
+
+    impl Module for Padded {
+        type Input = Array2<f32>;
+        type Output = Array2<f32>;
+        fn forward(&self, x: Array2<f32>) -> Result<Array2<f32>, BoxError> {
+            let lens: Vec<usize> = x.column(1).iter().map(|&l| l as usize).collect();
+            let longest = lens.iter().copied().max().unwrap_or(0);
+            let mut acc = 0.0f32;
+            for r in 0..x.nrows() {
+                let v = x[[r, 0]];
+                for t in 0..longest * WORK_PER_TOKEN {
+                    acc = std::hint::black_box(acc.mul_add(0.999, v + t as f32));
+                }
+            }
+            std::hint::black_box(acc);
+            self.padded
+                .fetch_add((x.nrows() * longest) as u64, Ordering::Relaxed);
+            self.real
+                .fetch_add(lens.iter().sum::<usize>() as u64, Ordering::Relaxed);
+            Ok(x * 2.0)
+        }
+    }
+
+    struct Sample {
+        rows_per_sec: f64,
+        p50: Duration,
+        p99: Duration,
+        mean_batch: f64,
+        padding: f64,
+    }
+
+    fn round(
+        rt: &tokio::runtime::Runtime,
+        variant: Variant,
+        warmup: Duration,
+        measure: Duration,
+        budget: usize,
+    ) -> Sample {
+        let model = Arc::new(Padded::default());
+        let msm = MultiStreamModule::builder(Arc::clone(&model))
+            .pool(CpuPool::all().expect("CpuPool::all"))
+            .num_streams(Streams::Auto)
+            .build()
+            .expect("streams");
+        let mut builder = Batcher::builder(msm)
+            .name(variant.name())
+            .max_batch(MAX_BATCH)
+            .queue_capacity(CAPACITY);
+        if variant != Variant::Count {
+            builder = builder
+                .tokens(|x: &Array2<f32>| x.column(1).iter().fold(0, |m, &l| m.max(l as usize)));
+        }
+        if variant == Variant::Budget {
+            builder = builder.max_batch_tokens(budget);
+        }
+        let batcher = Arc::new(builder.build().expect("batcher"));
+        let (n, mut latencies) = rt.block_on({
+            let batcher = Arc::clone(&batcher);
+            async move {
+                let start = Instant::now() + warmup;
+                let end = start + measure;
+                let handles: Vec<_> = (0..CALLERS)
+                    .map(|caller| {
+                        let batcher = Arc::clone(&batcher);
+                        tokio::spawn(async move {
+                            // A small LCG per caller: lengths uniform in 1..=MAX_LEN.
+                            let mut seed = caller as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
+                            let mut latencies = Vec::with_capacity(1 << 14);
+                            loop {
+                                seed = seed
+                                    .wrapping_mul(6_364_136_223_846_793_005)
+                                    .wrapping_add(1_442_695_040_888_963_407);
+                                let len = 1 + (seed >> 33) as usize % MAX_LEN;
+                                let x = array![[caller as f32, len as f32]];
+                                let t0 = Instant::now();
+                                if t0 >= end {
+                                    break;
+                                }
+                                let y = batcher.infer(x.clone()).await.expect("answer");
+                                let t1 = Instant::now();
+                                assert_eq!(y, x * 2.0, "caller {caller} got another's row");
+                                if t0 >= start {
+                                    latencies.push(t1 - t0);
+                                }
+                            }
+                            latencies
+                        })
+                    })
+                    .collect();
+                let mut all = Vec::new();
+                for h in handles {
+                    all.extend(h.await.expect("caller"));
+                }
+                (all.len(), all)
+            }
+        });
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        let stats = batcher.stats();
+        let padded = model.padded.load(Ordering::Relaxed) as f64;
+        let real = model.real.load(Ordering::Relaxed) as f64;
+        Sample {
+            rows_per_sec: n as f64 / measure.as_secs_f64(),
+            p50: at(0.50),
+            p99: at(0.99),
+            mean_batch: stats.batch_rows as f64 / stats.batches.max(1) as f64,
+            padding: if padded > 0.0 {
+                1.0 - real / padded
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// Alternates the variants for `rounds` rounds; prints each round, the best of each and
+    /// the ratios to `count`.
+    pub fn compare(
+        rt: &tokio::runtime::Runtime,
+        rounds: usize,
+        warmup: Duration,
+        measure: Duration,
+        budget: usize,
+    ) {
+        let cpus = CpuPool::all().expect("CpuPool::all").len();
+        println!(
+            "mixed lengths: {CALLERS} callers, one-row requests of 1..={MAX_LEN} tokens \
+             (uniform), cost rows x padded length ({WORK_PER_TOKEN} mul-adds per token), \
+             {cpus} streams, max_batch {MAX_BATCH}, budget {budget} tokens; {rounds} rounds of \
+             {} s",
+            measure.as_secs_f64()
+        );
+        println!("| round | variant | rows/s | p50 us | p99 us | mean batch rows | padding |");
+        println!("|---|---|---|---|---|---|---|");
+        let variants = [Variant::Count, Variant::Grouped, Variant::Budget];
+        let mut results: Vec<(Variant, Sample)> = Vec::new();
+        for r in 0..rounds {
+            let mut order = variants;
+            order.rotate_left(r % variants.len());
+            for v in order {
+                let s = round(rt, v, warmup, measure, budget);
+                println!(
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1}% |",
+                    r + 1,
+                    v.name(),
+                    s.rows_per_sec,
+                    s.p50.as_secs_f64() * 1e6,
+                    s.p99.as_secs_f64() * 1e6,
+                    s.mean_batch,
+                    s.padding * 100.0
+                );
+                results.push((v, s));
+            }
+        }
+        let best = |v: Variant| {
+            let of = || results.iter().filter(move |(w, _)| *w == v).map(|(_, s)| s);
+            (
+                of().map(|s| s.rows_per_sec).fold(0.0, f64::max),
+                of().map(|s| s.p50).min().unwrap(),
+                of().map(|s| s.p99).min().unwrap(),
+            )
+        };
+        let (c_rate, c50, c99) = best(Variant::Count);
+        println!();
+        println!(
+            "| best of {rounds} | rows/s | p50 us | p99 us | rows/s vs count | p99 vs count |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for v in variants {
+            let (rate, p50, p99) = best(v);
+            println!(
+                "| {} | {rate:.0} | {:.0} | {:.0} | {:.2}x | {:.2}x |",
+                v.name(),
+                p50.as_secs_f64() * 1e6,
+                p99.as_secs_f64() * 1e6,
+                rate / c_rate,
+                p99.as_secs_f64() / c99.as_secs_f64()
+            );
+        }
+        let _ = c50;
+    }
 }
 
 /// The batcher as it was before the streams took their batches themselves: a copy of its
