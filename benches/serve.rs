@@ -1,23 +1,63 @@
 //! Load generator for the embedding service: C concurrent clients for T seconds against
-//! 127.0.0.1 only, first against corestream (Batcher over pinned streams), then against the
-//! naive baseline (the same model called per request through `tokio::task::spawn_blocking`: no
-//! batching, no pinning), in the same run. Reports requests/s and p50/p99 latency.
+//! 127.0.0.1 only, all parts in the same run.
 //!
-//! Run: `cargo bench --features tract --bench serve` (MiniLM-L3 when `models/` has been
-//! fetched, else the bundled TextNet). `CORESTREAM_LOAD_CLIENTS` (default 64),
-//! `CORESTREAM_LOAD_SECS` (default 10) and `CORESTREAM_LOAD_MAX_REQUESTS` (default 200000)
-//! bound the load; `CORESTREAM_LOAD_MAX_BATCH` sets the batcher's max_batch
-//! (default 16: the best of 4, 8, 16, 32, 64 for MiniLM-L3 on 2 CPUs);
-//! `CORESTREAM_LOAD_STREAMS` the stream count (default: one per CPU). `CORESTREAM_BACKEND`
-//! (`ort`, `tract` or `auto`, as the server's `--backend`) picks the inference backend for both
-//! servers; the default is `ort` when the ONNX Runtime library is found, else `tract` with one
-//! note on stderr. ONNX Runtime needs feature `ort`:
-//! `cargo bench --features tract,ort --bench serve`.
+//! Part 1, short sentences (`POST /embed {"inputs": "..."}`, one text per request):
+//! - (a) the service: axum + `Batcher` over pinned streams (the served batch size is measured);
+//! - (b) the ceiling: the backend's own offline throughput at that batch size on all streams
+//!   (pre-tokenised batches straight into the same `MultiStreamModule`, two calls in flight so
+//!   no stream waits; no HTTP, no JSON, no tokenisation, no batching): the physical limit of
+//!   batching;
+//! - (c) the naive server: the same HTTP front, the model called once per request through
+//!   `tokio::task::spawn_blocking` (no batching, no pinning).
+//!
+//! It prints requests/s and p50/p99 for (a) and (c), rows/s of (b), and the ratios
+//! (a)/(b) and (a)/(c).
+//!
+//! Part 2, mixed lengths (`POST /v1/embeddings` with token-id inputs of 1 to 128 tokens, uniform):
+//! token-budget batching (`max_batch_tokens` + the `tokens` cost function: length grouping)
+//! against count-only batching, each over a small sweep of its limit; the comparison takes,
+//! for each strategy, the best rows/s whose p99 is within 10% of count-only batching at
+//! `max_batch` 16 (equal p99). On MiniLM the cost of a batch is rows x padded length; TextNet's
+//! cost does not depend on length, so part 2 says little without `models/`.
+//!
+//! Run: `cargo bench --features tract,ort,metrics,tracing --bench serve` (MiniLM-L3 when
+//! `models/` has been fetched, else the bundled TextNet). Environment:
+//! `CORESTREAM_LOAD_CLIENTS` (default 64), `CORESTREAM_LOAD_SECS` (per measurement, default
+//! 10), `CORESTREAM_LOAD_MAX_REQUESTS` (default 200000), `CORESTREAM_LOAD_MAX_BATCH` (part 1,
+//! default 16), `CORESTREAM_LOAD_STREAMS` (default: one per CPU), `CORESTREAM_SERVE_PARTS`
+//! (`throughput`, `mixed` or both, default both), `CORESTREAM_BACKEND` (`ort`, `tract` or
+//! `auto`: ONNX Runtime when found, else tract).
 
+#[allow(dead_code)]
+#[path = "../examples/embed_server/api.rs"]
+mod api;
+#[allow(dead_code)]
 #[path = "../examples/embed_server/app.rs"]
 mod app;
+#[allow(dead_code)]
 #[path = "../examples/embed_server/embedder.rs"]
 mod embedder;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/handlers.rs"]
+mod handlers;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/health.rs"]
+mod health;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/openapi.rs"]
+mod openapi;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/service.rs"]
+mod service;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/setup.rs"]
+mod setup;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/telemetry.rs"]
+mod telemetry;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/tokenizer.rs"]
+mod tokenizer;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +65,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corestream::batch::Rows;
-use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
+use corestream::{CpuPool, Module, MultiStreamModule, Streams};
 use embedder::Backend;
+use futures::stream::{FuturesUnordered, StreamExt};
+use service::{Loaded, Service};
+use setup::BatchOptions;
+use tokenizer::TextTokenizer;
 
 const SENTENCES: [&str; 8] = [
     "A man is playing a guitar on the street.",
@@ -46,155 +90,365 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The load's settings.
+#[derive(Clone, Copy)]
+struct Load {
+    clients: u64,
+    secs: u64,
+    max_requests: u64,
+}
+
 struct Outcome {
     ok: u64,
+    rows: u64,
     overloaded: u64,
     failed: u64,
     secs: f64,
     latencies: Vec<Duration>,
 }
 
-async fn load(base: &str, clients: u64, secs: u64, max_requests: u64) -> Outcome {
+impl Outcome {
+    fn p(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies[i].as_secs_f64() * 1e3
+    }
+}
+
+/// What client `c` sends as its `i`-th request: path, JSON body, rows.
+type Workload = Arc<dyn Fn(u64, u64) -> (&'static str, String, u64) + Send + Sync>;
+
+async fn drive(base: &str, load: Load, workload: Workload) -> Outcome {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients as usize)
+        .pool_max_idle_per_host(load.clients as usize)
         .build()
         .expect("http client");
     let sent = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + Duration::from_secs(load.secs);
     let start = Instant::now();
     let mut handles = Vec::new();
-    for c in 0..clients {
-        let (client, url, sent) = (client.clone(), format!("{base}/embed"), Arc::clone(&sent));
+    for c in 0..load.clients {
+        let (client, base, sent, workload) = (
+            client.clone(),
+            base.to_owned(),
+            Arc::clone(&sent),
+            Arc::clone(&workload),
+        );
         handles.push(tokio::spawn(async move {
-            let (mut ok, mut overloaded, mut failed, mut latencies) = (0, 0, 0, Vec::new());
-            let mut i = c as usize;
-            while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < max_requests {
-                let body = serde_json::json!({ "texts": [SENTENCES[i % SENTENCES.len()]] });
+            let mut out = (0u64, 0u64, 0u64, 0u64, Vec::new());
+            let mut i = 0;
+            while Instant::now() < deadline
+                && sent.fetch_add(1, Ordering::Relaxed) < load.max_requests
+            {
+                let (path, body, rows) = workload(c, i);
                 i += 1;
                 let t = Instant::now();
-                match client.post(&url).json(&body).send().await {
+                let response = client
+                    .post(format!("{base}{path}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match response {
                     Ok(r) if r.status() == 200 => {
                         let _ = r.bytes().await;
-                        ok += 1;
-                        latencies.push(t.elapsed());
+                        out.0 += 1;
+                        out.1 += rows;
+                        out.4.push(t.elapsed());
                     }
-                    Ok(r) if r.status() == 503 => overloaded += 1,
-                    _ => failed += 1,
+                    Ok(r) if r.status() == 503 => out.2 += 1,
+                    _ => out.3 += 1,
                 }
             }
-            (ok, overloaded, failed, latencies)
+            out
         }));
     }
-    let mut out = Outcome {
+    let mut o = Outcome {
         ok: 0,
+        rows: 0,
         overloaded: 0,
         failed: 0,
         secs: 0.0,
         latencies: Vec::new(),
     };
     for h in handles {
-        let (ok, overloaded, failed, latencies) = h.await.expect("client task");
-        out.ok += ok;
-        out.overloaded += overloaded;
-        out.failed += failed;
-        out.latencies.extend(latencies);
+        let (ok, rows, overloaded, failed, latencies) = h.await.expect("client task");
+        o.ok += ok;
+        o.rows += rows;
+        o.overloaded += overloaded;
+        o.failed += failed;
+        o.latencies.extend(latencies);
     }
-    out.secs = start.elapsed().as_secs_f64();
-    out.latencies.sort_unstable();
-    out
+    o.secs = start.elapsed().as_secs_f64();
+    o.latencies.sort_unstable();
+    o
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
-
-async fn serve(state: app::AppState) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback port");
+fn launch(service: Service) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback port");
+    listener.set_nonblocking(true).expect("non-blocking");
     let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app::router(state)).await });
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        axum::serve(listener, app::router(Arc::new(service))).await
+    });
     format!("http://{addr}")
 }
 
-async fn run<M>(name: &str, backend: &str, corestream_model: M, naive_model: M)
-where
-    M: Module<Input = Rows<String>, Output = Rows<Vec<f32>>>,
-{
-    let clients = env_or("CORESTREAM_LOAD_CLIENTS", 64);
-    let secs = env_or("CORESTREAM_LOAD_SECS", 10);
-    let max_requests = env_or("CORESTREAM_LOAD_MAX_REQUESTS", 200_000);
-    let max_batch = env_or("CORESTREAM_LOAD_MAX_BATCH", 16) as usize;
-    let pool = CpuPool::all().expect("cpus");
-    let streams = match env_or("CORESTREAM_LOAD_STREAMS", 0) {
-        0 => Streams::Auto,
-        n => Streams::Count(n as usize),
+/// A model of the served kind, as one type.
+#[derive(Clone)]
+struct Model(Arc<dyn Module<Input = Rows<Vec<u32>>, Output = Rows<Vec<f32>>>>);
+
+impl Module for Model {
+    type Input = Rows<Vec<u32>>;
+    type Output = Rows<Vec<f32>>;
+    fn forward(&self, x: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, corestream::BoxError> {
+        self.0.forward(x)
+    }
+}
+
+struct Setup {
+    name: &'static str,
+    backend: String,
+    load_model: Box<dyn Fn() -> (Model, TextTokenizer)>,
+    pool: CpuPool,
+    streams: Streams,
+}
+
+fn options(
+    setup: &Setup,
+    max_batch: usize,
+    tokens: Option<usize>,
+    count_only: bool,
+) -> BatchOptions {
+    BatchOptions {
+        pool: setup.pool.clone(),
+        streams: setup.streams,
+        max_batch,
+        max_batch_tokens: tokens,
+        max_wait: Duration::ZERO,
+        queue: 1024,
+        max_client_batch: 64,
+        auto_truncate: true,
+        count_only,
+    }
+}
+
+fn serve(setup: &Setup, label: &str, options: &BatchOptions) -> (String, Loaded) {
+    let (model, tokenizer) = (setup.load_model)();
+    let loaded = setup::serve_model(model, tokenizer, label, setup.backend.clone(), options)
+        .expect("batcher");
+    let stats = loaded.stats.clone();
+    if let Some(s) = &stats {
+        STATS
+            .lock()
+            .expect("stats")
+            .push((label.to_owned(), Arc::clone(s)));
+    }
+    let info = loaded.info.clone();
+    let tokenizer = Arc::clone(&loaded.tokenizer);
+    let base = launch(Service::ready(loaded, Arc::new(String::new)));
+    let handle = Loaded {
+        embedder: Arc::new(embedder::Naive(Arc::new(setup.load_model.as_ref()().0))),
+        tokenizer,
+        info,
+        stats,
     };
-    let msm = MultiStreamModule::builder(corestream_model)
-        .pool(pool.clone())
-        .num_streams(streams)
+    (base, handle)
+}
+
+/// Rows/s of the backend alone on `setup`'s streams at `batch` rows per stream call.
+async fn ceiling(setup: &Setup, ids: &[Vec<u32>], batch: usize, secs: u64) -> f64 {
+    let (model, _) = (setup.load_model)();
+    let msm = MultiStreamModule::builder(model)
+        .pool(setup.pool.clone())
+        .num_streams(setup.streams)
         .build()
         .expect("streams");
-    let batcher = Arc::new(
-        Batcher::builder(msm)
-            .max_batch(max_batch)
-            .queue_capacity(1024)
-            .build()
-            .expect("batcher"),
+    let n = msm.num_streams();
+    let rows = batch * n;
+    let input = Rows(
+        (0..rows)
+            .map(|i| ids[i % ids.len()].clone())
+            .collect::<Vec<_>>(),
     );
-    let stats = Arc::clone(&batcher);
-    let fast = serve(app::AppState {
-        embedder: batcher.clone(),
-        metrics: Arc::new(move || stats.stats().prometheus("corestream")),
-        model: name.into(),
-        max_texts: max_batch,
-    })
-    .await;
-    let naive = serve(app::AppState {
-        embedder: Arc::new(embedder::Naive(Arc::new(naive_model))),
-        metrics: Arc::new(String::new),
-        model: name.into(),
-        max_texts: 16,
-    })
-    .await;
-    println!(
-        "{name} on backend {backend}: {clients} clients x {secs} s on {} CPUs ({pool})\n",
-        pool.len()
-    );
-    println!("| server | requests/s | p50 ms | p99 ms | ok | 503 | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    let mut rates = Vec::new();
-    for (label, base) in [
+    msm.forward(input.clone()).await.expect("warm-up");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    let mut done = 0u64;
+    for _ in 0..2 {
+        in_flight.push(msm.forward(input.clone()));
+    }
+    while let Some(r) = in_flight.next().await {
+        r.expect("ceiling run");
+        done += rows as u64;
+        if Instant::now() < deadline {
+            in_flight.push(msm.forward(input.clone()));
+        }
+    }
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn throughput(setup: &Setup, load: Load) {
+    let max_batch = env_or("CORESTREAM_LOAD_MAX_BATCH", 16) as usize;
+    let sentence: Workload = Arc::new(|c, i| {
+        let text = SENTENCES[((c + i) % SENTENCES.len() as u64) as usize];
         (
-            format!("corestream Batcher (max_batch {max_batch}, {streams:?})"),
-            &fast,
-        ),
-        ("naive spawn_blocking per request".to_string(), &naive),
-    ] {
-        let o = load(base, clients, secs, max_requests).await;
-        let rate = o.ok as f64 / o.secs;
-        rates.push((rate, pct(&o.latencies, 0.99)));
+            "/embed",
+            serde_json::json!({ "inputs": text }).to_string(),
+            1,
+        )
+    });
+    let (fast, naive_handle) = serve(setup, setup.name, &options(setup, max_batch, None, false));
+    let tokenizer = Arc::clone(&naive_handle.tokenizer);
+    let naive = launch(Service::ready(naive_handle, Arc::new(String::new)));
+
+    println!(
+        "## short sentences: {} on backend {}, {} clients x {} s, {} CPUs ({}), {:?}\n",
+        setup.name,
+        setup.backend,
+        load.clients,
+        load.secs,
+        setup.pool.len(),
+        setup.pool,
+        setup.streams
+    );
+    let a = drive(&fast, load, Arc::clone(&sentence)).await;
+    let c = drive(&naive, load, sentence).await;
+    let ids: Vec<Vec<u32>> = SENTENCES
+        .iter()
+        .map(|s| tokenizer.encode(s).expect("tokenise"))
+        .collect();
+    // The served batch size: mean rows per batch of the service's batcher during (a).
+    let served = served_batch(&fast_stats(setup.name)).max(1.0);
+    let batch = served.round().max(1.0) as usize;
+    let b = ceiling(setup, &ids, batch, load.secs).await;
+
+    let rate = |o: &Outcome| o.rows as f64 / o.secs;
+    println!("| server | rows/s | p50 ms | p99 ms | ok | 503 | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| (a) corestream service (Batcher, max_batch {max_batch}, mean batch {served:.1} rows) | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+        rate(&a), a.p(0.5), a.p(0.99), a.ok, a.overloaded, a.failed
+    );
+    println!("| (b) backend offline, {batch} rows per stream call on all streams (ceiling) | {b:.1} | | | | | |");
+    println!(
+        "| (c) naive server (spawn_blocking per request) | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+        rate(&c),
+        c.p(0.5),
+        c.p(0.99),
+        c.ok,
+        c.overloaded,
+        c.failed
+    );
+    println!(
+        "\n(a)/(b) = {:.2}x of the ceiling; (a)/(c) = {:.2}x the naive server's rows/s, p99 {:.2}x\n",
+        rate(&a) / b,
+        rate(&a) / rate(&c),
+        a.p(0.99) / c.p(0.99)
+    );
+}
+
+/// The batchers' counters by name (the service keeps them in `Loaded::stats`).
+fn fast_stats(name: &str) -> corestream::BatcherStats {
+    STATS
+        .lock()
+        .expect("stats")
+        .iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .map(|(_, f)| f())
+        .expect("a served batcher of that name")
+}
+
+static STATS: std::sync::Mutex<Vec<(String, StatsFn)>> = std::sync::Mutex::new(Vec::new());
+type StatsFn = Arc<dyn Fn() -> corestream::BatcherStats + Send + Sync>;
+
+fn served_batch(s: &corestream::BatcherStats) -> f64 {
+    s.batch_rows as f64 / s.batches.max(1) as f64
+}
+
+async fn mixed(setup: &Setup, load: Load) {
+    println!(
+        "## mixed lengths (1-128 tokens, uniform): {} on backend {}, {} clients x {} s\n",
+        setup.name, setup.backend, load.clients, load.secs
+    );
+    let workload: Workload = Arc::new(|c, i| {
+        // A small LCG per client: lengths uniform in 1..=128, ids inside every vocabulary.
+        let x = (c * 7919 + i * 104_729 + 12_345).wrapping_mul(6_364_136_223_846_793_005);
+        let len = 1 + (x >> 33) % 128;
+        let ids: Vec<u64> = (0..len).map(|k| 100 + (k * 37 + c) % 100).collect();
+        (
+            "/v1/embeddings",
+            serde_json::json!({ "input": [ids], "encoding_format": "base64" }).to_string(),
+            1,
+        )
+    });
+    let mut runs: Vec<(String, bool, Outcome, corestream::BatcherStats)> = Vec::new();
+    let configs: Vec<(String, BatchOptions, bool)> = [8usize, 16, 32]
+        .iter()
+        .map(|&b| {
+            (
+                format!("count-only, max_batch {b}"),
+                options(setup, b, None, true),
+                false,
+            )
+        })
+        .chain([1024usize, 2048, 4096].iter().map(|&t| {
+            (
+                format!("token budget {t}, max_batch 64"),
+                options(setup, 64, Some(t), false),
+                true,
+            )
+        }))
+        .collect();
+    for (label, options, budget) in configs {
+        let (base, _) = serve(setup, &label, &options);
+        let o = drive(&base, load, Arc::clone(&workload)).await;
+        runs.push((label.clone(), budget, o, fast_stats(&label)));
+    }
+    println!("| batching | rows/s | p50 ms | p99 ms | mean batch rows | padding | 503 | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, _, o, s) in &runs {
+        let padding = if s.batch_tokens > 0 {
+            format!(
+                "{:.0}%",
+                100.0 * (1.0 - s.batch_tokens_unpadded as f64 / s.batch_tokens as f64)
+            )
+        } else {
+            "n/a".into()
+        };
         println!(
-            "| {label} | {rate:.1} | {:.1} | {:.1} | {} | {} | {} |",
-            pct(&o.latencies, 0.5),
-            pct(&o.latencies, 0.99),
-            o.ok,
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {padding} | {} | {} |",
+            o.rows as f64 / o.secs,
+            o.p(0.5),
+            o.p(0.99),
+            served_batch(s),
             o.overloaded,
             o.failed
         );
     }
-    let s = batcher.stats();
-    let mean_batch = s.completed as f64 / s.batches.max(1) as f64;
-    println!(
-        "\nratio corestream / naive: {:.2}x requests/s, p99 {:.2}x; mean batch {:.1} requests",
-        rates[0].0 / rates[1].0,
-        rates[0].1 / rates[1].1,
-        mean_batch
-    );
+    let reference = runs
+        .iter()
+        .find(|(l, ..)| l == "count-only, max_batch 16")
+        .map(|(_, _, o, _)| o.p(0.99))
+        .unwrap_or(f64::NAN);
+    let best = |budget: bool| {
+        runs.iter()
+            .filter(|(_, b, o, _)| *b == budget && o.p(0.99) <= reference * 1.1)
+            .map(|(l, _, o, _)| (o.rows as f64 / o.secs, l.clone(), o.p(0.99)))
+            .max_by(|x, y| x.0.total_cmp(&y.0))
+    };
+    match (best(true), best(false)) {
+        (Some(t), Some(c)) => println!(
+            "\nat p99 <= {:.1} ms (count-only max_batch 16 + 10%): token budget {:.1} rows/s ({}, p99 {:.1}) vs count-only {:.1} rows/s ({}, p99 {:.1}): {:.2}x\n",
+            reference * 1.1, t.0, t.1, t.2, c.0, c.1, c.2, t.0 / c.0
+        ),
+        _ => println!("\nno token-budget configuration stayed within p99 {:.1} ms\n", reference * 1.1),
+    }
 }
 
 fn main() {
@@ -202,7 +456,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let load = Load {
+        clients: env_or("CORESTREAM_LOAD_CLIENTS", 64),
+        secs: env_or("CORESTREAM_LOAD_SECS", 10),
+        max_requests: env_or("CORESTREAM_LOAD_MAX_REQUESTS", 200_000),
+    };
     let explicit = std::env::var("CORESTREAM_BACKEND")
         .ok()
         .filter(|v| !v.is_empty() && v != "auto")
@@ -211,16 +469,41 @@ fn main() {
                 .unwrap_or_else(|e| panic!("CORESTREAM_BACKEND: {e}"))
         });
     let backend = embedder::backend_or_default(explicit);
-    runtime.block_on(async {
-        if dir.join("paraphrase-MiniLM-L3-v2.onnx").exists() {
-            let load = || embedder::MiniLm::load(dir, 128, backend).expect("MiniLM");
-            let (a, b) = (load(), load());
-            run("paraphrase-MiniLM-L3-v2", &backend.describe(), a, b).await;
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
+    let minilm = dir.join(embedder::MINILM_ONNX).exists();
+    if !minilm {
+        println!("models/ not fetched (scripts/fetch-models.sh): using the TextNet stand-in");
+    }
+    let setup = Setup {
+        name: if minilm {
+            "paraphrase-MiniLM-L3-v2"
         } else {
-            println!("models/ not fetched (scripts/fetch-models.sh): using the TextNet stand-in");
-            let load = || embedder::TextNet::load(backend).expect("TextNet");
-            let (a, b) = (load(), load());
-            run("textnet", &backend.describe(), a, b).await;
+            "textnet"
+        },
+        backend: backend.describe(),
+        load_model: Box::new(move || {
+            if minilm {
+                let (m, t) = embedder::MiniLm::load_with_tokenizer(dir, backend).expect("MiniLM");
+                (Model(Arc::new(m)), t)
+            } else {
+                let (m, t) = embedder::TextNet::load_with_tokenizer(backend).expect("TextNet");
+                (Model(Arc::new(m)), t)
+            }
+        }),
+        pool: CpuPool::all().expect("cpus"),
+        streams: match env_or("CORESTREAM_LOAD_STREAMS", 0) {
+            0 => Streams::Auto,
+            n => Streams::Count(n as usize),
+        },
+    };
+    let parts =
+        std::env::var("CORESTREAM_SERVE_PARTS").unwrap_or_else(|_| "throughput,mixed".into());
+    runtime.block_on(async {
+        if parts.contains("throughput") {
+            throughput(&setup, load).await;
+        }
+        if parts.contains("mixed") {
+            mixed(&setup, load).await;
         }
     });
 }

@@ -1,191 +1,133 @@
-//! The embedding service end to end on 127.0.0.1: 64 concurrent requests each equal to the
-//! unbatched result, 503 on a full queue, 400 on bad input, health and metrics. Runs with the
-//! bundled TextNet always, and with MiniLM-L3 when `models/` has been fetched (CI fetches it);
-//! each on tract and on ONNX Runtime, whose embeddings must agree within 1e-4. The ONNX Runtime
-//! runs are skipped with a notice when its library is not found (`bash
-//! scripts/fetch-onnxruntime.sh`) or the build lacks feature `ort`, unless
-//! `CORESTREAM_REQUIRE_ORT=1`.
-#![cfg(feature = "tract")]
+//! The axum embedding service (`examples/embed_server`) end to end on 127.0.0.1, with the
+//! scenarios shared with the actix-web twin (`tests/embed_service/mod.rs`): 64 concurrent
+//! requests over the OpenAI, text-embeddings-inference and original forms each equal to the
+//! unbatched result (1e-4), base64 equal to float, 413 on over-long input without truncation
+//! and the truncated vector with it, 400 on bad JSON, 503 on a full queue, `/info`,
+//! `/openapi.json`, health through loading / failed / ready / draining, Prometheus metrics
+//! with their labels, tracing spans seen by a test subscriber, and the official `openai` Python
+//! client. Runs with the bundled TextNet always, and with MiniLM-L3 when `models/` has been
+//! fetched (CI fetches it); each on tract and on ONNX Runtime (skipped with a notice when its
+//! library is not found, unless `CORESTREAM_REQUIRE_ORT=1`), whose embeddings must agree
+//! within 1e-4.
+#![cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
 
+#[allow(dead_code)]
+#[path = "../examples/embed_server/api.rs"]
+mod api;
+#[allow(dead_code)]
 #[path = "../examples/embed_server/app.rs"]
 mod app;
+#[allow(dead_code)]
+mod embed_service;
+#[allow(dead_code)]
 #[path = "../examples/embed_server/embedder.rs"]
 mod embedder;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/handlers.rs"]
+mod handlers;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/health.rs"]
+mod health;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/openapi.rs"]
+mod openapi;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/service.rs"]
+mod service;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/setup.rs"]
+mod setup;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/telemetry.rs"]
+mod telemetry;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/tokenizer.rs"]
+mod tokenizer;
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use corestream::batch::Rows;
-use corestream::{Batcher, BoxError, CpuPool, Module, MultiStreamModule};
+use corestream::Module;
+use embed_service::{Kind, Model};
 use embedder::Backend;
+use service::Service;
+use tokenizer::{Keep, TextTokenizer};
 
-/// tract, and ONNX Runtime when its library is found; a notice (or, with
-/// `CORESTREAM_REQUIRE_ORT=1`, a failure) when it is not.
-fn backends(test: &str) -> Vec<Backend> {
-    let mut out = vec![Backend::Tract];
-    match embedder::ort_library() {
-        Ok(_) => out.push(Backend::Ort),
-        Err(e) => {
-            assert!(
-                std::env::var("CORESTREAM_REQUIRE_ORT").as_deref() != Ok("1"),
-                "CORESTREAM_REQUIRE_ORT=1 but ONNX Runtime is unavailable: {e}"
-            );
-            eprintln!(
-                "{test}: ONNX Runtime run skipped ({e}); fetch it with bash scripts/fetch-onnxruntime.sh"
-            );
-        }
-    }
-    out
-}
-
-/// Largest absolute difference between two lists of vectors of the same shape.
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            assert_eq!(x.len(), y.len());
-            x.iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0, f32::max)
-        })
-        .fold(0.0, f32::max)
-}
-
-/// The same texts give the same embeddings (within 1e-4) on tract and on ONNX Runtime.
-fn assert_backends_agree<M>(tract: &M, ort: &M)
-where
-    M: Module<Input = Rows<String>, Output = Rows<Vec<f32>>>,
-{
-    let all: Vec<String> = (0..8).flat_map(texts).collect();
-    // One batch of all texts (padded to the longest), and one text at a time.
-    let a = tract.forward(Rows(all.clone())).unwrap().0;
-    let b = ort.forward(Rows(all.clone())).unwrap().0;
-    let d = max_diff(&a, &b);
-    assert!(d <= 1e-4, "tract vs ort, one batch: max diff {d}");
-    for text in all {
-        let a = tract.forward(Rows(vec![text.clone()])).unwrap().0;
-        let b = ort.forward(Rows(vec![text.clone()])).unwrap().0;
-        let d = max_diff(&a, &b);
-        assert!(d <= 1e-4, "tract vs ort on {text:?}: max diff {d}");
-    }
-}
-
-/// Serves `model` behind a batcher on an ephemeral loopback port; returns the base URL.
-async fn serve<M>(model: M, capacity: usize, max_batch: usize) -> String
-where
-    M: Module<Input = Rows<String>, Output = Rows<Vec<f32>>>,
-{
-    let msm = MultiStreamModule::builder(model)
-        .pool(CpuPool::all().unwrap())
-        .build()
-        .unwrap();
-    let batcher = Arc::new(
-        Batcher::builder(msm)
-            .max_batch(max_batch)
-            .queue_capacity(capacity)
-            .build()
-            .unwrap(),
-    );
-    let stats = Arc::clone(&batcher);
-    let state = app::AppState {
-        embedder: batcher,
-        metrics: Arc::new(move || stats.stats().prometheus("corestream")),
-        model: "test".into(),
-        max_texts: 64,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// The axum router on an ephemeral loopback port.
+fn launch(service: Arc<Service>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app::router(state)).await.unwrap() });
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, app::router(service)).await.unwrap()
+    });
     format!("http://{addr}")
 }
 
-fn texts(i: usize) -> Vec<String> {
-    (0..1 + i % 3)
-        .map(|j| {
-            format!(
-                "request {i} sentence {j}: the quick brown fox {}",
-                "jumps ".repeat(i % 7)
-            )
-        })
-        .collect()
-}
-
-async fn concurrent_requests_match_unbatched<M>(model: M, reference: M)
-where
-    M: Module<Input = Rows<String>, Output = Rows<Vec<f32>>>,
-{
-    let base = serve(model, 256, 16).await;
-    let client = reqwest::Client::new();
-    let mut handles = Vec::new();
-    for i in 0..64 {
-        let (client, url) = (client.clone(), format!("{base}/embed"));
-        handles.push(tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .json(&serde_json::json!({ "texts": texts(i) }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            (i, response.json::<app::EmbedResponse>().await.unwrap())
-        }));
-    }
-    for h in handles {
-        let (i, body) = h.await.unwrap();
-        let expected = reference.forward(Rows(texts(i))).unwrap().0;
-        assert_eq!(body.embeddings.len(), expected.len(), "request {i}");
-        let diff = max_diff(&body.embeddings, &expected);
-        assert!(diff <= 1e-4, "request {i}: max diff {diff}");
+/// The same texts give the same embeddings (within 1e-4) on tract and on ONNX Runtime, in
+/// one padded batch and one at a time.
+fn assert_backends_agree(kind: Kind) {
+    let (tract, tokenizer) = embed_service::load(kind, Backend::Tract);
+    let (ort, _) = embed_service::load(kind, Backend::Ort);
+    let all: Vec<String> = (0..8).flat_map(embed_service::texts).collect();
+    let ids: Vec<Vec<u32>> = all.iter().map(|t| tokenizer.encode(t).unwrap()).collect();
+    let norm = |m: &Model, ids: Vec<Vec<u32>>| -> Vec<Vec<f32>> {
+        m.forward(Rows(ids))
+            .unwrap()
+            .0
+            .into_iter()
+            .map(embedder::normalize)
+            .collect()
+    };
+    let d = embed_service::max_diff(&norm(&tract, ids.clone()), &norm(&ort, ids.clone()));
+    assert!(d <= 1e-4, "tract vs ort, one batch: max diff {d}");
+    for row in ids {
+        let d = embed_service::max_diff(&norm(&tract, vec![row.clone()]), &norm(&ort, vec![row]));
+        assert!(d <= 1e-4, "tract vs ort, one row: max diff {d}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn textnet_64_concurrent_requests_equal_unbatched_results() {
-    let backends = backends("textnet_64_concurrent_requests_equal_unbatched_results");
+async fn textnet_end_to_end() {
+    let backends = embed_service::backends("textnet_end_to_end");
     for &backend in &backends {
         eprintln!("textnet on {backend}");
-        concurrent_requests_match_unbatched(
-            embedder::TextNet::load(backend).unwrap(),
-            embedder::TextNet::load(backend).unwrap(),
+        embed_service::end_to_end(
+            launch,
+            Kind::TextNet,
+            backend,
+            &format!("axum-textnet-{backend}"),
         )
         .await;
     }
     if backends.contains(&Backend::Ort) {
-        assert_backends_agree(
-            &embedder::TextNet::load(Backend::Tract).unwrap(),
-            &embedder::TextNet::load(Backend::Ort).unwrap(),
-        );
+        assert_backends_agree(Kind::TextNet);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn minilm_64_concurrent_requests_equal_unbatched_results() {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models"));
-    if !dir.join("paraphrase-MiniLM-L3-v2.onnx").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must fetch the models (scripts/fetch-models.sh)"
-        );
-        eprintln!("models/ not fetched: skipping the MiniLM run");
+async fn minilm_end_to_end() {
+    let Some(dir) = embed_service::minilm_dir() else {
         return;
-    }
-    let backends = backends("minilm_64_concurrent_requests_equal_unbatched_results");
+    };
+    let backends = embed_service::backends("minilm_end_to_end");
     for &backend in &backends {
         eprintln!("MiniLM-L3 on {backend}");
-        let model = embedder::MiniLm::load(dir, 128, backend).unwrap();
         // The embeddings are real: cosine similarities match onnxruntime's run of the same
         // model and tokenizer (0.7411 for the paraphrase pair, 0.0958 for the unrelated pair).
-        let v = model
-            .forward(Rows(vec![
-                "A man is playing a guitar.".into(),
-                "Someone plays the guitar.".into(),
-                "The stock market fell sharply today.".into(),
-            ]))
-            .unwrap()
-            .0;
+        let (model, tokenizer) = embedder::MiniLm::load_with_tokenizer(dir, backend).unwrap();
+        let v: Vec<Vec<f32>> = [
+            "A man is playing a guitar.",
+            "Someone plays the guitar.",
+            "The stock market fell sharply today.",
+        ]
+        .iter()
+        .map(|t| {
+            let ids = tokenizer.encode(t).unwrap();
+            embedder::normalize(model.forward(Rows(vec![ids])).unwrap().0.remove(0))
+        })
+        .collect();
         let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         assert!(
             (cos(&v[0], &v[1]) - 0.7411).abs() < 1e-3,
@@ -197,91 +139,105 @@ async fn minilm_64_concurrent_requests_equal_unbatched_results() {
             "{backend}: {}",
             cos(&v[0], &v[2])
         );
-        concurrent_requests_match_unbatched(
-            model,
-            embedder::MiniLm::load(dir, 128, backend).unwrap(),
+        embed_service::end_to_end(
+            launch,
+            Kind::MiniLm,
+            backend,
+            &format!("axum-minilm-{backend}"),
         )
         .await;
     }
     if backends.contains(&Backend::Ort) {
-        assert_backends_agree(
-            &embedder::MiniLm::load(dir, 128, Backend::Tract).unwrap(),
-            &embedder::MiniLm::load(dir, 128, Backend::Ort).unwrap(),
-        );
+        assert_backends_agree(Kind::MiniLm);
     }
 }
 
-/// TextNet behind a 150 ms sleep, to fill the queue.
-struct Slow(embedder::TextNet);
+#[test]
+fn max_input_length_is_read_from_the_model_files() {
+    let Some(dir) = embed_service::minilm_dir() else {
+        return;
+    };
+    let onnx = dir.join(embedder::MINILM_ONNX);
+    // The fetched files: tokenizer.json says 128 (what sentence-transformers uses).
+    let (n, source) = tokenizer::max_input_length(dir, &onnx).unwrap();
+    assert_eq!(
+        (n, source.as_str()),
+        (128, "tokenizer.json /truncation/max_length")
+    );
+    // sentence_bert_config.json wins; without any JSON file, the position embeddings (512).
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 256}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        tokenizer::max_input_length(tmp.path(), &onnx).unwrap().0,
+        256
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let (n, source) = tokenizer::max_input_length(empty.path(), &onnx).unwrap();
+    assert_eq!(n, 512, "{source}");
+    assert!(source.contains("position embeddings"), "{source}");
+    // tokenizer_config.json's "no limit" sentinel is ignored.
+    std::fs::write(
+        empty.path().join("tokenizer_config.json"),
+        r#"{"model_max_length": 1000000000000000019884624838656}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        tokenizer::max_input_length(empty.path(), &onnx).unwrap().0,
+        512
+    );
+    // Nothing at all: a typed error.
+    let none = tokenizer::max_input_length(empty.path(), &empty.path().join("missing.onnx"));
+    assert!(
+        matches!(none, Err(corestream::Error::ModelLoad { .. })),
+        "{none:?}"
+    );
+}
 
-impl Module for Slow {
-    type Input = Rows<String>;
-    type Output = Rows<Vec<f32>>;
-    fn forward(&self, x: Rows<String>) -> Result<Rows<Vec<f32>>, BoxError> {
-        std::thread::sleep(Duration::from_millis(150));
-        self.0.forward(x)
-    }
+#[test]
+fn truncation_keeps_special_tokens_and_the_asked_end() {
+    let bytes = TextTokenizer::Bytes {
+        max_input_length: 4,
+    };
+    let mut ids = bytes.encode("abcdef").unwrap();
+    bytes.truncate(&mut ids, 4, Keep::Start);
+    assert_eq!(ids, b"abcd".map(u32::from));
+    let mut ids = bytes.encode("abcdef").unwrap();
+    bytes.truncate(&mut ids, 4, Keep::End);
+    assert_eq!(ids, b"cdef".map(u32::from));
+    let Some(dir) = embed_service::minilm_dir() else {
+        return;
+    };
+    let hf = TextTokenizer::from_dir(dir, &dir.join(embedder::MINILM_ONNX)).unwrap();
+    let full = hf.encode("one two three four five six").unwrap();
+    assert_eq!(full.len(), 8); // [CLS] six words [SEP]
+    let mut start = full.clone();
+    hf.truncate(&mut start, 4, Keep::Start);
+    assert_eq!(start, [full[0], full[1], full[2], full[7]]);
+    let mut end = full.clone();
+    hf.truncate(&mut end, 4, Keep::End);
+    assert_eq!(end, [full[0], full[5], full[6], full[7]]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_queue_is_503_and_bad_input_is_400() {
-    let base = serve(Slow(embedder::TextNet::load(Backend::Tract).unwrap()), 1, 1).await;
-    let client = reqwest::Client::new();
-    let mut handles = Vec::new();
-    for i in 0..12 {
-        let (client, url) = (client.clone(), format!("{base}/embed"));
-        handles.push(tokio::spawn(async move {
-            let r = client
-                .post(url)
-                .json(&serde_json::json!({ "texts": [format!("text {i}")] }))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let body: serde_json::Value = r.json().await.unwrap();
-            (status, body)
-        }));
-    }
-    let mut statuses = Vec::new();
-    for h in handles {
-        let (status, body) = h.await.unwrap();
-        if status == 503 {
-            assert!(
-                body["error"].as_str().unwrap().contains("overloaded"),
-                "{body}"
-            );
-        } else {
-            assert_eq!(status, 200, "{body}");
-        }
-        statuses.push(status);
-    }
-    assert!(statuses.contains(&503), "{statuses:?}");
-    assert!(statuses.contains(&200), "{statuses:?}");
+async fn full_queue_is_503() {
+    embed_service::full_queue_is_503(launch, "axum-slow").await;
+}
 
-    for (body, needle) in [
-        ("{not json", "invalid JSON"),
-        (r#"{"texts": []}"#, "texts is empty"),
-        (r#"{"texts": "one"}"#, "invalid JSON"),
-        (r#"{"text": ["a"]}"#, "invalid JSON"),
-    ] {
-        let r = client
-            .post(format!("{base}/embed"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{body}");
-        let err: app::ErrorBody = r.json().await.unwrap();
-        assert!(err.error.contains(needle), "{body}: {}", err.error);
-    }
-    let health = client.get(format!("{base}/health")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap();
-    let text = metrics.text().await.unwrap();
-    assert!(
-        text.contains("corestream_requests_rejected_total"),
-        "{text}"
-    );
-    assert!(text.contains("corestream_batch_size_bucket"), "{text}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_loading_failure_and_draining() {
+    embed_service::health_follows_state(launch, "axum-health").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_client_round_trip() {
+    let kind = if embed_service::minilm_dir().is_some() {
+        Kind::MiniLm
+    } else {
+        Kind::TextNet
+    };
+    embed_service::openai_python_client(launch, kind, "axum-openai-client").await;
 }

@@ -1,114 +1,43 @@
-//! The HTTP service: routes, JSON bodies, status codes. Generic over the embedder
-//! (`Arc<dyn Infer<..>>`), so the same router serves the batcher and the naive baseline.
+//! The axum adapter: every route of [`crate::handlers`] on an axum `Router`, the body read as
+//! bytes (at most [`BODY_LIMIT`]) and the framework-neutral [`Reply`] turned into a response.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use corestream::batch::Rows;
-use corestream::{Error, Infer};
-use serde::{Deserialize, Serialize};
+use axum::Router;
 
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// Texts in, one unit vector per text out.
-    pub embedder: Arc<dyn Infer<Rows<String>, Rows<Vec<f32>>>>,
-    /// Prometheus text for `GET /metrics`.
-    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
-    /// The model's name, echoed in responses.
-    pub model: String,
-    /// Most texts accepted in one request.
-    pub max_texts: usize,
+use crate::handlers::{handle, Method, Reply, Route, BODY_LIMIT};
+use crate::service::Service;
+
+fn response(reply: Reply) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, reply.content_type)
+        .body(Body::from(reply.body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbedRequest {
-    pub texts: Vec<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EmbedResponse {
-    pub model: String,
-    pub dim: usize,
-    pub embeddings: Vec<Vec<f32>>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(ErrorBody {
-            error: message.into(),
-        }),
-    )
-        .into_response()
-}
-
-/// The service's routes: `POST /embed`, `GET /health`, `GET /metrics`.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/embed", post(embed))
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn embed(State(state): State<AppState>, body: Bytes) -> Response {
-    let request: EmbedRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid JSON body: {e}; expected {{\"texts\": [\"...\", ...]}}"),
-            )
-        }
-    };
-    if request.texts.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "texts is empty; send at least one string",
+/// The service's routes: `POST /v1/embeddings`, `POST /embed`, `GET /info`, `GET /health`,
+/// `GET /health/live`, `GET /health/ready`, `GET /metrics`, `GET /openapi.json`.
+pub fn router(service: Arc<Service>) -> Router {
+    let mut router = Router::new();
+    for route in Route::ALL {
+        let handler = move |State(service): State<Arc<Service>>, body: Bytes| async move {
+            response(handle(&service, route, &body).await)
+        };
+        router = router.route(
+            route.path(),
+            match route.method() {
+                Method::Get => get(handler),
+                Method::Post => post(handler),
+            },
         );
     }
-    if request.texts.len() > state.max_texts {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{} texts in one request; at most {} are allowed",
-                request.texts.len(),
-                state.max_texts
-            ),
-        );
-    }
-    match state.embedder.infer(Rows(request.texts)).await {
-        Ok(Rows(embeddings)) => Json(EmbedResponse {
-            model: state.model.clone(),
-            dim: embeddings.first().map_or(0, Vec::len),
-            embeddings,
-        })
-        .into_response(),
-        Err(e @ Error::Overloaded { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e @ Error::Shutdown) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        (state.metrics)(),
-    )
-        .into_response()
+    router
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(service)
 }

@@ -1,8 +1,11 @@
-//! The models behind the embedding service: paraphrase-MiniLM-L3-v2 (tokenizer, ONNX model,
-//! mean pooling, L2 norm) and TextNet, a small stand-in built on the bundled ExampleNet1 ONNX
-//! model for machines without `models/`. Both are corestream `Module`s over `Rows` of texts, so
-//! the batcher stacks concurrent requests and tokenisation runs on the stream threads, not on
-//! the reactor. Both run their ONNX model on either [`Backend`]: ONNX Runtime or tract.
+//! The models behind the embedding service: paraphrase-MiniLM-L3-v2 (ONNX model, mean pooling)
+//! and TextNet, a small stand-in built on the bundled ExampleNet1 ONNX model for machines
+//! without `models/`. Both are corestream `Module`s over `Rows` of token ids: the HTTP handler
+//! tokenises (it needs the counts for `usage`, the length check and the batcher's token cost),
+//! the batcher stacks concurrent requests, and each stream pads its batch to the longest row.
+//! Both answer one *unnormalised* vector per row (mean-pooled for MiniLM); the handler
+//! normalises when the request asks for it. Both run their ONNX model on either [`Backend`]:
+//! ONNX Runtime or tract.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +15,8 @@ use corestream::batch::Rows;
 use corestream::{BoxError, Error, Infer, Module};
 
 pub use corestream::backend::{Backend, OnnxModule, ORT_MISSING_NOTE};
+
+use crate::tokenizer::TextTokenizer;
 
 /// `explicit`, or the default: ONNX Runtime when its library is found, else tract with one
 /// note on stderr saying how to fetch ONNX Runtime.
@@ -43,62 +48,50 @@ pub fn ort_library() -> Result<String, String> {
     Err("corestream was built without feature `ort`".into())
 }
 
-/// Sentence embeddings from paraphrase-MiniLM-L3-v2.
+/// The file names MiniLM is loaded from, inside its folder.
+pub const MINILM_ONNX: &str = "paraphrase-MiniLM-L3-v2.onnx";
+
+/// Sentence embeddings from paraphrase-MiniLM-L3-v2: token ids in, mean-pooled hidden states
+/// out.
 pub struct MiniLm {
     model: OnnxModule,
-    tokenizer: tokenizers::Tokenizer,
-    max_tokens: usize,
 }
 
 impl MiniLm {
-    /// Loads `paraphrase-MiniLM-L3-v2.onnx` (on `backend`) and `tokenizer.json` from `dir`.
-    pub fn load(dir: &Path, max_tokens: usize, backend: Backend) -> corestream::Result<MiniLm> {
-        let model = backend.load(&dir.join("paraphrase-MiniLM-L3-v2.onnx"))?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        let mut tokenizer =
-            tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::ModelLoad {
-                model: tokenizer_path.display().to_string(),
-                message: e.to_string(),
-            })?;
-        // The file pads every text to 128 tokens; the model pads each batch to its longest
-        // text and masks the rest, so the tokenizer must leave lengths alone.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| Error::ModelLoad {
-                model: tokenizer_path.display().to_string(),
-                message: e.to_string(),
-            })?;
+    /// Loads `paraphrase-MiniLM-L3-v2.onnx` from `dir` on `backend`.
+    pub fn load(dir: &Path, backend: Backend) -> corestream::Result<MiniLm> {
         Ok(MiniLm {
-            model,
-            tokenizer,
-            max_tokens,
+            model: backend.load(&dir.join(MINILM_ONNX))?,
         })
+    }
+
+    /// The model, its tokenizer and the longest input (in tokens) it takes, all from `dir`.
+    pub fn load_with_tokenizer(
+        dir: &Path,
+        backend: Backend,
+    ) -> corestream::Result<(MiniLm, TextTokenizer)> {
+        let model = MiniLm::load(dir, backend)?;
+        let tokenizer = TextTokenizer::from_dir(dir, &dir.join(MINILM_ONNX))?;
+        Ok((model, tokenizer))
     }
 }
 
 impl Module for MiniLm {
-    type Input = Rows<String>;
+    type Input = Rows<Vec<u32>>;
     type Output = Rows<Vec<f32>>;
 
-    fn forward(&self, texts: Rows<String>) -> Result<Rows<Vec<f32>>, BoxError> {
-        let mut ids: Vec<Vec<i64>> = Vec::with_capacity(texts.0.len());
-        for text in &texts.0 {
-            let encoding = self.tokenizer.encode(text.as_str(), true)?;
-            let mut row: Vec<i64> = encoding.get_ids().iter().map(|&i| i64::from(i)).collect();
-            if row.len() > self.max_tokens {
-                // Keep [CLS] ... and the final [SEP].
-                let sep = row[row.len() - 1];
-                row.truncate(self.max_tokens - 1);
-                row.push(sep);
-            }
-            ids.push(row);
-        }
+    fn forward(&self, ids: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
+        let ids = ids.0;
         let (b, len) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
+        if len == 0 {
+            return Err("every row is empty: each input needs at least one token".into());
+        }
         let mut flat_ids = vec![0i64; b * len];
         let mut mask = vec![0i64; b * len];
         for (r, row) in ids.iter().enumerate() {
-            flat_ids[r * len..r * len + row.len()].copy_from_slice(row);
+            for (slot, &id) in flat_ids[r * len..].iter_mut().zip(row) {
+                *slot = i64::from(id);
+            }
             mask[r * len..r * len + row.len()].fill(1);
         }
         let outputs = self.model.forward(vec![
@@ -119,29 +112,32 @@ impl Module for MiniLm {
                     *acc += hidden[[r, t, d]];
                 }
             }
-            out.push(normalize(v, row.len()));
+            let n = row.len().max(1) as f32;
+            v.iter_mut().for_each(|x| *x /= n);
+            out.push(v);
         }
         Ok(Rows(out))
     }
 }
 
-/// Mean over `n` tokens, then unit L2 norm.
-fn normalize(mut v: Vec<f32>, n: usize) -> Vec<f32> {
-    let n = n.max(1) as f32;
-    v.iter_mut().for_each(|x| *x /= n);
+/// Unit L2 norm (a zero vector stays zero).
+pub fn normalize(mut v: Vec<f32>) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }
 
-/// A stand-in embedder on the bundled ExampleNet1: each text's bytes become a (64, 3, 3)
-/// feature map, the convolution maps it to 512 values, L2-normalised. Real inference, no
-/// download needed; its vectors carry no meaning.
+/// A stand-in embedder on the bundled ExampleNet1: each row's token ids (bytes, see
+/// [`TextTokenizer::Bytes`]) become a (64, 3, 3) feature map, the convolution maps it to 512
+/// values. Real inference, no download needed; its vectors carry no meaning.
 pub struct TextNet {
     model: OnnxModule,
 }
 
 impl TextNet {
+    /// The longest input it is served with, in tokens (bytes).
+    pub const MAX_INPUT_LENGTH: usize = 512;
+
     /// Loads the bundled ExampleNet1 on `backend`.
     pub fn load(backend: Backend) -> corestream::Result<TextNet> {
         let path = concat!(
@@ -152,18 +148,28 @@ impl TextNet {
             model: backend.load(Path::new(path))?,
         })
     }
+
+    /// The model and its byte tokenizer.
+    pub fn load_with_tokenizer(backend: Backend) -> corestream::Result<(TextNet, TextTokenizer)> {
+        Ok((
+            TextNet::load(backend)?,
+            TextTokenizer::Bytes {
+                max_input_length: Self::MAX_INPUT_LENGTH,
+            },
+        ))
+    }
 }
 
 impl Module for TextNet {
-    type Input = Rows<String>;
+    type Input = Rows<Vec<u32>>;
     type Output = Rows<Vec<f32>>;
 
-    fn forward(&self, texts: Rows<String>) -> Result<Rows<Vec<f32>>, BoxError> {
-        let b = texts.0.len();
+    fn forward(&self, ids: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
+        let b = ids.0.len();
         let mut x = vec![0f32; b * 576];
-        for (r, text) in texts.0.iter().enumerate() {
-            for (i, byte) in text.bytes().enumerate() {
-                x[r * 576 + (i * 31) % 576] += f32::from(byte) / 255.0;
+        for (r, row) in ids.0.iter().enumerate() {
+            for (i, &id) in row.iter().enumerate() {
+                x[r * 576 + (i * 31) % 576] += (id % 256) as f32 / 255.0;
             }
         }
         let y = self
@@ -172,7 +178,7 @@ impl Module for TextNet {
         let y = y[0].view::<f32>()?;
         Ok(Rows(
             y.outer_iter()
-                .map(|row| normalize(row.iter().copied().collect(), 1))
+                .map(|row| row.iter().copied().collect())
                 .collect(),
         ))
     }
@@ -184,13 +190,13 @@ impl Module for TextNet {
 pub struct Naive<M>(pub Arc<M>);
 
 #[async_trait::async_trait]
-impl<M> Infer<Rows<String>, Rows<Vec<f32>>> for Naive<M>
+impl<M> Infer<Rows<Vec<u32>>, Rows<Vec<f32>>> for Naive<M>
 where
-    M: Module<Input = Rows<String>, Output = Rows<Vec<f32>>>,
+    M: Module<Input = Rows<Vec<u32>>, Output = Rows<Vec<f32>>>,
 {
-    async fn infer(&self, texts: Rows<String>) -> corestream::Result<Rows<Vec<f32>>> {
+    async fn infer(&self, ids: Rows<Vec<u32>>) -> corestream::Result<Rows<Vec<f32>>> {
         let model = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || model.forward(texts))
+        tokio::task::spawn_blocking(move || model.forward(ids))
             .await
             .map_err(|e| Error::Panicked(e.to_string()))?
             .map_err(Error::from)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# schemathesis (PyPI) against the live embedding services, axum and actix-web, from their own
+# GET /openapi.json: a bounded number of generated requests per operation, valid and invalid.
+# Fails on any 5xx other than a documented 503, any status, content type or body not in the
+# document, or an invalid request that is accepted. (Schema-valid requests the model's limits
+# refuse, documented as 400/413 -- `dimensions` other than the model's, inputs over its maximum
+# length, more inputs than --max-client-batch, unknown token ids -- are not failures: the
+# check positive_data_acceptance is left out.)
+#
+# Usage: bash scripts/schemathesis.sh [MAX_EXAMPLES]   (default 25; CI's bound)
+# Needs: pip install schemathesis (CI pins it), the examples built or buildable with
+# --features tract,ort,metrics,tracing. Serves MiniLM when models/ is fetched, else TextNet.
+# Environment: CORESTREAM_ST_SERVERS (default "embed_server actix_embed"), CORESTREAM_ST_SEED.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+examples="${1:-25}"
+seed="${CORESTREAM_ST_SEED:-1}"
+servers="${CORESTREAM_ST_SERVERS:-embed_server actix_embed}"
+st="$(command -v schemathesis || command -v st || true)"
+if [ -z "$st" ]; then
+    echo "schemathesis not found (pip install schemathesis)" >&2
+    exit 1
+fi
+model_args=(--textnet)
+if [ -s models/paraphrase-MiniLM-L3-v2.onnx ] && [ -s models/tokenizer.json ]; then
+    model_args=(--models models)
+fi
+cargo build --quiet --features tract,ort,metrics,tracing --example embed_server --example actix_embed
+
+pid=""
+cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+
+for server in $servers; do
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    log="target/schemathesis-$server.log"
+    RUST_LOG=warn CORESTREAM_QUEUE=1024 "target/debug/examples/$server" "${model_args[@]}" \
+        --bind "127.0.0.1:$port" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 240); do
+        if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
+        if ! kill -0 "$pid" 2>/dev/null; then cat "$log" >&2; exit 1; fi
+        sleep 0.5
+    done
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null || { echo "$server never became ready" >&2; cat "$log" >&2; exit 1; }
+    echo "==> schemathesis against $server (${model_args[*]}) on port $port, $examples examples per operation"
+    "$st" run "http://127.0.0.1:$port/openapi.json" \
+        --max-examples "$examples" --seed "$seed" --workers 2 --request-timeout 60 \
+        --exclude-checks positive_data_acceptance \
+        --suppress-health-check all --generation-database none
+    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+done

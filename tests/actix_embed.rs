@@ -1,0 +1,121 @@
+//! The actix-web embedding service (`examples/actix_embed`) end to end on 127.0.0.1, with the
+//! same scenarios as the axum service (`tests/embed_service/mod.rs`, see
+//! `tests/embed_server.rs`): 64 concurrent requests equal to the unbatched result, base64,
+//! limits and validation, 503 on a full queue, `/info`, `/openapi.json`, health, metrics,
+//! spans and the official `openai` Python client. The server runs as `examples/actix_embed`
+//! runs it: one service (one `Batcher`) built outside `HttpServer::new`'s factory and shared
+//! through `web::Data`, one HTTP worker, on its own actix system thread.
+#![cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
+
+#[path = "../examples/actix_embed/app.rs"]
+mod actix_app;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/api.rs"]
+mod api;
+#[allow(dead_code)]
+mod embed_service;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/embedder.rs"]
+mod embedder;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/handlers.rs"]
+mod handlers;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/health.rs"]
+mod health;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/openapi.rs"]
+mod openapi;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/service.rs"]
+mod service;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/setup.rs"]
+mod setup;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/telemetry.rs"]
+mod telemetry;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/tokenizer.rs"]
+mod tokenizer;
+
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use embed_service::Kind;
+use service::Service;
+
+/// The actix-web app on an ephemeral loopback port, served by one worker on its own thread.
+fn launch(service: Arc<Service>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let data = web::Data::from(service);
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .configure(actix_app::routes)
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+            .unwrap()
+        })
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn textnet_end_to_end() {
+    for backend in embed_service::backends("textnet_end_to_end") {
+        eprintln!("textnet on {backend}");
+        embed_service::end_to_end(
+            launch,
+            Kind::TextNet,
+            backend,
+            &format!("actix-textnet-{backend}"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minilm_end_to_end() {
+    if embed_service::minilm_dir().is_none() {
+        return;
+    }
+    for backend in embed_service::backends("minilm_end_to_end") {
+        eprintln!("MiniLM-L3 on {backend}");
+        embed_service::end_to_end(
+            launch,
+            Kind::MiniLm,
+            backend,
+            &format!("actix-minilm-{backend}"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_is_503() {
+    embed_service::full_queue_is_503(launch, "actix-slow").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_loading_failure_and_draining() {
+    embed_service::health_follows_state(launch, "actix-health").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_client_round_trip() {
+    let kind = if embed_service::minilm_dir().is_some() {
+        Kind::MiniLm
+    } else {
+        Kind::TextNet
+    };
+    embed_service::openai_python_client(launch, kind, "actix-openai-client").await;
+}
