@@ -42,9 +42,25 @@ export RUSTC_BOOTSTRAP=1
 # The topology target builds a sysfs tree per input: keep those in memory when possible.
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 cd fuzz
+# Only the backends the chosen targets load are built (tract and ONNX Runtime take most of
+# the build time under the sanitizer): the core targets alone build into target/light.
+features=()
+for t in "${targets[@]}"; do
+    case "$t" in
+        model_tract) features+=(tract) ;;
+        model_ort) features+=(ort) ;;
+    esac
+done
+feature_list=$(IFS=,; echo "${features[*]}")
+case "$feature_list" in
+    "") target_dir=target/light ;;
+    tract,ort | ort,tract) target_dir=target ;;
+    *) target_dir="target/$feature_list" ;;
+esac
 # Release build with debug assertions (integer overflow checks on), as cargo fuzz run does.
-cargo fuzz build -O --debug-assertions
-bin_dir=target/x86_64-unknown-linux-gnu/release
+cargo fuzz build -O --debug-assertions --no-default-features --features "$feature_list" \
+    --target-dir "$target_dir"
+bin_dir="$target_dir/x86_64-unknown-linux-gnu/release"
 mkdir -p target/work artifacts
 summary=target/summary.txt
 : > "$summary"

@@ -7,9 +7,10 @@
 #
 #   bash scripts/memcheck.sh [quick|full]     # default quick (see SKIP below); logs in target/memcheck/
 #
-# valgrind runs code 20-50x slower and on one thread at a time, so the default skips the tests
-# that only measure time or CPU use, or spin for long (listed in SKIP, by name); `full` runs
-# them too. The libiomp5 test runs when CORESTREAM_TEST_IOMP points at libiomp5.so (as in
+# valgrind runs code 20-50x slower and on one thread at a time, so the default skips the
+# tests listed in SKIP, by name, and runs 32 proptest cases per property; `full` runs every
+# test. Re-executed test binaries (tests/omp.rs runs tests in child processes) are traced too;
+# the C compiler those tests run is not. The libiomp5 test runs when CORESTREAM_TEST_IOMP points at libiomp5.so (as in
 # .ci/run) or target/ci-cache/intel-openmp/libiomp5.so exists; else it prints a note and passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,18 @@ if [ -z "${CORESTREAM_TEST_IOMP:-}" ] && [ -f target/ci-cache/intel-openmp/libio
     export CORESTREAM_TEST_IOMP="$PWD/target/ci-cache/intel-openmp/libiomp5.so"
 fi
 
-# Tests that measure time, throughput or CPU use: meaningless at valgrind's speed.
+# Tests left out in quick mode: tract's model-compiling tests (each compiles ExampleNet plans,
+# minutes under valgrind; the multi-stream, bad-model and bad-input tract tests stay in).
 SKIP=(
+    specialised_plans_match_the_symbolic_plan_and_are_cached
+    concurrent_first_calls_of_a_batch_size_all_get_correct_results
+    runs_in_chunks_equal_whole_batch_runs_and_use_chunk_sized_plans
+    models_with_a_second_symbolic_axis_specialise_and_chunk_along_the_batch
+    intra_op_stream_with_all_cpus_gives_the_same_result
+    examplenet2_structured_outputs_multi_stream_equal_single_stream
 )
+# Fewer proptest cases (tests/batch.rs): the same properties, 32 cases each instead of 256.
+export PROPTEST_CASES=${PROPTEST_CASES:-32}
 
 out=target/memcheck
 rm -rf "$out" && mkdir -p "$out"
@@ -55,9 +65,10 @@ for entry in "${bins[@]}"; do
     start=$(date +%s)
     set +e
     valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
-        --errors-for-leak-kinds=definite --error-exitcode=99 \
+        --errors-for-leak-kinds=definite --error-exitcode=99 --keep-debuginfo=yes \
         --suppressions=scripts/valgrind.supp --gen-suppressions=all \
         --trace-children=yes --child-silent-after-fork=yes \
+        --trace-children-skip='*/cc,*/cc1,*/gcc,*/gcc-*,*/collect2,*/as,*/ld,*/ld.*,*/x86_64-linux-gnu-*' \
         --log-file="$out/$name.%p.log" \
         "$bin" --test-threads=2 "${skip_args[@]}" >"$out/$name.out" 2>&1
     rc=$?

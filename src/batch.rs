@@ -159,7 +159,9 @@ fn check_dim(dim: usize, rank: usize) -> Result<()> {
 }
 
 fn check_total(rows: usize, sizes: &[usize]) -> Result<()> {
-    let total: usize = sizes.iter().sum();
+    // Saturating: sizes that overflow a usize cannot add up to a real batch (a plain sum
+    // panicked on them; found by fuzz target `batch`).
+    let total = sizes.iter().fold(0usize, |sum, &n| sum.saturating_add(n));
     if total == rows {
         Ok(())
     } else {
@@ -644,5 +646,32 @@ mod fuzz_regressions {
             Option::<ArrayD<i32>>::concat(vec![None, None], &Hint::Dim(0)).unwrap(),
             None
         );
+    }
+
+    /// Found by fuzz target `batch` (fuzz/corpus/batch/crash-0c613bc5...): part sizes whose
+    /// sum overflows a usize panicked ("attempt to add with overflow") in debug builds and
+    /// wrapped around in release builds, where `[usize::MAX, 2]` passed the check for a batch
+    /// of 1 and the reversed row range then panicked in ndarray.
+    #[test]
+    fn part_sizes_that_overflow_are_a_batch_mismatch() {
+        let x = array![[1.0f32], [2.0]].into_dyn();
+        for sizes in [
+            &[usize::MAX, 3][..],
+            &[usize::MAX, usize::MAX, 4],
+            &[1, usize::MAX],
+        ] {
+            assert!(matches!(
+                x.clone().split(&Hint::Dim(0), sizes),
+                Err(Error::BatchMismatch { .. })
+            ));
+            assert!(matches!(
+                x.clone().into_shared().split(&Hint::Dim(0), sizes),
+                Err(Error::BatchMismatch { .. })
+            ));
+            assert!(matches!(
+                Rows(vec![1u8, 2]).split(&Hint::Dim(0), sizes),
+                Err(Error::BatchMismatch { .. })
+            ));
+        }
     }
 }
