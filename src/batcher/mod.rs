@@ -359,7 +359,7 @@ where
         )
     }
 
-    /// The batcher's name (see [`BatcherBuilder::name`]).
+    /// The batcher's name (see [`BatcherBuilder::name`], which has an example).
     pub fn name(&self) -> &str {
         &self.shared.name
     }
@@ -987,6 +987,27 @@ where
     /// similar length batch together and padding stays low. Without it, batches take the
     /// queue's requests in order. It runs on the caller's thread in
     /// [`Batcher::infer`]; a panic in it fails that request with [`Error::Panicked`].
+    ///
+    /// ```
+    /// use corestream::batch::Rows;
+    /// use corestream::{module_fn, Batcher, CpuPool, MultiStreamModule};
+    ///
+    /// // Texts in, their lengths out; a request's padded length is its longest text's.
+    /// let model = module_fn(|texts: Rows<String>| {
+    ///     Ok(Rows(texts.0.iter().map(|t| t.split(' ').count()).collect::<Vec<usize>>()))
+    /// });
+    /// let msm = MultiStreamModule::builder(model).pool(CpuPool::all()?).build()?;
+    /// let batcher = Batcher::builder(msm)
+    ///     .tokens(|texts: &Rows<String>| {
+    ///         texts.0.iter().map(|t| t.split(' ').count()).max().unwrap_or(0)
+    ///     })
+    ///     .max_batch_tokens(512)
+    ///     .build()?;
+    /// let lens = batcher.infer(Rows(vec!["a b c".to_owned(), "d".to_owned()])).wait()?;
+    /// assert_eq!(lens.0, [3, 1]);
+    /// assert_eq!(batcher.stats().batch_tokens, 2 * 3);
+    /// # Ok::<(), corestream::Error>(())
+    /// ```
     pub fn tokens(mut self, f: impl Fn(&M::Input) -> usize + Send + Sync + 'static) -> Self {
         self.tokens = Some(Arc::new(f));
         self
@@ -995,6 +1016,16 @@ where
     /// The batcher's name: the `model` label of its metrics (feature `metrics`), the `batcher`
     /// field of its spans (feature `tracing`) and [`BatcherStats::name`] (default
     /// `"batcher"`).
+    ///
+    /// ```
+    /// use corestream::{module_fn, Batcher, CpuPool, MultiStreamModule};
+    ///
+    /// let model = module_fn(|x: corestream::ndarray::Array2<f32>| Ok(x));
+    /// let msm = MultiStreamModule::builder(model).pool(CpuPool::all()?).build()?;
+    /// let batcher = Batcher::builder(msm).name("minilm").build()?;
+    /// assert_eq!((batcher.name(), batcher.stats().name.as_str()), ("minilm", "minilm"));
+    /// # Ok::<(), corestream::Error>(())
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self

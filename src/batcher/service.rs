@@ -66,7 +66,8 @@ where
     M::Input: Batch + Clone,
     M::Output: Batch,
 {
-    /// A service over `batcher` (a [`Batcher`] or an `Arc` of one, to keep other handles).
+    /// A service over `batcher` (a [`Batcher`] or an `Arc` of one, to keep other handles;
+    /// see [`batcher`](Self::batcher) for an example).
     pub fn new(batcher: impl Into<Arc<Batcher<M>>>) -> Self {
         BatcherService {
             batcher: batcher.into(),
@@ -75,6 +76,21 @@ where
     }
 
     /// The batcher served.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use corestream::{module_fn, Batcher, BatcherService, CpuPool, MultiStreamModule};
+    ///
+    /// let model = module_fn(|x: corestream::ndarray::Array2<f32>| Ok(x));
+    /// let msm = MultiStreamModule::builder(model).pool(CpuPool::all()?).build()?;
+    /// let batcher = Arc::new(Batcher::builder(msm).name("echo").build()?);
+    /// // Keep a handle for stats; the service shares the same batcher.
+    /// let service = BatcherService::new(Arc::clone(&batcher));
+    /// assert!(Arc::ptr_eq(service.batcher(), &batcher));
+    /// assert_eq!(service.clone().batcher().name(), "echo");
+    /// # Ok::<(), corestream::Error>(())
+    /// ```
     pub fn batcher(&self) -> &Arc<Batcher<M>> {
         &self.batcher
     }
