@@ -240,7 +240,11 @@ fn concurrency_limit_holds_callers_back_before_the_queue() {
                 tokio::spawn(async move { svc.oneshot(array![[i as f32]]).await })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.stats().accepted == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
         // One request in the batcher (running, gated); the others wait for a permit.
         assert_eq!(b.stats().accepted, 1);
         for _ in 0..3 {
