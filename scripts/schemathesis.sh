@@ -44,9 +44,10 @@ for server in $servers; do
     done
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null || { echo "$server never became ready" >&2; cat "$log" >&2; exit 1; }
     echo "==> schemathesis against $server (${model_args[*]}) on port $port, $examples examples per operation"
-    "$st" run "http://127.0.0.1:$port/openapi.json" \
+    # Run from target/ so its cache (.schemathesis/) stays out of the tree.
+    (cd target && "$st" run "http://127.0.0.1:$port/openapi.json" \
         --max-examples "$examples" --seed "$seed" --workers 2 --request-timeout 60 \
         --exclude-checks positive_data_acceptance \
-        --suppress-health-check all --generation-database none
+        --suppress-health-check all --generation-database none)
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 done
