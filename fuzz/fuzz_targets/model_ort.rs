@@ -5,9 +5,16 @@
 #[path = "../checks/mod.rs"]
 mod checks;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    assert!(
-        checks::model::check_ort(data),
-        "ONNX Runtime is not available: run bash scripts/fetch-onnxruntime.sh"
-    );
-});
+libfuzzer_sys::fuzz_target!(
+    // As in model_tract: the default panic hook, so that a panic the loader catches is not an
+    // abort; one that escapes still is.
+    init: {
+        let _ = std::panic::take_hook();
+    },
+    |data: &[u8]| {
+        assert!(
+            checks::model::check_ort(data),
+            "ONNX Runtime is not available: run bash scripts/fetch-onnxruntime.sh"
+        );
+    }
+);

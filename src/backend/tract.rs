@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -37,6 +38,7 @@ use super::{ElementType, InputSpec, Tensor};
 use crate::batch::{Batch, Hint};
 use crate::error::{BoxError, Error, Result};
 use crate::module::Module;
+use crate::stream::panic_message;
 
 pub use tract_onnx;
 
@@ -395,7 +397,9 @@ impl OnnxModelBuilder {
     /// # Errors
     ///
     /// [`Error::ModelLoad`] naming the file and what failed: missing file, corrupt protobuf,
-    /// unsupported operator, an unparsable shape, an input index the model does not have.
+    /// unsupported operator, an unparsable shape, an input index the model does not have, or
+    /// a panic inside tract while it reads, types or optimises the model (caught here: a
+    /// malformed file must not take the caller down).
     /// [`Error::InvalidConfig`] for `max_rows_per_run(0)`, or `max_rows_per_run` on a model
     /// without one symbolic batch axis in every input and output.
     pub fn build(self) -> Result<OnnxModel> {
@@ -404,6 +408,20 @@ impl OnnxModelBuilder {
                 "max_rows_per_run must be at least 1".into(),
             ));
         }
+        let label = self.source.label();
+        // tract indexes the file's tables without checking them in places (fuzz target
+        // `model_tract`: a node input naming no value panicked in tract-onnx's parse_graph).
+        match panic::catch_unwind(AssertUnwindSafe(|| self.load())) {
+            Ok(result) => result,
+            Err(payload) => Err(Error::ModelLoad {
+                model: label,
+                message: format!("tract panicked: {}", panic_message(payload.as_ref())),
+            }),
+        }
+    }
+
+    /// The steps of [`build`](Self::build) after the settings check.
+    fn load(self) -> Result<OnnxModel> {
         let mut model = self.read()?;
         self.apply_input_shapes(&mut model)?;
         let typed = self.type_and_declutter(model)?;
@@ -732,5 +750,27 @@ fn from_tract(t: tract_onnx::prelude::Tensor, output: &str) -> Result<Tensor> {
 impl From<TractError> for Error {
     fn from(e: TractError) -> Error {
         Error::Module(format!("{e:#}").into())
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// Found by fuzz target `model_tract` (fuzz/corpus/model_tract/crash-cdc3ee2b...): a
+    /// mutated graph whose node reads a value no node produces made tract-onnx panic ("no
+    /// entry found for key") out of `OnnxModel::build`; it is now `Error::ModelLoad`.
+    #[test]
+    fn a_panic_inside_tract_is_a_model_load_error() {
+        let bytes = include_bytes!(
+            "../../fuzz/corpus/model_tract/crash-cdc3ee2bccadbdc92235e9c524852cfb9296da1c"
+        );
+        match OnnxModel::builder_from_bytes(bytes.as_slice()).build() {
+            Err(Error::ModelLoad { model, message }) => {
+                assert_eq!(model, "<bytes>");
+                assert!(message.contains("tract panicked"), "{message}");
+            }
+            other => panic!("expected Error::ModelLoad, got {other:?}"),
+        }
     }
 }
