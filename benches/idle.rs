@@ -55,7 +55,10 @@ fn work_for(gap: Duration) {
 fn main() {
     let all = CpuPool::all().expect("CpuPool::all");
     if all.len() < 2 {
-        println!("idle: skipped, CpuPool::all() has {} CPU (needs 2)", all.len());
+        println!(
+            "idle: skipped, CpuPool::all() has {} CPU (needs 2)",
+            all.len()
+        );
         return;
     }
     let jobs: u64 = std::env::var("CORESTREAM_BENCH_JOBS")

@@ -25,14 +25,14 @@
 //!   or more CPUs and is skipped with a note on a single-CPU machine.
 //! - `interleaved` (printed, not criterion): the two comparisons that a noisy or shared host
 //!   skews when they are measured minutes apart, measured in alternating rounds instead (the
-//!   order flipping every round) and reported as the best round of each side and their ratio:
+//!   order flipping every round) and reported as the best round of each side and their ratio
+//!   (`CORESTREAM_BENCH_ROUNDS` rounds, default 9):
 //!   - `overhead`: `forward(x).wait()` on `Streams::Auto` over `CpuPool::all()` against the
 //!     direct call, identity model, B = 16 rows: the cost per call of split + dispatch +
 //!     hand-off + concat, in microseconds;
 //!   - `scaling`: N one-core streams against N raw threads running the same rows (the
 //!     `scaling` group's `Nstreams_1core` and `Nthreads_raw`): the ratio is corestream's share
 //!     of what the machine delivers, whatever the neighbours do.
-//!   `CORESTREAM_BENCH_ROUNDS` sets the number of rounds (default 9).
 //!
 //! Run: `cargo bench --bench multi_stream` (add `-- overhead`, `-- scaling` or
 //! `-- interleaved` to run one group, `-- --quick` for a fast smoke run).
