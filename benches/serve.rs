@@ -236,7 +236,14 @@ fn options(
     }
 }
 
-fn serve(setup: &Setup, label: &str, options: &BatchOptions) -> (String, Loaded) {
+/// Serves the model behind a batcher as `options` say; also returns the naive baseline over
+/// a second copy of the model when `naive`.
+fn serve(
+    setup: &Setup,
+    label: &str,
+    options: &BatchOptions,
+    naive: bool,
+) -> (String, Option<Loaded>) {
     let (model, tokenizer) = (setup.load_model)();
     let loaded = setup::serve_model(model, tokenizer, label, setup.backend.clone(), options)
         .expect("batcher");
@@ -250,12 +257,12 @@ fn serve(setup: &Setup, label: &str, options: &BatchOptions) -> (String, Loaded)
     let info = loaded.info.clone();
     let tokenizer = Arc::clone(&loaded.tokenizer);
     let base = launch(Service::ready(loaded, Arc::new(String::new)));
-    let handle = Loaded {
+    let handle = naive.then(|| Loaded {
         embedder: Arc::new(embedder::Naive(Arc::new(setup.load_model.as_ref()().0))),
         tokenizer,
         info,
-        stats,
-    };
+        stats: None,
+    });
     (base, handle)
 }
 
@@ -302,7 +309,13 @@ async fn throughput(setup: &Setup, load: Load) {
             1,
         )
     });
-    let (fast, naive_handle) = serve(setup, setup.name, &options(setup, max_batch, None, false));
+    let (fast, naive_handle) = serve(
+        setup,
+        setup.name,
+        &options(setup, max_batch, None, false),
+        true,
+    );
+    let naive_handle = naive_handle.expect("naive baseline");
     let tokenizer = Arc::clone(&naive_handle.tokenizer);
     let naive = launch(Service::ready(naive_handle, Arc::new(String::new)));
 
@@ -406,7 +419,7 @@ async fn mixed(setup: &Setup, load: Load) {
         }))
         .collect();
     for (label, options, budget) in configs {
-        let (base, _) = serve(setup, &label, &options);
+        let (base, _) = serve(setup, &label, &options, false);
         let o = drive(&base, load, Arc::clone(&workload)).await;
         runs.push((label.clone(), budget, o, fast_stats(&label)));
     }
