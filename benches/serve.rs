@@ -24,9 +24,10 @@
 //! `models/` has been fetched, else the bundled TextNet). Environment:
 //! `CORESTREAM_LOAD_CLIENTS` (default 64), `CORESTREAM_LOAD_SECS` (per measurement, default
 //! 10), `CORESTREAM_LOAD_MAX_REQUESTS` (default 200000), `CORESTREAM_LOAD_MAX_BATCH` (part 1,
-//! default 16), `CORESTREAM_LOAD_STREAMS` (default: one per CPU), `CORESTREAM_SERVE_PARTS`
-//! (`throughput`, `mixed` or both, default both), `CORESTREAM_BACKEND` (`ort`, `tract` or
-//! `auto`: ONNX Runtime when found, else tract).
+//! default 16), `CORESTREAM_LOAD_STREAMS` (default: one per CPU), `CORESTREAM_SERVE_BUDGETS`
+//! (part 2's token budgets, comma-separated, default 256,512,1024,2048,4096),
+//! `CORESTREAM_SERVE_PARTS` (`throughput`, `mixed` or both, default both),
+//! `CORESTREAM_BACKEND` (`ort`, `tract` or `auto`: ONNX Runtime when found, else tract).
 
 #[allow(dead_code)]
 #[path = "../examples/embed_server/api.rs"]
@@ -82,6 +83,16 @@ const SENTENCES: [&str; 8] = [
     "He forgot his umbrella and got soaked on the way home.",
     "Researchers found a faster way to train small language models.",
 ];
+
+/// The token budgets of the mixed-length sweep: `CORESTREAM_SERVE_BUDGETS` (comma-separated
+/// tokens per batch), default 256, 512, 1024, 2048 and 4096.
+fn budgets() -> Vec<usize> {
+    std::env::var("CORESTREAM_SERVE_BUDGETS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .filter(|b: &Vec<usize>| !b.is_empty())
+        .unwrap_or_else(|| vec![256, 512, 1024, 2048, 4096])
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -410,7 +421,7 @@ async fn mixed(setup: &Setup, load: Load) {
                 false,
             )
         })
-        .chain([1024usize, 2048, 4096].iter().map(|&t| {
+        .chain(budgets().into_iter().map(|t| {
             (
                 format!("token budget {t}, max_batch 64"),
                 options(setup, 64, Some(t), false),
