@@ -30,35 +30,9 @@
 //! `CORESTREAM_BACKEND` (`ort`, `tract` or `auto`: ONNX Runtime when found, else tract).
 
 #[allow(dead_code)]
-#[path = "../examples/embed_server/api.rs"]
-mod api;
-#[allow(dead_code)]
 #[path = "../examples/embed_server/app.rs"]
 mod app;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/embedder.rs"]
-mod embedder;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/handlers.rs"]
-mod handlers;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/health.rs"]
-mod health;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/openapi.rs"]
-mod openapi;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/service.rs"]
-mod service;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/setup.rs"]
-mod setup;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/telemetry.rs"]
-mod telemetry;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/tokenizer.rs"]
-mod tokenizer;
+include!("../tests/embed_service/modules.rs");
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,7 +177,13 @@ fn launch(service: Service) -> String {
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        axum::serve(listener, app::router(Arc::new(service))).await
+        app::serve(
+            listener,
+            app::router(Arc::new(service)),
+            app::HEADER_TIMEOUT,
+            std::future::pending(),
+        )
+        .await
     });
     format!("http://{addr}")
 }

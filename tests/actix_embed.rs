@@ -10,71 +10,19 @@
 #[path = "../examples/actix_embed/app.rs"]
 mod actix_app;
 #[allow(dead_code)]
-#[path = "../examples/embed_server/api.rs"]
-mod api;
-#[allow(dead_code)]
 mod embed_service;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/embedder.rs"]
-mod embedder;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/handlers.rs"]
-mod handlers;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/health.rs"]
-mod health;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/openapi.rs"]
-mod openapi;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/service.rs"]
-mod service;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/setup.rs"]
-mod setup;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/telemetry.rs"]
-mod telemetry;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/tokenizer.rs"]
-mod tokenizer;
+include!("embed_service/modules.rs");
+#[path = "embed_service/actix_server.rs"]
+mod actix_server;
 
-use std::sync::Arc;
-
-use actix_web::{web, App, HttpServer};
 use embed_service::Kind;
-use service::Service;
-
-/// The actix-web app on an ephemeral loopback port, served by one worker on its own thread.
-fn launch(service: Arc<Service>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let data = web::Data::from(service);
-            HttpServer::new(move || {
-                App::new()
-                    .app_data(data.clone())
-                    .configure(actix_app::routes)
-            })
-            .workers(1)
-            .disable_signals()
-            .listen(listener)
-            .unwrap()
-            .run()
-            .await
-            .unwrap()
-        })
-    });
-    format!("http://{addr}")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn textnet_end_to_end() {
     for backend in embed_service::backends("textnet_end_to_end") {
         eprintln!("textnet on {backend}");
         embed_service::end_to_end(
-            launch,
+            actix_server::launch,
             Kind::TextNet,
             backend,
             &format!("actix-textnet-{backend}"),
@@ -91,7 +39,7 @@ async fn minilm_end_to_end() {
     for backend in embed_service::backends("minilm_end_to_end") {
         eprintln!("MiniLM-L3 on {backend}");
         embed_service::end_to_end(
-            launch,
+            actix_server::launch,
             Kind::MiniLm,
             backend,
             &format!("actix-minilm-{backend}"),
@@ -102,12 +50,12 @@ async fn minilm_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_is_503() {
-    embed_service::full_queue_is_503(launch, "actix-slow").await;
+    embed_service::full_queue_is_503(actix_server::launch, "actix-slow").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_loading_failure_and_draining() {
-    embed_service::health_follows_state(launch, "actix-health").await;
+    embed_service::health_follows_state(actix_server::launch, "actix-health").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,5 +65,5 @@ async fn openai_python_client_round_trip() {
     } else {
         Kind::TextNet
     };
-    embed_service::openai_python_client(launch, kind, "actix-openai-client").await;
+    embed_service::openai_python_client(actix_server::launch, kind, "actix-openai-client").await;
 }

@@ -12,58 +12,19 @@
 #![cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
 
 #[allow(dead_code)]
-#[path = "../examples/embed_server/api.rs"]
-mod api;
-#[allow(dead_code)]
 #[path = "../examples/embed_server/app.rs"]
 mod app;
+include!("embed_service/modules.rs");
+#[path = "embed_service/axum_server.rs"]
+mod axum_server;
 #[allow(dead_code)]
 mod embed_service;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/embedder.rs"]
-mod embedder;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/handlers.rs"]
-mod handlers;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/health.rs"]
-mod health;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/openapi.rs"]
-mod openapi;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/service.rs"]
-mod service;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/setup.rs"]
-mod setup;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/telemetry.rs"]
-mod telemetry;
-#[allow(dead_code)]
-#[path = "../examples/embed_server/tokenizer.rs"]
-mod tokenizer;
-
-use std::sync::Arc;
 
 use corestream::batch::Rows;
 use corestream::Module;
 use embed_service::{Kind, Model};
 use embedder::Backend;
-use service::Service;
 use tokenizer::{Keep, TextTokenizer};
-
-/// The axum router on an ephemeral loopback port.
-fn launch(service: Arc<Service>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        axum::serve(listener, app::router(service)).await.unwrap()
-    });
-    format!("http://{addr}")
-}
 
 /// The same texts give the same embeddings (within 1e-4) on tract and on ONNX Runtime, in
 /// one padded batch and one at a time.
@@ -94,7 +55,7 @@ async fn textnet_end_to_end() {
     for &backend in &backends {
         eprintln!("textnet on {backend}");
         embed_service::end_to_end(
-            launch,
+            axum_server::launch,
             Kind::TextNet,
             backend,
             &format!("axum-textnet-{backend}"),
@@ -140,7 +101,7 @@ async fn minilm_end_to_end() {
             cos(&v[0], &v[2])
         );
         embed_service::end_to_end(
-            launch,
+            axum_server::launch,
             Kind::MiniLm,
             backend,
             &format!("axum-minilm-{backend}"),
@@ -224,12 +185,12 @@ fn truncation_keeps_special_tokens_and_the_asked_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_is_503() {
-    embed_service::full_queue_is_503(launch, "axum-slow").await;
+    embed_service::full_queue_is_503(axum_server::launch, "axum-slow").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_loading_failure_and_draining() {
-    embed_service::health_follows_state(launch, "axum-health").await;
+    embed_service::health_follows_state(axum_server::launch, "axum-health").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,5 +200,5 @@ async fn openai_python_client_round_trip() {
     } else {
         Kind::TextNet
     };
-    embed_service::openai_python_client(launch, kind, "axum-openai-client").await;
+    embed_service::openai_python_client(axum_server::launch, kind, "axum-openai-client").await;
 }

@@ -1,12 +1,12 @@
 //! The actix-web adapter: every route of [`crate::handlers`] on an actix `ServiceConfig`, the
-//! body read as bytes (at most [`BODY_LIMIT`]) and the framework-neutral [`Reply`] turned into
+//! body read as bytes (at most [`BODY_LIMIT`], within the service's body timeout) and the framework-neutral [`Reply`] turned into
 //! an `HttpResponse`. The service itself comes from `web::Data`, built once outside the
 //! per-worker factory.
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::handlers::{handle, Method, Reply, Route, BODY_LIMIT};
+use crate::handlers::{declared_over_limit, handle, BodyError, Method, Reply, Route, BODY_LIMIT};
 use crate::service::Service;
 
 fn response(reply: Reply) -> HttpResponse {
@@ -17,13 +17,28 @@ fn response(reply: Reply) -> HttpResponse {
     .body(reply.body)
 }
 
+/// The body of a request, at most [`BODY_LIMIT`] bytes: a declared length over it is refused
+/// before reading, a chunked body as soon as it passes the limit.
+async fn read_body(request: HttpRequest, payload: web::Payload) -> Result<web::Bytes, BodyError> {
+    let declared = request.headers().get(header::CONTENT_LENGTH);
+    if declared_over_limit(declared.map(|v| v.as_bytes())) {
+        return Err(BodyError::TooLarge);
+    }
+    match payload.to_bytes_limited(BODY_LIMIT).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(BodyError::Failed(e.to_string())),
+        Err(_) => Err(BodyError::TooLarge),
+    }
+}
+
 /// Registers the service's routes (the same as the axum router's) on an `App`:
 /// `App::new().app_data(data.clone()).configure(routes)`, with `data: web::Data<Service>`.
 pub fn routes(config: &mut web::ServiceConfig) {
-    config.app_data(web::PayloadConfig::new(BODY_LIMIT));
     for route in Route::ALL {
-        let handler = move |service: web::Data<Service>, body: web::Bytes| async move {
-            response(handle(&service, route, &body).await)
+        let handler = move |service: web::Data<Service>,
+                            request: HttpRequest,
+                            payload: web::Payload| async move {
+            response(handle(&service, route, read_body(request, payload)).await)
         };
         let (method, allow) = match route.method() {
             Method::Get => (web::get(), "GET"),

@@ -28,6 +28,8 @@ mod handlers;
 mod health;
 #[path = "../embed_server/openapi.rs"]
 mod openapi;
+#[path = "../embed_server/requests.rs"]
+mod requests;
 #[path = "../embed_server/service.rs"]
 mod service;
 #[path = "../embed_server/setup.rs"]
@@ -61,7 +63,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init_tracing()?;
     // Before any batcher is built: batchers register their metrics when built.
     let prometheus = telemetry::install_prometheus()?;
-    let service = Arc::new(Service::new(telemetry::renderer(prometheus)));
+    let service = Arc::new(
+        Service::new(telemetry::renderer(prometheus))
+            .with_body_timeout(Duration::from_millis(args.serve.body_timeout_ms)),
+    );
 
     // The model, its streams and the Batcher: once per process, outside the worker factory.
     let (loading, serve_args) = (Arc::clone(&service), args.serve.clone());

@@ -3,6 +3,7 @@
 //! counts it in the HTTP metrics; the axum and actix-web adapters only move bytes. The
 //! `#[utoipa::path]` attributes are the OpenAPI document's source (see `openapi.rs`).
 
+use std::future::Future;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -109,10 +110,36 @@ impl Route {
     }
 }
 
-/// Answers `route` for `body`, inside a span `http_request` (route, status) and counted in
-/// `corestream_http_requests_total{route,status}` and
-/// `corestream_http_request_duration_seconds{route}`.
-pub async fn handle(service: &Service, route: Route, body: &[u8]) -> Reply {
+/// Whether a request's declared `Content-Length` is over [`BODY_LIMIT`]: such a body is
+/// refused (413) before any of it is read, instead of waiting for bytes that will be refused.
+pub fn declared_over_limit(content_length: Option<&[u8]>) -> bool {
+    content_length
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > BODY_LIMIT as u64)
+}
+
+/// Why a request body could not be read (the adapters' body readers say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Longer than [`BODY_LIMIT`] (declared or sent): 413.
+    TooLarge,
+    /// The connection failed or the framework refused the body: 400.
+    Failed(String),
+}
+
+/// Answers `route` for the body `read_body` yields, inside a span `http_request` (route,
+/// status), counted in [`Service::requests`] (cancelled if this future is dropped before it
+/// answers), in `corestream_http_requests_total{route,status}` and
+/// `corestream_http_request_duration_seconds{route}`. A body that takes longer than
+/// [`Service::body_timeout`] to arrive is a 408, one over [`BODY_LIMIT`] a 413, in the route's
+/// error shape.
+pub async fn handle<B: AsRef<[u8]>>(
+    service: &Service,
+    route: Route,
+    read_body: impl Future<Output = Result<B, BodyError>>,
+) -> Reply {
+    let ticket = service.requests.start(route.path());
     let span = tracing::info_span!(
         "http_request",
         route = route.path(),
@@ -120,6 +147,25 @@ pub async fn handle(service: &Service, route: Route, body: &[u8]) -> Reply {
     );
     let start = Instant::now();
     let reply = async {
+        let timeout = service.body_timeout();
+        let body = match tokio::time::timeout(timeout, read_body).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return body_failure(route, e),
+            Err(_) => {
+                return route_failure(
+                    route,
+                    Failure {
+                        status: 408,
+                        code: "request_timeout",
+                        message: format!(
+                            "the request body did not arrive within {} ms (--body-timeout-ms)",
+                            timeout.as_millis()
+                        ),
+                    },
+                )
+            }
+        };
+        let body = body.as_ref();
         match route {
             Route::OpenAiEmbeddings => openai_embeddings(service, body).await,
             Route::Embed => embed(service, body).await,
@@ -133,6 +179,7 @@ pub async fn handle(service: &Service, route: Route, body: &[u8]) -> Reply {
     }
     .instrument(span.clone())
     .await;
+    ticket.answered();
     span.record("status", reply.status);
     if reply.status >= 500 {
         tracing::warn!(parent: &span, status = reply.status, "request failed");
@@ -146,6 +193,31 @@ pub async fn handle(service: &Service, route: Route, body: &[u8]) -> Reply {
     metrics::histogram!("corestream_http_request_duration_seconds", "route" => route.path())
         .record(start.elapsed().as_secs_f64());
     reply
+}
+
+fn body_failure(route: Route, e: BodyError) -> Reply {
+    route_failure(
+        route,
+        match e {
+            BodyError::TooLarge => Failure::too_large(
+                "body_too_large",
+                format!("the request body is over the {BODY_LIMIT}-byte limit"),
+            ),
+            BodyError::Failed(why) => Failure::bad_request(
+                "invalid_body",
+                format!("the request body could not be read: {why}"),
+            ),
+        },
+    )
+}
+
+/// `f` in the error shape of `route`: OpenAI's for `/v1/embeddings`, text-embeddings-
+/// inference's for the others.
+fn route_failure(route: Route, f: Failure) -> Reply {
+    match route {
+        Route::OpenAiEmbeddings => openai_failure(f),
+        _ => tei_failure(f),
+    }
 }
 
 fn openai_failure(f: Failure) -> Reply {
@@ -186,7 +258,8 @@ pub fn to_base64(v: &[f32]) -> String {
     responses(
         (status = 200, description = "One unit vector per input", body = OpenAiResponse),
         (status = 400, description = "Bad JSON, an empty input, an unknown token id, or `dimensions` other than the model's", body = OpenAiError),
-        (status = 413, description = "More inputs than --max-client-batch, or an input over the maximum length without truncation", body = OpenAiError),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = OpenAiError),
+        (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or an input over the maximum length without truncation", body = OpenAiError),
         (status = 503, description = "Queue full, model not loaded, or shutting down", body = OpenAiError),
     )
 )]
@@ -259,7 +332,8 @@ async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
     responses(
         (status = 200, description = "`{\"inputs\"}`: one vector per input; `{\"texts\"}`: `{model, dim, embeddings}`", body = EmbedAnswer),
         (status = 400, description = "Bad JSON or an empty input list", body = TeiError),
-        (status = 413, description = "More inputs than --max-client-batch, or an input over the maximum length without truncation", body = TeiError),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = TeiError),
+        (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or an input over the maximum length without truncation", body = TeiError),
         (status = 503, description = "Queue full, model not loaded, or shutting down", body = TeiError),
     )
 )]

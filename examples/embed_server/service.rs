@@ -4,6 +4,7 @@
 //! over [`crate::handlers`], which call this.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use corestream::batch::Rows;
 use corestream::{Error, Infer};
@@ -11,6 +12,7 @@ use tracing::Instrument;
 
 use crate::api::Info;
 use crate::health::{Health, State};
+use crate::requests::Requests;
 use crate::tokenizer::{Keep, TextTokenizer};
 
 /// Texts (or token ids) in, one unnormalised vector per row out: a `Batcher`, or the naive
@@ -29,10 +31,17 @@ pub struct Loaded {
     pub stats: Option<Arc<dyn Fn() -> corestream::BatcherStats + Send + Sync>>,
 }
 
-/// What the handlers share: health, the loaded model (once loaded), the metrics renderer.
+/// How long a client may take to send a request body, by default (`--body-timeout-ms`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers share: health, the request counters, the loaded model (once loaded),
+/// the metrics renderer.
 pub struct Service {
     /// Loading, ready, failed or draining.
     pub health: Health,
+    /// Requests started, answered and cancelled.
+    pub requests: Requests,
+    body_timeout: Duration,
     loaded: OnceLock<Loaded>,
     metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
@@ -60,7 +69,8 @@ impl Failure {
         }
     }
 
-    fn too_large(code: &'static str, message: String) -> Failure {
+    /// A 413.
+    pub fn too_large(code: &'static str, message: String) -> Failure {
         Failure {
             status: 413,
             code,
@@ -109,9 +119,22 @@ impl Service {
     pub fn new(metrics: Arc<dyn Fn() -> String + Send + Sync>) -> Service {
         Service {
             health: Health::default(),
+            requests: Requests::default(),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             loaded: OnceLock::new(),
             metrics,
         }
+    }
+
+    /// The same service, giving clients `timeout` to send a request body (then 408).
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Service {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send a request body.
+    pub fn body_timeout(&self) -> Duration {
+        self.body_timeout
     }
 
     /// A ready service (what tests and the load generator serve).
@@ -134,8 +157,16 @@ impl Service {
         self.health.set(State::Failed, Some(message));
     }
 
-    /// Logs the batcher's counters (at shutdown).
+    /// Logs the request counters and the batcher's (at shutdown).
     pub fn log_final_stats(&self) {
+        let requests = self.requests.counts();
+        tracing::info!(
+            started = requests.started,
+            answered = requests.answered,
+            cancelled = requests.cancelled,
+            in_flight = requests.in_flight(),
+            "http request totals"
+        );
         if let Some(stats) = self.loaded.get().and_then(|l| l.stats.as_ref()) {
             let s = stats();
             tracing::info!(

@@ -1,0 +1,855 @@
+//! The embedding service under misbehaving clients and faults, on 127.0.0.1, against both
+//! servers (axum `examples/embed_server`, actix-web `examples/actix_embed`), bounded in count
+//! and time:
+//!
+//! - clients that disconnect mid-request: each request is cancelled (its future dropped, the
+//!   batcher skips it), the counters say so, nothing stays in flight or queued;
+//! - bodies over the 2 MiB limit (declared 1 GiB, sent 3 MiB, chunked 3 MiB): 413 at once,
+//!   memory flat;
+//! - a client that never finishes its body: 408 after the body timeout; one that never
+//!   finishes its headers: disconnected after the header timeout;
+//! - 2,000 concurrent connections against a queue of 256: every one answered 200 or 503,
+//!   memory bounded, and the server serves normally afterwards;
+//! - a model that panics for one input: that request fails (500), the requests batched with
+//!   it and after it are served;
+//! - SIGTERM under load (the example binaries as processes): every request the server took
+//!   is answered (200, or 503 while draining), none cancelled or lost; the server exits 0.
+//!
+//! The in-process scenarios run one at a time (a lock), so the process's RSS is theirs.
+#![cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
+
+#[path = "../examples/actix_embed/app.rs"]
+mod actix_app;
+#[allow(dead_code)]
+#[path = "../examples/embed_server/app.rs"]
+mod app;
+#[allow(dead_code)]
+mod embed_service;
+include!("embed_service/modules.rs");
+#[path = "embed_service/actix_server.rs"]
+mod actix_server;
+#[path = "embed_service/axum_server.rs"]
+mod axum_server;
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use corestream::batch::Rows;
+use corestream::{BoxError, Module};
+use embed_service::{Kind, Launch, Model};
+use embedder::Backend;
+use serde_json::{json, Value};
+use service::Service;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ----- the model and the service under test -----
+
+/// What a poisoned request sends: the model panics on it.
+const POISON: &str = "PANIC NOW";
+
+/// TextNet that sleeps `delay` per call (to build queues) and panics on [`POISON`].
+struct Faulty {
+    model: Model,
+    delay: Duration,
+    poison: Vec<u32>,
+}
+
+impl Module for Faulty {
+    type Input = Rows<Vec<u32>>;
+    type Output = Rows<Vec<f32>>;
+    fn forward(&self, x: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
+        std::thread::sleep(self.delay);
+        if x.0.contains(&self.poison) {
+            panic!("the model cannot take this input");
+        }
+        self.model.forward(x)
+    }
+}
+
+/// One service under test: its state (counters) and where it listens.
+struct Server {
+    service: Arc<Service>,
+    /// `127.0.0.1:port`.
+    addr: String,
+}
+
+impl Server {
+    /// TextNet (tract) behind `Faulty`, a queue of `queue`, `max_batch` rows per call.
+    fn start(
+        launch: Launch,
+        name: &str,
+        delay: Duration,
+        queue: usize,
+        max_batch: usize,
+        body_timeout: Duration,
+    ) -> Server {
+        let (model, tokenizer) = embed_service::load(Kind::TextNet, Backend::Tract);
+        let poison = tokenizer.encode(POISON).unwrap();
+        let faulty = Faulty {
+            model,
+            delay,
+            poison,
+        };
+        let options = embed_service::options(queue, max_batch);
+        let loaded = setup::serve_model(faulty, tokenizer, name, "test".into(), &options).unwrap();
+        let service = Arc::new(
+            Service::ready(loaded, embed_service::telemetry()).with_body_timeout(body_timeout),
+        );
+        let base = launch(Arc::clone(&service));
+        Server {
+            service,
+            addr: base.trim_start_matches("http://").to_owned(),
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn stats(&self) -> corestream::BatcherStats {
+        (self.service.loaded().unwrap().stats.as_ref().unwrap())()
+    }
+
+    /// Waits until no request is in flight and the batcher's queue is empty and every request
+    /// it accepted has ended; panics after 10 s.
+    async fn settle(&self) {
+        wait_for("requests and the batcher to settle", || {
+            let s = self.stats();
+            self.service.requests.counts().in_flight() == 0
+                && s.queue_depth == 0
+                && s.accepted == s.completed + s.failed + s.cancelled
+        })
+        .await;
+    }
+
+    /// One well-formed request on a fresh client: its status.
+    async fn healthy_request(&self) -> u16 {
+        let (status, body) = embed_service::post(
+            &reqwest::Client::new(),
+            format!("{}/v1/embeddings", self.base()),
+            json!({"input": "still serving"}).to_string(),
+        )
+        .await;
+        if status == 200 {
+            assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 512);
+        }
+        status
+    }
+}
+
+// ----- raw HTTP: clients that misbehave -----
+
+/// A complete `POST /v1/embeddings` for `text`, closing the connection after the answer.
+fn request_bytes(text: &str) -> Vec<u8> {
+    let body = json!({ "input": text }).to_string();
+    format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads until a response's status line and headers have arrived: the status, or why none
+/// came (`"closed"` when the server closed the connection first).
+async fn read_status(stream: &mut TcpStream, within: Duration) -> Result<u16, String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return Err(format!("no answer within {within:?}")),
+            Ok(Err(e)) => return Err(format!("read failed: {e}")),
+            Ok(Ok(0)) => return Err("closed".into()),
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => return Ok(response.code.unwrap_or(0)),
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(format!("bad response: {e}")),
+        }
+    }
+}
+
+/// Connects to `addr`, retrying refused or dropped attempts for up to 20 s (a flood fills
+/// the listen backlog; the kernel drops what does not fit and the client retries).
+async fn connect(addr: &str) -> Result<TcpStream, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => return Err(format!("connect: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Polls `done` every 10 ms; panics with `what` after 10 s.
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// This process's resident memory, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// The value of the Prometheus sample `series` (name and labels as rendered), 0 if absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+const MB: f64 = 1048576.0;
+
+// ----- the scenarios -----
+
+/// Clients that send a request and disconnect before the answer. Where the framework drops a
+/// handler whose client left (`cancels`: hyper, so axum), each request is cancelled (counted,
+/// in the metric too) and the batcher skips those still queued. actix-web does not
+/// (actix/actix-web#3462): the requests run and are answered to nobody. Either way nothing
+/// stays in flight or queued, and the service answers the next client.
+async fn client_disconnects(launch: Launch, name: &str, cancels: bool) {
+    let server = Server::start(
+        launch,
+        name,
+        Duration::from_millis(500),
+        256,
+        1,
+        Duration::from_secs(10),
+    );
+    let series = "corestream_http_requests_cancelled_total{route=\"/v1/embeddings\"}";
+    let cancelled_before = metric(&server.service.render_metrics(), series);
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let mut stream = connect(&server.addr).await.unwrap();
+        stream
+            .write_all(&request_bytes(&format!("left early {i}")))
+            .await
+            .unwrap();
+        clients.push(stream);
+    }
+    wait_for("8 requests to start", || {
+        server.service.requests.counts().started == 8
+    })
+    .await;
+    drop(clients);
+    server.settle().await;
+    let counts = server.service.requests.counts();
+    let stats = server.stats();
+    let cancelled = metric(&server.service.render_metrics(), series) - cancelled_before;
+    if cancels {
+        assert_eq!((counts.cancelled, counts.answered), (8, 0), "{counts:?}");
+        // At most one request per stream was running (max_batch 1, 500 ms per call): the
+        // others were still queued and never ran.
+        let streams = server.service.loaded().unwrap().info.streams as u64;
+        assert!(stats.cancelled >= 8 - streams, "{stats:?}");
+        assert_eq!(cancelled, 8.0);
+    } else {
+        assert_eq!((counts.cancelled, counts.answered), (0, 8), "{counts:?}");
+        assert_eq!((stats.cancelled, stats.completed), (0, 8), "{stats:?}");
+        assert_eq!(cancelled, 0.0);
+    }
+    assert_eq!(server.healthy_request().await, 200);
+    eprintln!(
+        "{name}: 8 clients gone mid-request: {} requests cancelled ({} never ran), {} ran \
+         to an answer nobody read; next request 200",
+        counts.cancelled, stats.cancelled, stats.completed
+    );
+}
+
+/// Bodies over the limit are refused with 413 without being buffered: declared 1 GiB (1 KiB
+/// sent), 3 MiB sent with its length, 3 MiB chunked without one.
+async fn bodies_over_the_limit(launch: Launch, name: &str) {
+    let server = Server::start(
+        launch,
+        name,
+        Duration::ZERO,
+        256,
+        16,
+        Duration::from_secs(10),
+    );
+    assert_eq!(server.healthy_request().await, 200);
+    let before = rss();
+    let head = |length: &str| {
+        format!(
+            "POST /v1/embeddings HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+             {length}\r\nconnection: close\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let big = vec![b' '; 3 << 20];
+    let cases: [(&str, Vec<u8>, Vec<u8>); 3] = [
+        (
+            "declared 1 GiB",
+            head("content-length: 1073741824"),
+            vec![b' '; 1024],
+        ),
+        (
+            "3 MiB with its length",
+            head(&format!("content-length: {}", big.len())),
+            big.clone(),
+        ),
+        ("3 MiB chunked", head("transfer-encoding: chunked"), {
+            let mut body = Vec::new();
+            for chunk in big.chunks(64 << 10) {
+                body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                body.extend_from_slice(chunk);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+            body
+        }),
+    ];
+    for (what, head, body) in cases {
+        let stream = connect(&server.addr).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let start = Instant::now();
+        // The server may answer and close before taking the whole body: writing is allowed
+        // to fail.
+        let writer = tokio::spawn(async move {
+            let _ = write.write_all(&head).await;
+            let _ = write.write_all(&body).await;
+            write
+        });
+        let status = {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = tokio::time::timeout(Duration::from_secs(10), read.read(&mut chunk))
+                    .await
+                    .unwrap_or_else(|_| panic!("{what}: no answer in 10 s"))
+                    .unwrap_or(0);
+                assert!(n > 0, "{what}: closed without an answer");
+                buf.extend_from_slice(&chunk[..n]);
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut response = httparse::Response::new(&mut headers);
+                if let Ok(httparse::Status::Complete(_)) = response.parse(&buf) {
+                    break response.code.unwrap();
+                }
+            }
+        };
+        assert_eq!(status, 413, "{what}");
+        writer.abort();
+        eprintln!("{name}: {what}: 413 in {:?}", start.elapsed());
+    }
+    let grown = rss().saturating_sub(before) as f64 / MB;
+    assert!(
+        grown < 32.0,
+        "RSS grew {grown:.1} MB over three refused bodies"
+    );
+    server.settle().await;
+    assert_eq!(server.healthy_request().await, 200);
+    eprintln!("{name}: RSS after the over-limit bodies: {grown:+.1} MB");
+}
+
+/// A client that never finishes its body gets 408 after the body timeout (500 ms here); one
+/// that never finishes its headers is disconnected after the header timeout (2 s here).
+async fn slow_clients(launch: Launch, name: &str, header_timeout: Duration) {
+    let body_timeout = Duration::from_millis(500);
+    let server = Server::start(launch, name, Duration::ZERO, 256, 16, body_timeout);
+
+    let mut stream = connect(&server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/embeddings HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"input\": ",
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let status = read_status(&mut stream, Duration::from_secs(10)).await;
+    let took = start.elapsed();
+    assert_eq!(status, Ok(408), "a body that never finishes");
+    assert!(took >= body_timeout - Duration::from_millis(50), "{took:?}");
+    eprintln!("{name}: unfinished body: 408 after {took:?} (timeout {body_timeout:?})");
+
+    let mut stream = connect(&server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /v1/embeddings HTTP/1.1\r\nhost: test\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let outcome = read_status(&mut stream, header_timeout * 5).await;
+    let took = start.elapsed();
+    // hyper closes the connection; actix-web answers 408 and closes.
+    assert!(
+        matches!(
+            outcome.as_ref().map_err(String::as_str),
+            Err("closed") | Ok(408)
+        ),
+        "headers that never finish: {outcome:?}"
+    );
+    assert!(
+        took >= header_timeout / 2 && took <= header_timeout * 4,
+        "disconnected after {took:?}, header timeout {header_timeout:?}"
+    );
+    eprintln!(
+        "{name}: unfinished headers: {outcome:?} after {took:?} (timeout {header_timeout:?})"
+    );
+    server.settle().await;
+    assert_eq!(server.healthy_request().await, 200);
+}
+
+/// 2,000 connections at once, each with one request, against a queue of 256 and a model at
+/// 100 ms per batch of 16: each answered 200 or 503, at least the queue's worth served, some
+/// refused; memory bounded; afterwards the service serves normally and nothing is left.
+async fn connection_flood(launch: Launch, name: &str) {
+    const WANTED: usize = 2000;
+    // Each connection is two descriptors in this process (client and server side).
+    let limit = rlimit::increase_nofile_limit((2 * WANTED + 512) as u64).unwrap();
+    let connections = WANTED.min((limit as usize).saturating_sub(512) / 2);
+    if connections < WANTED {
+        eprintln!("{name}: file descriptor limit {limit}: {connections} connections, not {WANTED}");
+    }
+    assert!(
+        connections >= 600,
+        "file descriptor limit {limit} is too low for a flood"
+    );
+    let server = Server::start(
+        launch,
+        name,
+        Duration::from_millis(100),
+        256,
+        16,
+        Duration::from_secs(10),
+    );
+    assert_eq!(server.healthy_request().await, 200);
+    let before = rss();
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (Arc::clone(&peak), Arc::clone(&sampling));
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(rss(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let clients: Vec<_> = (0..connections)
+        .map(|i| {
+            let addr = server.addr.clone();
+            tokio::spawn(async move {
+                let mut stream = connect(&addr).await?;
+                stream
+                    .write_all(&request_bytes(&format!("flood {i}")))
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                read_status(&mut stream, Duration::from_secs(60)).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for client in clients {
+        match client.await.unwrap() {
+            Ok(200) => ok += 1,
+            Ok(503) => refused += 1,
+            other => panic!("{name}: a flooding client got {other:?}"),
+        }
+    }
+    let took = start.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let peak_growth = peak.load(Ordering::Relaxed).saturating_sub(before) as f64 / MB;
+    server.settle().await;
+    let stats = server.stats();
+    assert!(ok >= 256, "{ok} served, {refused} refused");
+    assert!(
+        refused >= 1,
+        "{ok} served, {refused} refused: the queue never filled"
+    );
+    assert_eq!(stats.rejected as usize, refused, "{stats:?}");
+    assert!(
+        peak_growth < 256.0,
+        "RSS grew {peak_growth:.1} MB under {connections} connections"
+    );
+    let after = rss().saturating_sub(before) as f64 / MB;
+    assert_eq!(server.healthy_request().await, 200);
+    let counts = server.service.requests.counts();
+    assert_eq!(counts.in_flight(), 0, "{counts:?}");
+    eprintln!(
+        "{name}: {connections} connections at once: {ok} x 200, {refused} x 503 in {took:.1?}; \
+         RSS peak {peak_growth:+.1} MB, after {after:+.1} MB; next request 200"
+    );
+}
+
+/// A model that panics for one input: the requests carrying it fail with 500, the others
+/// batched with them get their vectors, and the stream serves on.
+async fn panicking_input(launch: Launch, name: &str) {
+    let server = Server::start(
+        launch,
+        name,
+        Duration::from_millis(50),
+        256,
+        16,
+        Duration::from_secs(10),
+    );
+    let (reference_model, tokenizer) = embed_service::load(Kind::TextNet, Backend::Tract);
+    let client = reqwest::Client::new();
+    let requests: Vec<Vec<String>> = (0..24)
+        .map(|i| match i {
+            5 => vec![POISON.to_owned()],
+            11 => vec!["fine".to_owned(), POISON.to_owned()],
+            _ => vec![format!("innocent request {i}")],
+        })
+        .collect();
+    let handles: Vec<_> = requests
+        .iter()
+        .map(|texts| {
+            let (client, url) = (client.clone(), format!("{}/v1/embeddings", server.base()));
+            let body = json!({ "input": texts }).to_string();
+            tokio::spawn(async move { embed_service::post(&client, url, body).await })
+        })
+        .collect();
+    let mut served = 0;
+    for (texts, handle) in requests.iter().zip(handles) {
+        let (status, body) = handle.await.unwrap();
+        if texts.iter().any(|t| t == POISON) {
+            assert_eq!(status, 500, "{body}");
+            assert_eq!(body["error"]["code"], "model_error", "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cannot take this input"),
+                "{body}"
+            );
+        } else {
+            assert_eq!(status, 200, "{texts:?}: {body}");
+            let got = embed_service::openai_vector(&body["data"][0]["embedding"]);
+            let want = embed_service::reference(&reference_model, &tokenizer, texts, true);
+            let d = embed_service::max_diff(&[got], &want);
+            assert!(d <= 1e-4, "{texts:?}: max diff {d}");
+            served += 1;
+        }
+    }
+    assert_eq!(served, 22);
+    for _ in 0..4 {
+        assert_eq!(server.healthy_request().await, 200);
+    }
+    server.settle().await;
+    let stats = server.stats();
+    assert_eq!(stats.failed, 2, "{stats:?}");
+    eprintln!(
+        "{name}: panicking input: 2 requests 500, 22 batched with them 200 ({} batches), \
+         4 after 200",
+        stats.batches
+    );
+}
+
+// ----- in-process runs -----
+
+/// One scenario set at a time in this process (RSS and CPU are theirs).
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn axum_faults() {
+    let _serial = serial();
+    block_on(async {
+        client_disconnects(axum_server::launch, "axum-disconnect", true).await;
+        bodies_over_the_limit(axum_server::launch, "axum-body-limit").await;
+        slow_clients(
+            axum_server::launch,
+            "axum-slow-client",
+            axum_server::HEADER_TIMEOUT,
+        )
+        .await;
+        panicking_input(axum_server::launch, "axum-panic").await;
+        connection_flood(axum_server::launch, "axum-flood").await;
+    });
+}
+
+#[test]
+fn actix_faults() {
+    let _serial = serial();
+    block_on(async {
+        client_disconnects(actix_server::launch, "actix-disconnect", false).await;
+        bodies_over_the_limit(actix_server::launch, "actix-body-limit").await;
+        slow_clients(
+            actix_server::launch,
+            "actix-slow-client",
+            actix_server::HEADER_TIMEOUT,
+        )
+        .await;
+        panicking_input(actix_server::launch, "actix-panic").await;
+        connection_flood(actix_server::launch, "actix-flood").await;
+    });
+}
+
+// ----- SIGTERM under load: the example binaries as processes -----
+
+/// The example binary `name`, built by `cargo test` next to this test's own directory, or
+/// built now when this test runs alone.
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", name, "--features"])
+            .arg("tract,ort,metrics,tracing")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example {name}");
+    }
+    path
+}
+
+/// The server process, its log lines (JSON) collected by a thread.
+struct Process {
+    child: Child,
+    log: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Process {
+    fn start(binary: &std::path::Path) -> Process {
+        let mut child = Command::new(binary)
+            .args(["--textnet", "--backend", "tract", "--bind", "127.0.0.1:0"])
+            .args(["--drain-delay-ms", "500", "--queue", "256"])
+            .env("CORESTREAM_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, lines) = (child.stderr.take().unwrap(), Arc::clone(&log));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                lines.lock().unwrap().push(value);
+            }
+        });
+        Process { child, log }
+    }
+
+    /// The `fields` of the first log line whose message is `message`, waiting up to 60 s.
+    fn wait_log(&mut self, message: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(fields) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|v| v["fields"]["message"] == message)
+            {
+                return fields["fields"].clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the server exited ({status}) before logging {message:?}: {:#?}",
+                    self.log
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {message:?} in {:#?}",
+                self.log
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the load's clients saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Responses of any status, health checks included.
+    responses: u64,
+    /// 200s of the embedding requests before and after SIGTERM.
+    ok_before: u64,
+    ok_after: u64,
+    /// 503s of the embedding requests.
+    refused: u64,
+    /// `/health` statuses after SIGTERM.
+    health_after: Vec<u16>,
+    /// Requests that got no response (never taken: connection refused or reset once the
+    /// listener closed).
+    not_taken: u64,
+}
+
+/// Starts the example `name`, loads it with 16 clients, sends SIGTERM after 1 s of load, and
+/// checks: the server drains (503 on /health, still serving), exits 0, and the request totals
+/// it logs show every request it took answered (none cancelled, none in flight), as many as
+/// the clients received.
+fn sigterm_under_load(name: &str) {
+    let _serial = serial();
+    let binary = example_binary(name);
+    let mut process = Process::start(&binary);
+    let address = process.wait_log("listening")["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = format!("http://{address}");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let terminated = Arc::new(AtomicBool::new(false));
+    block_on(async {
+        // No connection reuse: a request on a kept-alive connection the server is closing
+        // would be neither taken nor refused.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        loop {
+            let r = client.get(format!("{base}/health")).send().await;
+            if let Ok(r) = r {
+                seen.lock().unwrap().responses += 1;
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(process.child.try_wait().unwrap().is_none(), "server exited");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let load: Vec<_> = (0..16)
+            .map(|i| {
+                let (client, base, seen, terminated) = (
+                    client.clone(),
+                    base.clone(),
+                    Arc::clone(&seen),
+                    Arc::clone(&terminated),
+                );
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        n += 1;
+                        let after = terminated.load(Ordering::SeqCst);
+                        let body = json!({ "input": format!("client {i} request {n}") });
+                        let sent = client
+                            .post(format!("{base}/v1/embeddings"))
+                            .json(&body)
+                            .send()
+                            .await;
+                        let Ok(response) = sent else {
+                            let mut seen = seen.lock().unwrap();
+                            assert!(after || terminated.load(Ordering::SeqCst), "{sent:?}");
+                            seen.not_taken += 1;
+                            // Refused: the listener is closed; the server is going.
+                            if sent.as_ref().err().is_some_and(reqwest::Error::is_connect) {
+                                return;
+                            }
+                            continue;
+                        };
+                        let status = response.status().as_u16();
+                        let value: Value = response.json().await.unwrap();
+                        let mut seen = seen.lock().unwrap();
+                        seen.responses += 1;
+                        match (status, after) {
+                            (200, false) => seen.ok_before += 1,
+                            (200, true) => seen.ok_after += 1,
+                            (503, _) => seen.refused += 1,
+                            _ => panic!("{status}: {value}"),
+                        }
+                        if status == 200 {
+                            assert_eq!(
+                                value["data"][0]["embedding"].as_array().unwrap().len(),
+                                512
+                            );
+                        }
+                    }
+                    panic!("client {i}: the server still took connections 30 s on");
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        terminated.store(true, Ordering::SeqCst);
+        let kill = Command::new("kill")
+            .args(["-TERM", &process.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        // During the drain delay (500 ms): /health is 503, embeddings are still served.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(r) = client.get(format!("{base}/health")).send().await {
+                let mut seen = seen.lock().unwrap();
+                seen.responses += 1;
+                seen.health_after.push(r.status().as_u16());
+            }
+        }
+        for client in load {
+            client.await.unwrap();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{name} exited with {status}");
+    let totals = process.wait_log("http request totals");
+    let seen = seen.lock().unwrap();
+    let (started, answered) = (totals["started"].as_u64(), totals["answered"].as_u64());
+    assert_eq!(totals["cancelled"], 0, "{totals} {seen:?}");
+    assert_eq!(totals["in_flight"], 0, "{totals} {seen:?}");
+    assert_eq!(started, answered, "{totals} {seen:?}");
+    assert_eq!(answered, Some(seen.responses), "{totals} {seen:?}");
+    assert!(seen.ok_before >= 16, "{seen:?}");
+    assert!(
+        seen.ok_after >= 1,
+        "no request served while draining: {seen:?}"
+    );
+    assert!(seen.health_after.contains(&503), "{seen:?}");
+    eprintln!(
+        "{name}: SIGTERM under 16 clients: server took {} requests and answered all \
+         ({} x 200 before, {} x 200 while draining, {} x 503); {} attempts after the listener \
+         closed got no connection; exit 0",
+        seen.responses, seen.ok_before, seen.ok_after, seen.refused, seen.not_taken
+    );
+}
+
+#[test]
+fn axum_sigterm_under_load() {
+    sigterm_under_load("embed_server");
+}
+
+#[test]
+fn actix_sigterm_under_load() {
+    sigterm_under_load("actix_embed");
+}
