@@ -10,6 +10,7 @@
 #[path = "../examples/actix_embed/app.rs"]
 mod actix_app;
 #[allow(dead_code)]
+#[macro_use]
 mod embed_service;
 include!("embed_service/modules.rs");
 #[path = "embed_service/actix_server.rs"]
@@ -48,22 +49,4 @@ async fn minilm_end_to_end() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_queue_is_503() {
-    embed_service::full_queue_is_503(actix_server::launch, "actix-slow").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_follows_loading_failure_and_draining() {
-    embed_service::health_follows_state(actix_server::launch, "actix-health").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_python_client_round_trip() {
-    let kind = if embed_service::minilm_dir().is_some() {
-        Kind::MiniLm
-    } else {
-        Kind::TextNet
-    };
-    embed_service::openai_python_client(actix_server::launch, kind, "actix-openai-client").await;
-}
+server_scenarios!(actix_server::launch, "actix");

@@ -18,6 +18,7 @@ include!("embed_service/modules.rs");
 #[path = "embed_service/axum_server.rs"]
 mod axum_server;
 #[allow(dead_code)]
+#[macro_use]
 mod embed_service;
 
 use corestream::batch::Rows;
@@ -183,22 +184,4 @@ fn truncation_keeps_special_tokens_and_the_asked_end() {
     assert_eq!(end, [full[0], full[5], full[6], full[7]]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_queue_is_503() {
-    embed_service::full_queue_is_503(axum_server::launch, "axum-slow").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_follows_loading_failure_and_draining() {
-    embed_service::health_follows_state(axum_server::launch, "axum-health").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_python_client_round_trip() {
-    let kind = if embed_service::minilm_dir().is_some() {
-        Kind::MiniLm
-    } else {
-        Kind::TextNet
-    };
-    embed_service::openai_python_client(axum_server::launch, kind, "axum-openai-client").await;
-}
+server_scenarios!(axum_server::launch, "axum");

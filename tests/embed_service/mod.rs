@@ -24,6 +24,34 @@ use crate::tokenizer::TextTokenizer;
 /// Starts the service on `127.0.0.1:0` and returns its base URL.
 pub type Launch = fn(Arc<Service>) -> String;
 
+/// The scenario tests both servers run, as `#[tokio::test]`s named alike in each test file:
+/// `server_scenarios!(launch_fn, "axum")` (the prefix names each scenario's batcher).
+#[allow(unused_macros)] // tests/service_faults.rs has no use for it
+macro_rules! server_scenarios {
+    ($launch:path, $prefix:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn full_queue_is_503() {
+            embed_service::full_queue_is_503($launch, concat!($prefix, "-slow")).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn health_follows_loading_failure_and_draining() {
+            embed_service::health_follows_state($launch, concat!($prefix, "-health")).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn openai_python_client_round_trip() {
+            let kind = if embed_service::minilm_dir().is_some() {
+                embed_service::Kind::MiniLm
+            } else {
+                embed_service::Kind::TextNet
+            };
+            embed_service::openai_python_client($launch, kind, concat!($prefix, "-openai-client"))
+                .await;
+        }
+    };
+}
+
 // ----- process-wide telemetry: one Prometheus recorder, one span-recording subscriber -----
 
 /// `(span name, its batcher/model field)` of every span opened in this test process.
