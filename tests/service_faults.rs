@@ -44,6 +44,7 @@ use embed_service::{Kind, Launch, Model};
 use embedder::Backend;
 use serde_json::{json, Value};
 use service::Service;
+use tokenizer::TextTokenizer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -88,7 +89,29 @@ impl Server {
         max_batch: usize,
         body_timeout: Duration,
     ) -> Server {
-        let (model, tokenizer) = embed_service::load(Kind::TextNet, Backend::Tract);
+        let (_, tokenizer) = embed_service::load(Kind::TextNet, Backend::Tract);
+        Server::start_with(
+            launch,
+            name,
+            tokenizer,
+            delay,
+            queue,
+            max_batch,
+            body_timeout,
+        )
+    }
+
+    /// As [`Server::start`], with another tokenizer in front of TextNet (which takes any ids).
+    fn start_with(
+        launch: Launch,
+        name: &str,
+        tokenizer: TextTokenizer,
+        delay: Duration,
+        queue: usize,
+        max_batch: usize,
+        body_timeout: Duration,
+    ) -> Server {
+        let (model, _) = embed_service::load(Kind::TextNet, Backend::Tract);
         let poison = tokenizer.encode(POISON).unwrap();
         let faulty = Faulty {
             model,
@@ -555,6 +578,83 @@ async fn panicking_input(launch: Launch, name: &str) {
     );
 }
 
+/// Requests near the body limit that need a real tokenizer's work (MiniLM's WordPiece, 32
+/// inputs of ~9 KB each, truncated) do not stall the server: while they are tokenised,
+/// `/health/live` keeps answering (tokenisation of large requests runs off the HTTP threads).
+async fn large_bodies_do_not_stall(launch: Launch, name: &str) {
+    let Some(dir) = embed_service::minilm_dir() else {
+        return;
+    };
+    let tokenizer = TextTokenizer::from_dir(dir, &dir.join(embedder::MINILM_ONNX)).unwrap();
+    let server = Server::start_with(
+        launch,
+        name,
+        tokenizer,
+        Duration::ZERO,
+        256,
+        16,
+        Duration::from_secs(10),
+    );
+    let text = "the quick brown fox jumps over the lazy dog ".repeat(200);
+    let body = json!({ "input": vec![text; 32], "truncate": true }).to_string();
+    let client = reqwest::Client::new();
+    let big: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url, body) = (
+                client.clone(),
+                format!("{}/v1/embeddings", server.base()),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let (status, value) = embed_service::post(&client, url, body).await;
+                assert_eq!(status, 200, "{value}");
+                assert_eq!(value["data"].as_array().unwrap().len(), 32);
+                assert_eq!(value["usage"]["total_tokens"], 32 * 128);
+                start.elapsed()
+            })
+        })
+        .collect();
+    // Probes from a thread of their own: a probe loop on this test's runtime (which also runs
+    // the axum server) would stall along with the server and miss the stall it should see.
+    let done = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (done, url) = (Arc::clone(&done), format!("{}/health/live", server.base()));
+        std::thread::spawn(move || {
+            block_on(async move {
+                let client = reqwest::Client::new();
+                let mut probes = Vec::new();
+                while !done.load(Ordering::SeqCst) {
+                    let start = Instant::now();
+                    let r = client.get(&url).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    probes.push(start.elapsed());
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                probes
+            })
+        })
+    };
+    let mut took = Vec::new();
+    for b in big {
+        took.push(b.await.unwrap());
+    }
+    done.store(true, Ordering::SeqCst);
+    let probes = prober.join().unwrap();
+    let worst = probes.iter().max().copied().unwrap_or_default();
+    assert!(probes.len() >= 5, "{} probes while {took:?}", probes.len());
+    assert!(
+        worst < Duration::from_millis(500),
+        "/health/live took up to {worst:?} while 2 large requests were tokenised ({took:?})"
+    );
+    eprintln!(
+        "{name}: 2 requests of {} KB (32 inputs, truncated to 128 tokens) in {took:?}; {} \
+         /health/live probes meanwhile, slowest {worst:?}",
+        body.len() / 1000,
+        probes.len()
+    );
+}
+
 // ----- in-process runs -----
 
 /// One scenario set at a time in this process (RSS and CPU are theirs).
@@ -585,6 +685,7 @@ fn axum_faults() {
         )
         .await;
         panicking_input(axum_server::launch, "axum-panic").await;
+        large_bodies_do_not_stall(axum_server::launch, "axum-large-bodies").await;
         connection_flood(axum_server::launch, "axum-flood").await;
     });
 }
@@ -602,6 +703,7 @@ fn actix_faults() {
         )
         .await;
         panicking_input(actix_server::launch, "actix-panic").await;
+        large_bodies_do_not_stall(actix_server::launch, "actix-large-bodies").await;
         connection_flood(actix_server::launch, "actix-flood").await;
     });
 }

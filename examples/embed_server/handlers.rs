@@ -287,8 +287,16 @@ async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
         ));
     }
     let input = match request.input {
-        OpenAiInput::Text(t) => service.tokenize(loaded, &[t], request.truncate, Keep::Start),
-        OpenAiInput::Texts(t) => service.tokenize(loaded, &t, request.truncate, Keep::Start),
+        OpenAiInput::Text(t) => {
+            service
+                .tokenize(loaded, vec![t], request.truncate, Keep::Start)
+                .await
+        }
+        OpenAiInput::Texts(t) => {
+            service
+                .tokenize(loaded, t, request.truncate, Keep::Start)
+                .await
+        }
         OpenAiInput::Tokens(ids) => service.token_ids(loaded, vec![ids], request.truncate),
         OpenAiInput::TokenLists(ids) => service.token_ids(loaded, ids, request.truncate),
     }?;
@@ -357,7 +365,9 @@ async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
     if texts_form {
         let request: TextsRequest = serde_json::from_value(value).map_err(invalid_embed_body)?;
         let loaded = service.loaded()?;
-        let input = service.tokenize(loaded, &request.texts, None, Keep::Start)?;
+        let input = service
+            .tokenize(loaded, request.texts, None, Keep::Start)
+            .await?;
         let embeddings = service.embed(loaded, input, true).await?;
         return Ok(Reply::json(
             200,
@@ -378,7 +388,9 @@ async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
         Some(TruncationDirection::Left) => Keep::End,
         _ => Keep::Start,
     };
-    let input = service.tokenize(loaded, &texts, request.truncate, keep)?;
+    let input = service
+        .tokenize(loaded, texts, request.truncate, keep)
+        .await?;
     let vectors = service.embed(loaded, input, request.normalize).await?;
     Ok(Reply::json(200, &vectors))
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use corestream::batch::Rows;
 use corestream::{Error, Infer};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::api::Info;
@@ -31,6 +32,9 @@ pub struct Loaded {
     pub stats: Option<Arc<dyn Fn() -> corestream::BatcherStats + Send + Sync>>,
 }
 
+/// Requests with more text than this (bytes, all inputs) are tokenised off the HTTP threads.
+pub const INLINE_TOKENIZE_BYTES: usize = 16 << 10;
+
 /// How long a client may take to send a request body, by default (`--body-timeout-ms`).
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,6 +46,8 @@ pub struct Service {
     /// Requests started, answered and cancelled.
     pub requests: Requests,
     body_timeout: Duration,
+    /// Large requests tokenised at once (one per CPU).
+    tokenizing: Semaphore,
     loaded: OnceLock<Loaded>,
     metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
@@ -78,7 +84,8 @@ impl Failure {
         }
     }
 
-    fn unavailable(code: &'static str, message: String) -> Failure {
+    /// A 503.
+    pub fn unavailable(code: &'static str, message: String) -> Failure {
         Failure {
             status: 503,
             code,
@@ -121,6 +128,9 @@ impl Service {
             health: Health::default(),
             requests: Requests::default(),
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            tokenizing: Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
             loaded: OnceLock::new(),
             metrics,
         }
@@ -224,24 +234,37 @@ impl Service {
 
     /// Tokenises `texts` and applies the length policy: over-long inputs are cut when
     /// `truncate` (or the server's `--truncate` when `None`) says so, else a 413.
-    pub fn tokenize(
+    ///
+    /// Requests of up to [`INLINE_TOKENIZE_BYTES`] of text are tokenised here, on the HTTP
+    /// thread (microseconds). Larger ones (up to the 2 MiB body limit: about a second of a
+    /// core for a WordPiece tokenizer) go to tokio's blocking pool, at most one per CPU at a
+    /// time, so a few large bodies cannot stall the HTTP threads: health probes and small
+    /// requests keep being answered.
+    pub async fn tokenize(
         &self,
         loaded: &Loaded,
-        texts: &[String],
+        texts: Vec<String>,
         truncate: Option<bool>,
         keep: Keep,
     ) -> Result<Tokenized, Failure> {
         self.check_count(loaded, texts.len())?;
-        let _span = tracing::debug_span!("tokenize", inputs = texts.len()).entered();
-        let ids = texts
-            .iter()
-            .map(|t| {
-                loaded
-                    .tokenizer
-                    .encode(t)
-                    .map_err(|m| Failure::bad_request("invalid_request", m))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let span = tracing::debug_span!("tokenize", inputs = texts.len());
+        let bytes: usize = texts.iter().map(String::len).sum();
+        let ids = if bytes <= INLINE_TOKENIZE_BYTES {
+            span.in_scope(|| encode_all(&loaded.tokenizer, &texts))
+        } else {
+            let _permit = self.tokenizing.acquire().await.map_err(|_| {
+                Failure::unavailable("unavailable", "the service is shutting down".into())
+            })?;
+            let tokenizer = Arc::clone(&loaded.tokenizer);
+            tokio::task::spawn_blocking(move || span.in_scope(|| encode_all(&tokenizer, &texts)))
+                .await
+                .map_err(|e| Failure {
+                    status: 500,
+                    code: "tokenizer_error",
+                    message: format!("tokenisation failed: {e}"),
+                })?
+        }?;
         self.limit(loaded, ids, truncate, keep)
     }
 
@@ -355,4 +378,16 @@ impl Service {
             }
         }
     }
+}
+
+/// Token ids of each text, or a 400 naming what the tokenizer refused.
+fn encode_all(tokenizer: &TextTokenizer, texts: &[String]) -> Result<Vec<Vec<u32>>, Failure> {
+    texts
+        .iter()
+        .map(|t| {
+            tokenizer
+                .encode(t)
+                .map_err(|m| Failure::bad_request("invalid_request", m))
+        })
+        .collect()
 }
