@@ -7,7 +7,9 @@
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]     # default: 60 s each, every target
 #   bash scripts/fuzz.sh 0 [TARGET...]             # only minimise the committed corpora
 #
-# Targets: fuzz/fuzz_targets/*.rs (what each checks: fuzz/checks/). Needs cargo-fuzz
+# Targets: fuzz/fuzz_targets/*.rs (what each checks: fuzz/checks/): cpulist, topology, batch,
+# model_tract, model_ort, service_body (the embedding service's request bodies, built with
+# features tract, metrics and tracing). Needs cargo-fuzz
 # (installed from crates.io when missing) and a C++ compiler for libFuzzer; the installed
 # stable rustc is run with RUSTC_BOOTSTRAP=1 for the sanitizer flags (-Zsanitizer). model_ort
 # needs ONNX Runtime (scripts/fetch-onnxruntime.sh, run here when missing).
@@ -44,19 +46,22 @@ export RUSTC_BOOTSTRAP=1
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 cd fuzz
 # Only the backends the chosen targets load are built (tract and ONNX Runtime take most of
-# the build time under the sanitizer): the core targets alone build into target/light.
+# the build time under the sanitizer): the core targets alone build into target/light, each
+# backend into its own folder (service_body's extra features share tract's).
 features=()
 for t in "${targets[@]}"; do
     case "$t" in
         model_tract) features+=(tract) ;;
         model_ort) features+=(ort) ;;
+        service_body) features+=(tract metrics tracing) ;;
     esac
 done
-feature_list=$(IFS=,; echo "${features[*]}")
-case "$feature_list" in
-    "") target_dir=target/light ;;
-    tract,ort | ort,tract) target_dir=target ;;
-    *) target_dir="target/$feature_list" ;;
+feature_list=$(printf '%s\n' "${features[@]}" | sort -u | paste -sd, -)
+case ",$feature_list," in
+    *,ort,*tract,* | *,tract,*ort,*) target_dir=target ;;
+    *,tract,*) target_dir=target/tract ;;
+    *,ort,*) target_dir=target/ort ;;
+    *) target_dir=target/light ;;
 esac
 # Release build with debug assertions (integer overflow checks on), as cargo fuzz run does.
 cargo fuzz build -O --debug-assertions --no-default-features --features "$feature_list" \

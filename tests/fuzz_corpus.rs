@@ -1,7 +1,9 @@
 //! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`) through the same checks the
 //! cargo-fuzz targets run (`fuzz/checks/`, included here), as ordinary tests on stable: every
 //! input the fuzzer kept, and every crash it found (minimised, kept in the corpus as a
-//! regression), must pass. `scripts/fuzz.sh` grows the corpora.
+//! regression), must pass. `scripts/fuzz.sh` grows the corpora. The embedding service's target
+//! (`service_body`) needs the example's modules and features tract, metrics and tracing:
+//! `cargo test --all-features --test fuzz_corpus` replays it.
 
 use std::fs;
 use std::panic::{self, AssertUnwindSafe};
@@ -10,6 +12,9 @@ use std::path::PathBuf;
 #[path = "../fuzz/checks/mod.rs"]
 mod checks;
 mod common;
+// The embedding service's modules at the crate root, for checks::service_body.
+#[cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
+include!("embed_service/modules.rs");
 
 /// The corpus files of `target`, sorted by name; fails when there are fewer than `min` (a
 /// missing or emptied corpus must not pass silently).
@@ -91,6 +96,12 @@ fn model_ort_corpus() {
     replay("model_ort", 5, |data| {
         assert!(checks::model::check_ort(data));
     });
+}
+
+#[cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
+#[test]
+fn service_body_corpus() {
+    replay("service_body", 10, checks::service_body::check);
 }
 
 /// The replay fails on a failing input (a replay that cannot fail proves nothing).

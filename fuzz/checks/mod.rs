@@ -3,13 +3,27 @@
 //! replayed through exactly the code the fuzzer ran. Each `check` takes the raw fuzz bytes and
 //! panics only when corestream broke a promise (a panic inside corestream, an untyped error, a
 //! lost or changed value); a typed `corestream::Error` for bad input is a pass.
+//!
+//! `service_body` (the embedding service's request bodies, examples/embed_server) is built only
+//! with features `tract`, `metrics` and `tracing` together, and expects the example's modules
+//! at the including crate's root: its fuzz target declares them, `tests/fuzz_corpus.rs` includes
+//! them (`tests/embed_service/modules.rs`) under the same features.
 #![allow(dead_code)]
 
 pub mod batch;
 pub mod bytes;
 pub mod cpulist;
 pub mod model;
+#[cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
+pub mod service_body;
 pub mod topology;
 
 /// The fuzz targets, as named under `fuzz/fuzz_targets/` and `fuzz/corpus/`.
-pub const TARGETS: &[&str] = &["cpulist", "topology", "batch", "model_tract", "model_ort"];
+pub const TARGETS: &[&str] = &[
+    "cpulist",
+    "topology",
+    "batch",
+    "model_tract",
+    "model_ort",
+    "service_body",
+];
