@@ -12,9 +12,13 @@ use std::path::PathBuf;
 #[path = "../fuzz/checks/mod.rs"]
 mod checks;
 mod common;
-// The embedding service's modules at the crate root, for checks::service_body.
+// The embedding service's modules at the crate root, and its target's check (not part of
+// checks/mod.rs, whose other users lack those modules).
 #[cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
 include!("embed_service/modules.rs");
+#[cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
+#[path = "../fuzz/checks/service_body.rs"]
+mod service_body;
 
 /// The corpus files of `target`, sorted by name; fails when there are fewer than `min` (a
 /// missing or emptied corpus must not pass silently).
@@ -101,7 +105,7 @@ fn model_ort_corpus() {
 #[cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
 #[test]
 fn service_body_corpus() {
-    replay("service_body", 10, checks::service_body::check);
+    replay("service_body", 10, service_body::check);
 }
 
 /// The replay fails on a failing input (a replay that cannot fail proves nothing).

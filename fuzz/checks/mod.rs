@@ -4,18 +4,16 @@
 //! panics only when corestream broke a promise (a panic inside corestream, an untyped error, a
 //! lost or changed value); a typed `corestream::Error` for bad input is a pass.
 //!
-//! `service_body` (the embedding service's request bodies, examples/embed_server) is built only
-//! with features `tract`, `metrics` and `tracing` together, and expects the example's modules
-//! at the including crate's root: its fuzz target declares them, `tests/fuzz_corpus.rs` includes
-//! them (`tests/embed_service/modules.rs`) under the same features.
+//! `service_body.rs` (the embedding service's request bodies, examples/embed_server) is not a
+//! module of this one: it needs the example's modules at the including crate's root and
+//! features `tract`, `metrics` and `tracing`, so its fuzz target and `tests/fuzz_corpus.rs`
+//! (under those features, with `tests/embed_service/modules.rs`) each declare it beside them.
 #![allow(dead_code)]
 
 pub mod batch;
 pub mod bytes;
 pub mod cpulist;
 pub mod model;
-#[cfg(all(feature = "tract", feature = "metrics", feature = "tracing"))]
-pub mod service_body;
 pub mod topology;
 
 /// The fuzz targets, as named under `fuzz/fuzz_targets/` and `fuzz/corpus/`.
