@@ -267,8 +267,16 @@ pub async fn openai_embeddings(service: &Service, body: &[u8]) -> Reply {
     openai(service, body).await.unwrap_or_else(openai_failure)
 }
 
+/// The body as text: JSON is UTF-8 (RFC 8259). Checked whole, because serde_json does not
+/// check the strings of fields a request type ignores.
+fn utf8(body: &[u8]) -> Result<&str, Failure> {
+    std::str::from_utf8(body).map_err(|e| {
+        Failure::bad_request("invalid_json", format!("the body is not UTF-8 JSON: {e}"))
+    })
+}
+
 async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
-    let request: OpenAiRequest = serde_json::from_slice(body).map_err(|e| {
+    let request: OpenAiRequest = serde_json::from_str(utf8(body)?).map_err(|e| {
         Failure::bad_request(
             "invalid_json",
             format!(
@@ -360,7 +368,7 @@ fn invalid_embed_body(e: impl std::fmt::Display) -> Failure {
 }
 
 async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid_embed_body)?;
+    let value: serde_json::Value = serde_json::from_str(utf8(body)?).map_err(invalid_embed_body)?;
     let texts_form = value.get("texts").is_some() && value.get("inputs").is_none();
     if texts_form {
         let request: TextsRequest = serde_json::from_value(value).map_err(invalid_embed_body)?;

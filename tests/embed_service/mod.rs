@@ -428,6 +428,17 @@ pub async fn limits_and_validation(
     let openai = format!("{base}/v1/embeddings");
     let embed = format!("{base}/embed");
 
+    // Not UTF-8, in a field the request type ignores (found by fuzzing: serde_json skips such
+    // fields unchecked, and the body was answered 200): 400 on both routes.
+    for (url, field) in [(&openai, "input"), (&embed, "inputs")] {
+        let mut body = format!("{{\"{field}\": \"a\", \"other\": \"").into_bytes();
+        body.extend_from_slice(b"\xf4\"}");
+        let r = client.post(url.as_str()).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{url}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
+    }
+
     let (s, e) = post(&client, openai.clone(), json!({"input": long}).to_string()).await;
     assert_eq!(s, 413, "{e}");
     assert_eq!(e["error"]["code"], "input_too_long");
