@@ -180,7 +180,7 @@ fn launch(service: Service) -> String {
         app::serve(
             listener,
             app::router(Arc::new(service)),
-            app::HEADER_TIMEOUT,
+            Duration::from_secs(10),
             std::future::pending(),
         )
         .await

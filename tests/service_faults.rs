@@ -739,6 +739,7 @@ impl Process {
         let mut child = Command::new(binary)
             .args(["--textnet", "--backend", "tract", "--bind", "127.0.0.1:0"])
             .args(["--drain-delay-ms", "500", "--queue", "256"])
+            .args(["--header-timeout-ms", "1000", "--body-timeout-ms", "1000"])
             .env("CORESTREAM_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -841,6 +842,36 @@ fn sigterm_under_load(name: &str) {
             }
             assert!(process.child.try_wait().unwrap().is_none(), "server exited");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The binary's own timeouts (flags): unfinished headers closed (actix-web answers 408
+        // first; no route saw the request), an unfinished body 408 from the route (counted by
+        // the server), each after about 1 s.
+        let (_, addr) = base.split_once("://").unwrap();
+        let unfinished_headers = &b"POST /v1/embeddings HTTP/1.1\r\nhost: t\r\n"[..];
+        let unfinished_body =
+            &b"POST /v1/embeddings HTTP/1.1\r\nhost: t\r\ncontent-length: 50\r\n\r\n{"[..];
+        for (partial, counted) in [(unfinished_headers, false), (unfinished_body, true)] {
+            let mut stream = connect(addr).await.unwrap();
+            stream.write_all(partial).await.unwrap();
+            let start = Instant::now();
+            let outcome = read_status(&mut stream, Duration::from_secs(10)).await;
+            let took = start.elapsed();
+            let expected = if counted {
+                matches!(outcome, Ok(408))
+            } else {
+                matches!(
+                    outcome.as_ref().map_err(String::as_str),
+                    Err("closed") | Ok(408)
+                )
+            };
+            assert!(expected, "{name}: {outcome:?} after {took:?}");
+            assert!(
+                took > Duration::from_millis(500) && took < Duration::from_secs(5),
+                "{name}: {outcome:?} after {took:?} (timeouts 1 s)"
+            );
+            if counted {
+                seen.lock().unwrap().responses += 1;
+            }
         }
         let load: Vec<_> = (0..16)
             .map(|i| {

@@ -84,6 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = web::Data::from(Arc::clone(&service));
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(app::routes))
         .workers(args.http_workers.max(1))
+        .client_request_timeout(Duration::from_millis(args.serve.header_timeout_ms))
         // Our own signal handling: mark draining first, then stop gracefully.
         .disable_signals()
         .bind(&args.serve.bind)?;

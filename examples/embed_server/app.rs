@@ -21,10 +21,6 @@ use hyper_util::service::TowerToHyperService;
 use crate::handlers::{declared_over_limit, handle, BodyError, Method, Reply, Route, BODY_LIMIT};
 use crate::service::Service;
 
-/// How long a client may take to send a request's headers, by default: a client that
-/// connects and never finishes them (slowloris) is disconnected after this.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn response(reply: Reply) -> Response {
     Response::builder()
         .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -75,9 +71,9 @@ pub fn router(service: Arc<Service>) -> Router {
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets every
 /// connection finish the request it is on, and returns when all are closed.
 ///
-/// What `axum::serve` does, plus a header read timeout (`header_timeout`, e.g.
-/// [`HEADER_TIMEOUT`]; `axum::serve` sets no timer, so a client that never finishes its
-/// headers holds its connection for ever). Accept errors (out of file descriptors under a connection flood) pause accepting
+/// What `axum::serve` does, plus a header read timeout (`header_timeout`: a client that
+/// connects and never finishes its headers, slowloris, is disconnected after it;
+/// `axum::serve` sets no timer, so such a client holds its connection for ever). Accept errors (out of file descriptors under a connection flood) pause accepting
 /// for 50 ms instead of ending the server.
 pub async fn serve(
     listener: tokio::net::TcpListener,

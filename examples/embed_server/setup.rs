@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// flight.
     #[arg(long, env = "CORESTREAM_DRAIN_DELAY_MS", default_value_t = 0)]
     pub drain_delay_ms: u64,
+    /// How long a client may take to send a request's headers, in milliseconds (then the
+    /// connection is closed; actix-web answers 408 first).
+    #[arg(long, env = "CORESTREAM_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
     /// How long a client may take to send a request body, in milliseconds (then 408).
     #[arg(long, env = "CORESTREAM_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_timeout_ms: u64,
