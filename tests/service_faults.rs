@@ -738,7 +738,7 @@ impl Process {
     fn start(binary: &std::path::Path) -> Process {
         let mut child = Command::new(binary)
             .args(["--textnet", "--backend", "tract", "--bind", "127.0.0.1:0"])
-            .args(["--drain-delay-ms", "500", "--queue", "256"])
+            .args(["--drain-delay-ms", "500", "--queue", "4"])
             .args(["--header-timeout-ms", "1000", "--body-timeout-ms", "1000"])
             .env("CORESTREAM_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
@@ -810,7 +810,8 @@ struct Seen {
     not_taken: u64,
 }
 
-/// Starts the example `name`, loads it with 16 clients, sends SIGTERM after 1 s of load, and
+/// Starts the example `name` with a queue of 4, loads it with 16 clients (so some requests are
+/// refused with 503 all along), sends SIGTERM after 1 s of load, and
 /// checks: the server drains (503 on /health, still serving), exits 0, and the request totals
 /// it logs show every request it took answered (none cancelled, none in flight), as many as
 /// the clients received.
