@@ -84,6 +84,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = web::Data::from(Arc::clone(&service));
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(app::routes))
         .workers(args.http_workers.max(1))
+        // Each connection's socket, so handlers notice a client that left (see app.rs).
+        .on_connect(app::on_connect)
         .client_request_timeout(Duration::from_millis(args.serve.header_timeout_ms))
         // Our own signal handling: mark draining first, then stop gracefully.
         .disable_signals()

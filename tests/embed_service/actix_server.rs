@@ -27,6 +27,7 @@ pub fn launch(service: Arc<Service>) -> String {
                     .configure(actix_app::routes)
             })
             .workers(1)
+            .on_connect(actix_app::on_connect)
             .client_request_timeout(HEADER_TIMEOUT)
             .disable_signals()
             .listen(listener)
