@@ -28,7 +28,7 @@ use corestream::batch::Rows;
 use corestream::{BoxError, CpuPool, Module, Streams};
 use serde_json::Value;
 
-use crate::handlers::{handle, BodyError, Reply, Route};
+use crate::handlers::{handle, BodyError, Method, Reply, Route};
 use crate::service::Service;
 use crate::setup::{serve_model, BatchOptions};
 use crate::tokenizer::TextTokenizer;
@@ -109,22 +109,18 @@ pub fn ask(route: Route, body: &[u8]) -> Reply {
     f.runtime.block_on(handle(&f.service, route, read))
 }
 
-const GETS: [Route; 6] = [
-    Route::Info,
-    Route::Health,
-    Route::Live,
-    Route::Ready,
-    Route::Metrics,
-    Route::OpenApi,
-];
-
 /// Sends `data` as both POST bodies and asks one GET route, checking every answer.
 pub fn check(data: &[u8]) {
     let openai = ask(Route::OpenAiEmbeddings, data);
     check_openai(data, &openai);
     let embed = ask(Route::Embed, data);
     check_embed(data, &embed);
-    let get = GETS[usize::from(data.first().copied().unwrap_or(0)) % GETS.len()];
+    // The GET routes, in `Route::ALL`'s order; the first byte picks one.
+    let gets: Vec<Route> = Route::ALL
+        .into_iter()
+        .filter(|r| r.method() == Method::Get)
+        .collect();
+    let get = gets[usize::from(data.first().copied().unwrap_or(0)) % gets.len()];
     let reply = ask(get, b"");
     assert_eq!(reply.status, 200, "GET {}: {}", get.path(), text(&reply));
     if get != Route::Metrics {
