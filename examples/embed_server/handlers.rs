@@ -267,16 +267,28 @@ pub async fn openai_embeddings(service: &Service, body: &[u8]) -> Reply {
     openai(service, body).await.unwrap_or_else(openai_failure)
 }
 
-/// The body as text: JSON is UTF-8 (RFC 8259). Checked whole, because serde_json does not
-/// check the strings of fields a request type ignores.
-fn utf8(body: &[u8]) -> Result<&str, Failure> {
-    std::str::from_utf8(body).map_err(|e| {
+/// The body as text, if it is UTF-8 (RFC 8259; checked whole, because serde_json does not
+/// check the strings of fields a request type ignores) and a JSON object (serde's derived
+/// structs also take an array, its items as the fields in order: `[["a"]]` would be read as
+/// `{"input": ["a"]}`).
+fn json_object(body: &[u8]) -> Result<&str, Failure> {
+    let text = std::str::from_utf8(body).map_err(|e| {
         Failure::bad_request("invalid_json", format!("the body is not UTF-8 JSON: {e}"))
-    })
+    })?;
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(Failure::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(text)
 }
 
 async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
-    let request: OpenAiRequest = serde_json::from_str(utf8(body)?).map_err(|e| {
+    let request: OpenAiRequest = serde_json::from_str(json_object(body)?).map_err(|e| {
         Failure::bad_request(
             "invalid_json",
             format!(
@@ -368,7 +380,8 @@ fn invalid_embed_body(e: impl std::fmt::Display) -> Failure {
 }
 
 async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
-    let value: serde_json::Value = serde_json::from_str(utf8(body)?).map_err(invalid_embed_body)?;
+    let value: serde_json::Value =
+        serde_json::from_str(json_object(body)?).map_err(invalid_embed_body)?;
     let texts_form = value.get("texts").is_some() && value.get("inputs").is_none();
     if texts_form {
         let request: TextsRequest = serde_json::from_value(value).map_err(invalid_embed_body)?;

@@ -438,6 +438,17 @@ pub async fn limits_and_validation(
         let e: Value = r.json().await.unwrap();
         assert!(e.to_string().contains("not UTF-8"), "{e}");
     }
+    // An array is not a request, though serde would read its items as the fields in order
+    // (found by fuzzing: `[[2, 2]]` was answered as `{"input": [2, 2]}`): 400 on both routes.
+    for (url, body) in [
+        (&openai, "[[2, 2]]"),
+        (&embed, r#"["a"]"#),
+        (&embed, "[[\"a\"]]"),
+    ] {
+        let (s, e) = post(&client, url.clone(), body.to_owned()).await;
+        assert_eq!(s, 400, "{url} {body}: {e}");
+        assert!(e.to_string().contains("must be a JSON object"), "{e}");
+    }
 
     let (s, e) = post(&client, openai.clone(), json!({"input": long}).to_string()).await;
     assert_eq!(s, 413, "{e}");
