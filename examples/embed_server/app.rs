@@ -73,8 +73,9 @@ pub fn router(service: Arc<Service>) -> Router {
 ///
 /// What `axum::serve` does, plus a header read timeout (`header_timeout`: a client that
 /// connects and never finishes its headers, slowloris, is disconnected after it;
-/// `axum::serve` sets no timer, so such a client holds its connection for ever). Accept errors (out of file descriptors under a connection flood) pause accepting
-/// for 50 ms instead of ending the server.
+/// `axum::serve` sets no timer, so such a client holds its connection for ever). Accept
+/// errors (out of file descriptors under a connection flood) pause accepting for 50 ms
+/// instead of ending the server.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,

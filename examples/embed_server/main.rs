@@ -18,8 +18,9 @@
 //! marks the service draining (`/health` 503), keeps serving for `--drain-delay-ms`, then stops
 //! accepting connections and finishes the requests in flight; the request totals logged at
 //! exit show none was lost. A client gets `--header-timeout-ms` for its headers (then the
-//! connection is closed) and `--body-timeout-ms` for its body (408), 2 MiB at most (413). Every flag also reads an
-//! environment variable (see `setup.rs`); logs: `RUST_LOG`, `CORESTREAM_LOG_FORMAT=text|json`.
+//! connection is closed) and `--body-timeout-ms` for its body (408), 2 MiB at most (413).
+//! Every flag also reads an environment variable (see `setup.rs`); logs: `RUST_LOG`,
+//! `CORESTREAM_LOG_FORMAT=text|json`.
 //! The modules other than `app.rs` are framework-neutral and shared with
 //! `examples/actix_embed`.
 
