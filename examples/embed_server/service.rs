@@ -47,7 +47,7 @@ pub struct Service {
     pub requests: Requests,
     body_timeout: Duration,
     /// Large requests tokenised at once (one per CPU).
-    tokenizing: Semaphore,
+    tokenizing: Arc<Semaphore>,
     loaded: OnceLock<Loaded>,
     metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
@@ -128,9 +128,9 @@ impl Service {
             health: Health::default(),
             requests: Requests::default(),
             body_timeout: DEFAULT_BODY_TIMEOUT,
-            tokenizing: Semaphore::new(
+            tokenizing: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            ),
+            )),
             loaded: OnceLock::new(),
             metrics,
         }
@@ -253,17 +253,25 @@ impl Service {
         let ids = if bytes <= INLINE_TOKENIZE_BYTES {
             span.in_scope(|| encode_all(&loaded.tokenizer, &texts))
         } else {
-            let _permit = self.tokenizing.acquire().await.map_err(|_| {
-                Failure::unavailable("unavailable", "the service is shutting down".into())
-            })?;
-            let tokenizer = Arc::clone(&loaded.tokenizer);
-            tokio::task::spawn_blocking(move || span.in_scope(|| encode_all(&tokenizer, &texts)))
+            // The permit moves into the blocking task: a request dropped meanwhile (its
+            // client left) does not free the place while its tokenisation still runs.
+            let permit = Arc::clone(&self.tokenizing)
+                .acquire_owned()
                 .await
-                .map_err(|e| Failure {
-                    status: 500,
-                    code: "tokenizer_error",
-                    message: format!("tokenisation failed: {e}"),
-                })?
+                .map_err(|_| {
+                    Failure::unavailable("unavailable", "the service is shutting down".into())
+                })?;
+            let tokenizer = Arc::clone(&loaded.tokenizer);
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                span.in_scope(|| encode_all(&tokenizer, &texts))
+            })
+            .await
+            .map_err(|e| Failure {
+                status: 500,
+                code: "tokenizer_error",
+                message: format!("tokenisation failed: {e}"),
+            })?
         }?;
         self.limit(loaded, ids, truncate, keep)
     }
