@@ -666,40 +666,36 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Every in-process scenario against one server, one after the other; `prefix` names their
+/// batchers.
+async fn all_faults(launch: Launch, prefix: &str, header_timeout: Duration) {
+    let name = |scenario: &str| format!("{prefix}-{scenario}");
+    client_disconnects(launch, &name("disconnect")).await;
+    bodies_over_the_limit(launch, &name("body-limit")).await;
+    slow_clients(launch, &name("slow-client"), header_timeout).await;
+    panicking_input(launch, &name("panic")).await;
+    large_bodies_do_not_stall(launch, &name("large-bodies")).await;
+    connection_flood(launch, &name("flood")).await;
+}
+
 #[test]
 fn axum_faults() {
     let _serial = serial();
-    block_on(async {
-        client_disconnects(axum_server::launch, "axum-disconnect").await;
-        bodies_over_the_limit(axum_server::launch, "axum-body-limit").await;
-        slow_clients(
-            axum_server::launch,
-            "axum-slow-client",
-            axum_server::HEADER_TIMEOUT,
-        )
-        .await;
-        panicking_input(axum_server::launch, "axum-panic").await;
-        large_bodies_do_not_stall(axum_server::launch, "axum-large-bodies").await;
-        connection_flood(axum_server::launch, "axum-flood").await;
-    });
+    block_on(all_faults(
+        axum_server::launch,
+        "axum",
+        axum_server::HEADER_TIMEOUT,
+    ));
 }
 
 #[test]
 fn actix_faults() {
     let _serial = serial();
-    block_on(async {
-        client_disconnects(actix_server::launch, "actix-disconnect").await;
-        bodies_over_the_limit(actix_server::launch, "actix-body-limit").await;
-        slow_clients(
-            actix_server::launch,
-            "actix-slow-client",
-            actix_server::HEADER_TIMEOUT,
-        )
-        .await;
-        panicking_input(actix_server::launch, "actix-panic").await;
-        large_bodies_do_not_stall(actix_server::launch, "actix-large-bodies").await;
-        connection_flood(actix_server::launch, "actix-flood").await;
-    });
+    block_on(all_faults(
+        actix_server::launch,
+        "actix",
+        actix_server::HEADER_TIMEOUT,
+    ));
 }
 
 // ----- SIGTERM under load: the example binaries as processes -----
