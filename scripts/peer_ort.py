@@ -9,6 +9,9 @@ Modes (S = number of CPUs, default: the first 2 allowed):
              IPEX-style (the first batch % S parts one row more), parts run concurrently,
              outputs concatenated (= MultiStreamModule semantics)
   ms_2sess   as ms_shared with one session per thread
+  free_shared  one session, S pinned threads each looping on its own share of the batch with no
+             per-batch synchronisation or concat: the ceiling of the split modes (the mode of
+             ../shared/peers/bench_ort.py of the same name)
 
 Prints a markdown table (items/s; rows: modes, columns: batch) per model, and the best mode
 per batch. Usage:
@@ -83,16 +86,48 @@ class Pinned:
         self.jobs.put((None, None))
 
 
-def rate(call, items: int, seconds: float) -> float:
+def rate(call, items: int, seconds: float) -> tuple[float, float]:
+    """Best items/s of three rounds, and the p99 of one call's time (ms) in that round."""
     call()  # warm-up
-    best = 0.0
+    best, best_p99 = 0.0, 0.0
     for _ in range(3):
-        n, start = 0, time.perf_counter()
+        times, start = [], time.perf_counter()
         while time.perf_counter() - start < seconds / 3:
+            t = time.perf_counter()
             call()
-            n += 1
-        best = max(best, n * items / (time.perf_counter() - start))
-    return best
+            times.append(time.perf_counter() - t)
+        r = len(times) * items / (time.perf_counter() - start)
+        if r > best:
+            times.sort()
+            best, best_p99 = r, times[(len(times) - 1) * 99 // 100] * 1e3
+    return best, best_p99
+
+
+def free_rate(workers: list, sess: ort.InferenceSession, parts: list, seconds: float) -> tuple[float, float]:
+    """Each worker loops on its own part for the time: rows done by all over the time, and the
+    p99 of one run's time (ms) in the best round."""
+    sess.run(None, parts[0])  # warm-up
+    best, best_p99 = 0.0, 0.0
+    for _ in range(3):
+        deadline = time.perf_counter() + seconds / 3
+
+        def loop(p):
+            rows, n, times = next(iter(p.values())).shape[0], 0, []
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                sess.run(None, p)
+                times.append(time.perf_counter() - t)
+                n += rows
+            return n, times
+
+        start = time.perf_counter()
+        done = [w.submit(lambda p=p: loop(p)) for w, p in zip(workers, parts)]
+        results = [d.get() for d in done]
+        r = sum(n for n, _ in results) / (time.perf_counter() - start)
+        if r > best:
+            times = sorted(t for _, ts in results for t in ts)
+            best, best_p99 = r, times[(len(times) - 1) * 99 // 100] * 1e3
+    return best, best_p99
 
 
 def main() -> None:
@@ -115,10 +150,16 @@ def main() -> None:
         shared = session(path, 1, None)
         own = [session(path, 1, None) for _ in cpus]
         workers = [Pinned(c) for c in cpus]
-        rows = {"lat_1x%d" % s: [], "ms_shared": [], "ms_2sess": []}
+        rows = {"lat_1x%d" % s: [], "ms_shared": [], "ms_2sess": [], "free_shared": []}
+        p99 = {mode: [] for mode in rows}
+
+        def keep(mode, measured):
+            rows[mode].append(measured[0])
+            p99[mode].append(measured[1])
+
         for b in batches:
             f = feeds(shared, b, a.seq)
-            rows["lat_1x%d" % s].append(rate(lambda: lat.run(None, f), b, a.seconds))
+            keep("lat_1x%d" % s, rate(lambda: lat.run(None, f), b, a.seconds))
             for mode, sessions in (("ms_shared", [shared] * s), ("ms_2sess", own)):
                 sizes = split_sizes(b, s)
                 parts, start = [], 0
@@ -132,7 +173,8 @@ def main() -> None:
                     outs = [d.get() for d in done]
                     return [np.concatenate(o, axis=0) for o in zip(*outs)]
 
-                rows[mode].append(rate(call, b, a.seconds))
+                keep(mode, rate(call, b, a.seconds))
+            keep("free_shared", free_rate(workers, shared, parts, a.seconds))
         for w in workers:
             w.close()
         os.sched_setaffinity(0, set(cpus))
@@ -143,7 +185,8 @@ def main() -> None:
             print(f"| {mode} | " + " | ".join(f"{v:,.1f}" for v in vals) + " |")
         best = [max(v[i] for v in rows.values()) for i in range(len(batches))]
         print("| best | " + " | ".join(f"{v:,.1f}" for v in best) + " |")
-        report[os.path.basename(path)] = {"batches": batches, **rows}
+        report[os.path.basename(path)] = {"batches": batches, **rows,
+                                          **{mode + " p99_ms": v for mode, v in p99.items()}}
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(report, fh, indent=1)

@@ -68,8 +68,9 @@ impl<T> TaskFuture<T> {
 
     /// Blocks the calling thread until the result is there: it first polls for the stream's
     /// [`spin`](crate::TaskBuilder::spin) window (default
-    /// [`DEFAULT_SPIN`](crate::DEFAULT_SPIN)), unless it runs on one of the stream's own CPUs,
-    /// then parks (it also works inside another executor's `block_on`).
+    /// [`DEFAULT_SPIN`](crate::DEFAULT_SPIN)), unless it runs on one of the stream's own CPUs
+    /// or has recently seen another taker of its CPU, then parks (it also works inside another
+    /// executor's `block_on`). It never yields its CPU to other threads.
     ///
     /// Do not call it on an async runtime's worker thread, which it would stall: `.await` the
     /// future there instead.
@@ -79,16 +80,8 @@ impl<T> TaskFuture<T> {
     /// The job's error: [`Error::Module`], [`Error::Panicked`], or [`Error::Shutdown`].
     pub fn wait(self) -> Result<T> {
         let window = match &self.spin {
-            Some((spin, pool)) => {
-                let shares_cpu =
-                    crate::affinity::current_cpu().is_none_or(|c| pool.cpus().contains(&c));
-                if shares_cpu {
-                    Duration::ZERO
-                } else {
-                    *spin
-                }
-            }
-            None => Duration::ZERO,
+            Some((spin, pool)) if !idle::shares_cpu(std::iter::once(pool.cpus())) => *spin,
+            _ => Duration::ZERO,
         };
         idle::block_on(self, window)
     }

@@ -48,6 +48,7 @@
 //! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`], `BatcherService` (feature `tower`; spans with feature `tracing`, metrics with feature `metrics`) |
 //! | backends | [`backend`]: [`backend::Tensor`], [`backend::ElementType`], [`backend::InputSpec`], `backend::ort` (feature `ort`), `backend::tract` (feature `tract`) |
 //! | errors | [`Error`], [`Result`], [`BoxError`] |
+//! | measuring | [`Cotenant`]: a controlled busy neighbour on chosen CPUs |
 //!
 //! Every stream is one OS thread named `corestream-s{i}`, pinned to its cores for its whole
 //! life, fed by a channel and answering through a oneshot. A stream with k > 1 cores runs its
@@ -77,6 +78,7 @@ mod task;
 // Model and service.
 pub mod batch;
 mod batcher;
+mod cotenant;
 mod module;
 mod multi_stream;
 // Backends.
@@ -87,6 +89,7 @@ pub use batch::{Batch, Hint};
 pub use batcher::BatcherService;
 pub use batcher::{Batcher, BatcherBuilder, BatcherStats, LATENCY_BUCKETS};
 pub use context::{current_stream, StreamInfo};
+pub use cotenant::Cotenant;
 pub use error::{BoxError, Error, Result};
 pub use future::TaskFuture;
 pub use idle::DEFAULT_SPIN;

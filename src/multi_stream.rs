@@ -55,6 +55,8 @@ pub enum Streams {
 /// ```
 pub struct MultiStreamModule<M: Module> {
     tasks: Vec<Task<M>>,
+    /// Each stream's CPUs, shared with the futures (a waiting caller does not poll on them).
+    stream_pools: Arc<[CpuPool]>,
     model: Arc<M>,
     input_hint: Hint,
     output_hint: Hint,
@@ -91,7 +93,7 @@ impl<M: Module> MultiStreamModule<M> {
 
     /// Each stream's CPUs, in stream order.
     pub fn pools(&self) -> Vec<CpuPool> {
-        self.tasks.iter().map(|t| t.pool().clone()).collect()
+        self.stream_pools.to_vec()
     }
 
     /// The shared model.
@@ -132,10 +134,14 @@ where
         match self.dispatch(input) {
             Ok(futures) => PartsFuture {
                 spin: futures.first().map_or(Duration::ZERO, TaskFuture::spin),
+                used: futures.len(),
+                pools: Arc::clone(&self.stream_pools),
                 state: PartsState::Running(futures::future::try_join_all(futures)),
             },
             Err(e) => PartsFuture {
                 spin: Duration::ZERO,
+                used: 0,
+                pools: Arc::clone(&self.stream_pools),
                 state: PartsState::Failed(Some(e)),
             },
         }
@@ -213,6 +219,9 @@ pub struct PartsFuture<T> {
     state: PartsState<T>,
     /// How long [`wait`](Self::wait) polls before parking: the streams' idle window.
     spin: Duration,
+    /// The streams that got a part are `pools[..used]`: `wait` does not poll on their CPUs.
+    pools: Arc<[CpuPool]>,
+    used: usize,
 }
 
 enum PartsState<T> {
@@ -228,14 +237,25 @@ impl<T> fmt::Debug for PartsFuture<T> {
 
 impl<T> PartsFuture<T> {
     /// Blocks the calling thread until every part is there, polling for the streams'
-    /// [`spin`](MultiStreamModuleBuilder::spin) window before parking.
+    /// [`spin`](MultiStreamModuleBuilder::spin) window before parking; it parks at once when it
+    /// runs on a CPU of a stream that got a part (that stream needs the CPU), or while it sees
+    /// another taker of its CPU (see [`TaskFuture::wait`]).
     ///
     /// # Errors
     ///
     /// As [`MultiStreamModule::forward`].
     pub fn wait(self) -> Result<Vec<T>> {
-        let window = self.spin;
+        let window = self.window();
         idle::block_on(self, window)
+    }
+
+    fn window(&self) -> Duration {
+        let used = self.pools.iter().take(self.used).map(CpuPool::cpus);
+        if self.spin.is_zero() || idle::shares_cpu(used) {
+            Duration::ZERO
+        } else {
+            self.spin
+        }
     }
 }
 
@@ -267,14 +287,14 @@ impl<T> fmt::Debug for ForwardFuture<T> {
 }
 
 impl<T: Batch> ForwardFuture<T> {
-    /// Blocks the calling thread until the output is there, polling for the streams'
-    /// [`spin`](MultiStreamModuleBuilder::spin) window before parking.
+    /// Blocks the calling thread until the output is there, polling as
+    /// [`PartsFuture::wait`] does.
     ///
     /// # Errors
     ///
     /// As [`MultiStreamModule::forward`].
     pub fn wait(self) -> Result<T> {
-        let window = self.parts.spin;
+        let window = self.parts.window();
         idle::block_on(self, window)
     }
 }
@@ -399,6 +419,7 @@ impl<M: Module> MultiStreamModuleBuilder<M> {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(MultiStreamModule {
+            stream_pools: tasks.iter().map(|t| t.pool().clone()).collect(),
             tasks,
             model: self.model,
             input_hint: self.input_hint,

@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
@@ -119,6 +119,7 @@ impl<M: Module> Stream<M> {
             rx,
             counters: Arc::clone(&counters),
             config: config.clone(),
+            idle: RefCell::new(idle::Governor::new()),
         };
         let thread = thread::Builder::new()
             .name(config.name.clone())
@@ -237,6 +238,8 @@ struct Worker<M: Module> {
     rx: mpsc::Receiver<Job<M>>,
     counters: Arc<Counters>,
     config: StreamConfig,
+    /// Whether to poll at all after a job (see [`idle`](crate::idle)).
+    idle: RefCell<idle::Governor>,
 }
 
 impl<M: Module> Worker<M> {
@@ -306,17 +309,25 @@ impl<M: Module> Worker<M> {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The next job: polls the queue for up to `spin` (see [`idle`](crate::idle)), then parks
-    /// on the channel. `None` once the channel is closed and empty.
+    /// The next job: polls the queue for up to `spin` while the thread's
+    /// [`Governor`](crate::idle::Governor) allows it (see [`idle`](crate::idle)), then parks on
+    /// the channel. `None` once the channel is closed and empty.
     fn next_job(&self) -> Option<Job<M>> {
-        let polled = idle::poll_for(self.config.spin, || match self.rx.try_recv() {
-            Ok(job) => Some(Some(job)),
-            Err(mpsc::TryRecvError::Disconnected) => Some(None),
-            Err(mpsc::TryRecvError::Empty) => None,
+        let mut governor = self.idle.borrow_mut();
+        let polled = idle::poll_for(&mut governor, self.config.spin, || {
+            match self.rx.try_recv() {
+                Ok(job) => Some(Some(job)),
+                Err(mpsc::TryRecvError::Disconnected) => Some(None),
+                Err(mpsc::TryRecvError::Empty) => None,
+            }
         });
         match polled {
             Some(job) => job,
-            None => self.rx.recv().ok(),
+            None => {
+                let job = self.rx.recv().ok();
+                governor.woke(Instant::now());
+                job
+            }
         }
     }
 
@@ -354,9 +365,27 @@ impl<M: Module> Executor<'_, M> {
         result
     }
 
-    /// The stream's idle polling window (see [`idle`](crate::idle)).
+    /// How long the stream may poll now: its idle window, or zero while its
+    /// [`Governor`](crate::idle::Governor) keeps it quiet (see [`idle`](crate::idle)).
     pub(crate) fn spin(&self) -> Duration {
-        self.worker.config.spin
+        let max = self.worker.config.spin;
+        self.worker.idle.borrow_mut().window(max, Instant::now())
+    }
+
+    /// Polls with `poll` for up to `window` (see [`idle::poll_for`]); the stream's governor
+    /// records what the round saw.
+    pub(crate) fn poll_for<T>(
+        &self,
+        window: Duration,
+        poll: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        idle::poll_for(&mut self.worker.idle.borrow_mut(), window, poll)
+    }
+
+    /// Tells the stream's governor that the thread woke from a park (see
+    /// [`Governor::woke`](crate::idle::Governor::woke)).
+    pub(crate) fn woke(&self) {
+        self.worker.idle.borrow_mut().woke(Instant::now());
     }
 
     /// Whether a job submitted to the stream directly is waiting (it is taken off the channel

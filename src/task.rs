@@ -193,10 +193,13 @@ impl<M: Module> TaskBuilder<M> {
 
     /// How long the stream polls its queue after a job before parking, and how long
     /// [`TaskFuture::wait`](crate::TaskFuture::wait) polls for the answer before parking
-    /// (default [`DEFAULT_SPIN`](crate::DEFAULT_SPIN)). Polling backs off (spin, then yield the
-    /// CPU), so a caller sharing the stream's CPU is not starved; a stream idle for longer than
-    /// the window is parked and costs nothing. `Duration::ZERO` parks at once: the lowest CPU
-    /// use, one thread wake-up per job.
+    /// (default [`DEFAULT_SPIN`](crate::DEFAULT_SPIN)). The window is an upper bound: polling
+    /// never yields the CPU, and a thread that sees another taker of its CPU (it was
+    /// descheduled while polling, or work arrived right after it parked, as happens with a
+    /// caller on the stream's CPU) parks at once for a quiet period instead, so a busy
+    /// neighbour or a caller sharing the CPU is not held up. A stream idle for longer than the
+    /// window is parked and costs nothing. `Duration::ZERO` parks at once: the lowest CPU use,
+    /// one thread wake-up per job.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self

@@ -48,7 +48,6 @@ use crossbeam_utils::CachePadded;
 use crate::batch::{Batch, Hint};
 use crate::error::{Error, Result};
 use crate::future::TaskFuture;
-use crate::idle;
 use crate::module::{Infer, Module};
 use crate::multi_stream::MultiStreamModule;
 use crate::stream::{panic_message, Executor, WakeHook};
@@ -596,7 +595,7 @@ where
                 Some(_) => window_end.saturating_duration_since(Instant::now()),
                 None => Duration::ZERO,
             };
-            let polled = idle::poll_for(window, || {
+            let polled = exec.poll_for(window, || {
                 if exec.has_queued() || self.closed.load(Ordering::Acquire) {
                     return Some(None);
                 }
@@ -670,6 +669,7 @@ where
                     }
                     None => self.arrived.wait(queue).unwrap_or_else(|e| e.into_inner()),
                 };
+                exec.woke();
                 self.sleepers.fetch_sub(1, Ordering::Relaxed);
                 purged = false;
             }

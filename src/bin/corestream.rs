@@ -135,9 +135,22 @@ struct RunArgs {
     /// wait (`OrtModelBuilder::spin`); default: on.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     ort_spin: Option<bool>,
+    /// Measure beside a controlled neighbour: one busy thread per allowed CPU, each pinned, at
+    /// this process's priority (`corestream::Cotenant`), running from before the first
+    /// measurement to after the last. Users' machines are rarely idle.
+    #[arg(long)]
+    cotenant: bool,
 }
 
 impl RunArgs {
+    /// The neighbour `--cotenant` asks for, running until dropped.
+    fn neighbour(&self) -> Result<Option<corestream::Cotenant>, Fail> {
+        if !self.cotenant {
+            return Ok(None);
+        }
+        Ok(Some(corestream::Cotenant::start(&CpuPool::all()?)?))
+    }
+
     /// The trial of `batch` rows on `streams` with `backend` and the fixed
     /// `--max-rows-per-run` and `--spin`.
     fn trial(&self, backend: Backend, streams: Streams, batch: usize, duration: Duration) -> Trial {
@@ -662,10 +675,11 @@ fn bench(args: BenchArgs) -> Result<i32, Fail> {
     let cpus = CpuPool::all()?.len();
     check_streams(&args.streams, cpus)?;
     let backend = args.run.backends(false)?[0];
-    let source = ModelSource::new(args.model, &args.run);
+    let source = ModelSource::new(args.model.clone(), &args.run);
     // Reject a bad model or --input before anything is measured.
     source.load(backend, args.run.max_rows_per_run)?;
     let label = source.label();
+    let neighbour = args.run.neighbour()?;
     let bar = progress(args.batch.len() * args.streams.len());
     let mut measured = Vec::new();
     for &streams in &args.streams {
@@ -679,9 +693,10 @@ fn bench(args: BenchArgs) -> Result<i32, Fail> {
         }
     }
     bar.finish_and_clear();
-    print_bench_table(&label, backend, cpus, args.duration, &measured);
+    drop(neighbour);
+    print_bench_table(&label, backend, cpus, &args, &measured);
     if let Some(file) = &args.json {
-        write_bench_json(file, &label, backend, args.duration, &measured)?;
+        write_bench_json(file, &label, backend, &args, &measured)?;
     }
     Ok(0)
 }
@@ -690,13 +705,18 @@ fn print_bench_table(
     label: &str,
     backend: Backend,
     cpus: usize,
-    duration: Duration,
+    args: &BenchArgs,
     measured: &[Measurement],
 ) {
+    let beside = if args.run.cotenant {
+        ", beside one busy thread per CPU (--cotenant)"
+    } else {
+        ""
+    };
     println!(
-        "{label} on {cpus} CPUs, backend {}, {:?} per row",
+        "{label} on {cpus} CPUs, backend {}, {:?} per row{beside}",
         Backend::describe(backend),
-        duration
+        args.duration
     );
     println!("| streams | batch | items/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
@@ -723,7 +743,7 @@ fn write_bench_json(
     file: &Path,
     label: &str,
     backend: Backend,
-    duration: Duration,
+    args: &BenchArgs,
     measured: &[Measurement],
 ) -> Result<(), Fail> {
     let onnxruntime = match (backend, ort_backend::loaded_library()) {
@@ -737,7 +757,8 @@ fn write_bench_json(
         "model": label,
         "backend": backend.to_string(),
         "onnxruntime": onnxruntime,
-        "duration_s": duration.as_secs_f64(),
+        "duration_s": args.duration.as_secs_f64(),
+        "cotenant": args.run.cotenant,
         "topology": topology_json(&Topology::detect()?),
         "results": measured.iter().map(measurement_json).collect::<Vec<_>>(),
     });
@@ -766,6 +787,7 @@ fn tune(args: TuneArgs) -> Result<i32, Fail> {
         source.load(backend, args.run.max_rows_per_run)?;
     }
     let cpus = CpuPool::all()?.len();
+    let _neighbour = args.run.neighbour()?;
     let mut measured = Vec::new();
     for &backend in &backends {
         measured.extend(grid_search(&source, &args, backend, cpus, bound_ms)?);
