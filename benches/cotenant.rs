@@ -5,8 +5,8 @@
 //! bench's own priority, started before and stopped after each neighbour block of each round
 //! (the in-process twin of `scripts/cotenant.sh`, which runs one `sh -c 'while :; do :; done'`
 //! per CPU around any command). Each round runs every variant for `CORESTREAM_BENCH_BLOCK_MS`
-//! (default 300 ms) quiet, then every variant beside the neighbour, the variants' order
-//! flipping every round; `CORESTREAM_BENCH_ROUNDS` rounds (default 5). Reported per variant and
+//! (default 300 ms) quiet, then every variant beside the neighbour (then 600 ms for the
+//! threads' quiet periods to run out), the variants' order flipping every round; `CORESTREAM_BENCH_ROUNDS` rounds (default 5). Reported per variant and
 //! condition: the median over rounds of the mean time per call (what throughput sees: a lost
 //! scheduler slice among thousands of fast calls shows in the mean, not the median) and of the
 //! 99th percentile.
@@ -14,8 +14,8 @@
 //! Variants, one call in flight at a time, the bench thread pinned to the first CPU and every
 //! worker to the last (as in `benches/task.rs`):
 //! - `spinning handoff`: a plain thread and the caller busy-polling two channels (`try_recv`
-//!   in a loop): the floor of any hand-off on an idle machine, and what a thread that never
-//!   parks costs beside a neighbour;
+//!   in a loop; the thread exists during its block only): the floor of any hand-off on an
+//!   idle machine, and what a thread that never parks costs beside a neighbour;
 //! - `blocking handoff`: the same over blocking `recv` (std's channel spins briefly, then parks);
 //! - `spawn_blocking`: `tokio::task::spawn_blocking(..).await` on a current-thread runtime, its
 //!   blocking thread pinned to the worker CPU;
@@ -145,7 +145,7 @@ const VARIANTS: [&str; 6] = [
 /// Everything the variants call, built once.
 struct Bench<M: Module<Input = u64, Output = u64>, I: Module<Input = Array2<f32>>> {
     caller: CpuPool,
-    spinning: Handoff,
+    worker: CpuPool,
     blocking: Handoff,
     runtime: tokio::runtime::Runtime,
     task: Task<M>,
@@ -162,7 +162,12 @@ where
         let x = Array2::<f32>::ones((16, 16));
         let _pin = (variant != 5).then(|| self.caller.pin_current().expect("pin the caller"));
         match variant {
-            0 => measure(block, |i| assert_eq!(self.spinning.call(i), i + 1)),
+            0 => {
+                // Started for its block only: it never parks, so it would be a neighbour of
+                // every other variant.
+                let spinning = Handoff::new(&self.worker, true);
+                measure(block, |i| assert_eq!(spinning.call(i), i + 1))
+            }
             1 => measure(block, |i| assert_eq!(self.blocking.call(i), i + 1)),
             2 => measure(block, |i| {
                 let y = self.runtime.block_on(async move {
@@ -193,6 +198,19 @@ where
     }
 }
 
+type Identity = corestream::FnModule<
+    fn(Array2<f32>) -> Result<Array2<f32>, BoxError>,
+    Array2<f32>,
+    Array2<f32>,
+>;
+
+fn identity() -> Identity {
+    fn same(x: Array2<f32>) -> Result<Array2<f32>, BoxError> {
+        Ok(x)
+    }
+    module_fn(same as fn(Array2<f32>) -> Result<Array2<f32>, BoxError>)
+}
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -216,7 +234,7 @@ fn main() {
     let worker_cpus = worker.cpus().to_vec();
     let bench = Bench {
         caller: caller.clone(),
-        spinning: Handoff::new(&worker, true),
+        worker: worker.clone(),
         blocking: Handoff::new(&worker, false),
         runtime: tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -230,11 +248,11 @@ fn main() {
             .pool(worker.clone())
             .build()
             .expect("start the stream"),
-        msm: MultiStreamModule::builder(module_fn(|x: Array2<f32>| Ok::<_, BoxError>(x)))
+        msm: MultiStreamModule::builder(identity())
             .pool(all.clone())
             .build()
             .expect("start the streams"),
-        identity: module_fn(|x: Array2<f32>| Ok::<_, BoxError>(x)),
+        identity: identity(),
     };
     // Quiet and neighbour results: [condition][variant] -> per-round blocks.
     let mut results = vec![vec![Vec::<Block>::new(); VARIANTS.len()]; 2];
@@ -250,7 +268,12 @@ fn main() {
             for v in order {
                 rows[v].push(bench.run(v, block));
             }
-            drop(neighbour);
+            if let Some(neighbour) = neighbour {
+                drop(neighbour);
+                // The quiet column is the steady state: let the threads' quiet periods (at most
+                // 500 ms) run out before the next quiet block.
+                thread::sleep(Duration::from_millis(600));
+            }
         }
         eprintln!("round {}/{rounds} done", round + 1);
     }

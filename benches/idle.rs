@@ -15,7 +15,8 @@
 //! The default window (`DEFAULT_SPIN`) is the one after which longer windows stop paying:
 //! round trips stay low for every gap shorter than it, and an idle stream parks after it.
 //!
-//! Run: `cargo bench --bench idle` (`CORESTREAM_BENCH_JOBS`, default 2000 jobs per cell). Needs
+//! Run: `cargo bench --bench idle` (`CORESTREAM_BENCH_JOBS`, default 2000 jobs per cell;
+//! `CORESTREAM_COTENANT=1` beside one busy thread per CPU). Needs
 //! 2 or more CPUs; on one CPU it prints a note and exits.
 
 use std::fs;
@@ -53,6 +54,8 @@ fn work_for(gap: Duration) {
 }
 
 fn main() {
+    // CORESTREAM_COTENANT=1: the sweep beside one busy thread per CPU.
+    let _neighbour = corestream::Cotenant::from_env().expect("start the neighbour");
     let all = CpuPool::all().expect("CpuPool::all");
     if all.len() < 2 {
         println!(

@@ -27,15 +27,18 @@
 //!   skews when they are measured minutes apart, measured in alternating rounds instead (the
 //!   order flipping every round) and reported as the best round of each side and their ratio
 //!   (`CORESTREAM_BENCH_ROUNDS` rounds, default 9):
-//!   - `overhead`: `forward(x).wait()` on `Streams::Auto` over `CpuPool::all()` against the
-//!     direct call, identity model, B = 16 rows: the cost per call of split + dispatch +
-//!     hand-off + concat, in microseconds;
+//!   - `overhead`: `forward_sync(x)` (the caller runs the part of the stream whose CPU it is
+//!     on) and `forward(x).wait()` (every part on a stream thread) on `Streams::Auto` over
+//!     `CpuPool::all()` against the direct call, identity model, B = 16 rows: the cost per call
+//!     of split + dispatch + hand-off + concat, in microseconds;
 //!   - `scaling`: N one-core streams against N raw threads running the same rows (the
 //!     `scaling` group's `Nstreams_1core` and `Nthreads_raw`): the ratio is corestream's share
 //!     of what the machine delivers, whatever the neighbours do.
 //!
 //! Run: `cargo bench --bench multi_stream` (add `-- overhead`, `-- scaling` or
-//! `-- interleaved` to run one group, `-- --quick` for a fast smoke run).
+//! `-- interleaved` to run one group, `-- --quick` for a fast smoke run); with
+//! `CORESTREAM_COTENANT=1` every group runs beside one busy thread per CPU
+//! ([`corestream::Cotenant`]).
 
 use std::hint::black_box;
 use std::thread;
@@ -302,12 +305,31 @@ fn interleaved() {
             black_box(direct.forward(black_box(x.clone())).expect("ok"));
         },
         &mut || {
+            black_box(auto.forward_sync(black_box(x.clone())).expect("ok"));
+        },
+    );
+    println!(
+        "interleaved/overhead: identity model, B=16, {} streams: direct {:.2} us, forward_sync() \
+         {:.2} us, overhead {:.2} us per call (best of {rounds} alternating rounds)",
+        auto.num_streams(),
+        micros(t_direct),
+        micros(t_msm),
+        micros(t_msm.saturating_sub(t_direct)),
+    );
+    let (t_direct, t_msm) = alternate(
+        rounds,
+        2000,
+        &mut || {
+            black_box(direct.forward(black_box(x.clone())).expect("ok"));
+        },
+        &mut || {
             black_box(auto.forward(black_box(x.clone())).wait().expect("ok"));
         },
     );
     println!(
         "interleaved/overhead: identity model, B=16, {} streams: direct {:.2} us, forward().wait() \
-         {:.2} us, overhead {:.2} us per call (best of {rounds} alternating rounds)",
+         (every part on a stream) {:.2} us, overhead {:.2} us per call (best of {rounds} \
+         alternating rounds)",
         auto.num_streams(),
         micros(t_direct),
         micros(t_msm),
@@ -355,6 +377,8 @@ criterion_group! {
 }
 
 fn main() {
+    // CORESTREAM_COTENANT=1: everything beside one busy thread per CPU.
+    let _neighbour = corestream::Cotenant::from_env().expect("start the neighbour");
     // The same filter rule as criterion's: the first argument that is not a flag selects the
     // groups whose name contains it.
     let filter = std::env::args()

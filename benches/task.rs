@@ -35,7 +35,9 @@
 //! it.
 //!
 //! Run: `cargo bench --bench task` (add `-- round_trip` or `-- pipelined` to run one group,
-//! `-- --quick` for a fast smoke run).
+//! `-- --quick` for a fast smoke run); with `CORESTREAM_COTENANT=1` every group runs beside one
+//! busy thread per CPU ([`corestream::Cotenant`]); `benches/cotenant.rs` puts both conditions
+//! side by side.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -51,7 +53,7 @@ use corestream::{
     module_fn, CpuPool, Module, MultiStreamModule, PinGuard, Streams, Task, TaskFuture,
     DEFAULT_SPIN,
 };
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 
 /// Jobs in flight per iteration of the `pipelined` group.
 const PIPELINE: u64 = 1000;
@@ -434,4 +436,9 @@ criterion_group! {
         .sample_size(50);
     targets = round_trip, pipelined, runtimes
 }
-criterion_main!(benches);
+fn main() {
+    // CORESTREAM_COTENANT=1: every group beside one busy thread per CPU.
+    let _neighbour = corestream::Cotenant::from_env().expect("start the neighbour");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

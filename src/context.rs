@@ -3,8 +3,11 @@
 //! A stream thread records its [`StreamInfo`] when it starts, and so do the workers of its
 //! intra-op rayon pool; code running there (a [`Module::forward`](crate::Module::forward), a
 //! rayon task it spawns) can read it to set up per-stream state, such as a backend session
-//! whose threads run on the stream's CPUs. Everywhere else (the caller's thread, rayon's global
-//! pool, threads a model starts itself) there is none.
+//! whose threads run on the stream's CPUs. A caller that runs one part of a blocking
+//! multi-stream call itself (see
+//! [`MultiStreamModuleBuilder::caller_runs`](crate::MultiStreamModuleBuilder::caller_runs)) sees
+//! that part's stream for the length of the call. Everywhere else (the caller's thread, rayon's
+//! global pool, threads a model starts itself) there is none.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,4 +80,10 @@ pub fn current_stream() -> Option<StreamInfo> {
 /// Records the stream this thread serves (for the rest of the thread's life).
 pub(crate) fn set_current_stream(info: StreamInfo) {
     CURRENT.with(|c| *c.borrow_mut() = Some(info));
+}
+
+/// Sets the stream this thread serves for a while (a caller running one part of a multi-stream
+/// call itself) and returns the previous value, to be put back.
+pub(crate) fn replace_current_stream(info: Option<StreamInfo>) -> Option<StreamInfo> {
+    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), info))
 }

@@ -34,9 +34,11 @@ pub enum Streams {
 ///
 /// [`forward`](Self::forward) splits the input's batch by the input [`Hint`] (`b / n` rows per
 /// stream, the first `b % n` streams one more, only the first `b` streams when `b < n`), runs the
-/// parts concurrently and concatenates the outputs by the output hint. Every stream count,
-/// including 1, runs on stream threads, never on the caller, so the caller may be an async
-/// reactor. The module is `Send + Sync`: concurrent calls interleave on the streams and each
+/// parts concurrently and concatenates the outputs by the output hint. With every stream count,
+/// including 1, `forward` (async) runs the parts on stream threads, never on the caller, so the
+/// caller may be an async reactor; the blocking [`forward_sync`](Self::forward_sync) runs the
+/// part of the one-CPU stream whose CPU the caller is on itself (see
+/// [`caller_runs`](MultiStreamModuleBuilder::caller_runs)). The module is `Send + Sync`: concurrent calls interleave on the streams and each
 /// caller gets its own rows back.
 ///
 /// ```
@@ -60,6 +62,7 @@ pub struct MultiStreamModule<M: Module> {
     model: Arc<M>,
     input_hint: Hint,
     output_hint: Hint,
+    caller_runs: bool,
 }
 
 impl<M: Module> fmt::Debug for MultiStreamModule<M> {
@@ -83,6 +86,7 @@ impl<M: Module> MultiStreamModule<M> {
             output_hint: Hint::default(),
             intra_op: true,
             spin: crate::idle::DEFAULT_SPIN,
+            caller_runs: true,
         }
     }
 
@@ -148,6 +152,17 @@ where
     }
 
     fn dispatch(&self, input: M::Input) -> Result<Vec<TaskFuture<M::Output>>> {
+        let parts = self.split(input)?;
+        Ok(self
+            .tasks
+            .iter()
+            .zip(parts)
+            .map(|(task, part)| task.submit(part))
+            .collect())
+    }
+
+    /// The input's parts, one per stream used, by the input hint.
+    fn split(&self, input: M::Input) -> Result<Vec<M::Input>> {
         let rows = match input.batch_size(&self.input_hint)? {
             Some(rows) => rows,
             None => {
@@ -160,13 +175,66 @@ where
             return Err(Error::EmptyBatch);
         }
         let sizes = split_sizes(rows, self.tasks.len());
-        let parts = input.split(&self.input_hint, &sizes)?;
-        Ok(self
-            .tasks
-            .iter()
-            .zip(parts)
-            .map(|(task, part)| task.submit(part))
-            .collect())
+        input.split(&self.input_hint, &sizes)
+    }
+
+    /// The per-stream outputs of one blocking call. When the calling thread runs on the one
+    /// CPU of a stream that gets a part (and [`caller_runs`](MultiStreamModuleBuilder::caller_runs)
+    /// is on), it runs that part itself instead of handing it over and waiting for that CPU;
+    /// the other parts go to their streams as usual.
+    fn parts_sync(&self, input: M::Input) -> Result<Vec<M::Output>> {
+        let here = match self.caller_runs {
+            true => crate::affinity::current_cpu()
+                .and_then(|cpu| self.tasks.iter().position(|t| t.pool().cpus() == [cpu])),
+            false => None,
+        };
+        let Some(k) = here else {
+            return self.forward_parts(input).wait();
+        };
+        let parts = self.split(input)?;
+        if k >= parts.len() {
+            // The caller's stream gets no part (fewer rows than streams).
+            let futures = self.tasks.iter().zip(parts).map(|(t, p)| t.submit(p));
+            return self.wait_all(futures.collect(), None);
+        }
+        let mut mine = None;
+        let mut futures = Vec::with_capacity(parts.len() - 1);
+        for (i, (task, part)) in self.tasks.iter().zip(parts).enumerate() {
+            if i == k {
+                mine = Some(part);
+            } else {
+                futures.push(task.submit(part));
+            }
+        }
+        let part = mine.ok_or(Error::Shutdown)?;
+        // On error the other parts' futures drop here: those not started are skipped.
+        let own = self.tasks[k].run_here(&self.model, part)?;
+        let mut outputs = self.wait_all(futures, Some(k))?;
+        outputs.insert(k, own);
+        Ok(outputs)
+    }
+
+    /// Waits for `futures`, the parts of the streams used except `skip`, polling unless the
+    /// caller runs on one of those streams' CPUs.
+    fn wait_all(
+        &self,
+        futures: Vec<TaskFuture<M::Output>>,
+        skip: Option<usize>,
+    ) -> Result<Vec<M::Output>> {
+        if futures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let used = futures.len() + usize::from(skip.is_some());
+        let spin = futures[0].spin();
+        let pools = (0..used)
+            .filter(|&i| Some(i) != skip)
+            .map(|i| self.tasks[i].pool().cpus());
+        let window = if spin.is_zero() || idle::shares_cpu(pools) {
+            Duration::ZERO
+        } else {
+            spin
+        };
+        idle::block_on(futures::future::try_join_all(futures), window)
     }
 }
 
@@ -193,11 +261,17 @@ where
 
     /// [`forward`](Self::forward), blocking the calling thread until the output is there.
     ///
+    /// When the calling thread runs on the CPU of a one-CPU stream that gets a part, it runs
+    /// that part itself, as that stream (see
+    /// [`caller_runs`](MultiStreamModuleBuilder::caller_runs)): the thread blocks anyway, and
+    /// the stream would need the very CPU the caller holds.
+    ///
     /// # Errors
     ///
     /// As [`forward`](Self::forward).
     pub fn forward_sync(&self, input: M::Input) -> Result<M::Output> {
-        self.forward(input).wait()
+        let parts = self.parts_sync(input)?;
+        M::Output::concat(parts, &self.output_hint)
     }
 }
 
@@ -322,6 +396,7 @@ pub struct MultiStreamModuleBuilder<M: Module> {
     output_hint: Hint,
     intra_op: bool,
     spin: Duration,
+    caller_runs: bool,
 }
 
 impl<M: Module> fmt::Debug for MultiStreamModuleBuilder<M> {
@@ -367,6 +442,33 @@ impl<M: Module> MultiStreamModuleBuilder<M> {
     /// [`TaskBuilder::spin`](crate::TaskBuilder::spin).
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
+        self
+    }
+
+    /// Whether [`forward_sync`](MultiStreamModule::forward_sync) may run a part on the calling
+    /// thread (default: true): when the caller runs on the CPU of a one-CPU stream that gets a
+    /// part, it runs that part itself instead of handing it to the stream and giving up the
+    /// CPU the stream needs. The part runs exactly as the stream would run it (counted in its
+    /// [`stats`](MultiStreamModule::stats), a panic returned as
+    /// [`Error::Panicked`], [`current_stream`](crate::current_stream) naming that stream), except
+    /// that rayon code in the model runs on rayon's global pool and that it may run
+    /// concurrently with a job on the stream thread. [`forward`](MultiStreamModule::forward)
+    /// (async) never does this: its caller may be a reactor. `false` keeps every part on the
+    /// stream threads.
+    ///
+    /// ```
+    /// use corestream::ndarray::Array2;
+    /// use corestream::{module_fn, CpuPool, MultiStreamModule};
+    ///
+    /// let msm = MultiStreamModule::builder(module_fn(|x: Array2<f32>| Ok(x * 2.0)))
+    ///     .pool(CpuPool::all()?)
+    ///     .caller_runs(false) // parts only ever run on stream threads
+    ///     .build()?;
+    /// assert_eq!(msm.forward_sync(Array2::ones((4, 2)))?, Array2::from_elem((4, 2), 2.0));
+    /// # Ok::<(), corestream::Error>(())
+    /// ```
+    pub fn caller_runs(mut self, enabled: bool) -> Self {
+        self.caller_runs = enabled;
         self
     }
 
@@ -424,6 +526,7 @@ impl<M: Module> MultiStreamModuleBuilder<M> {
             model: self.model,
             input_hint: self.input_hint,
             output_hint: self.output_hint,
+            caller_runs: self.caller_runs,
         })
     }
 }

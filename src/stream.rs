@@ -103,6 +103,8 @@ pub(crate) struct Stream<M: Module> {
     thread: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     config: StreamConfig,
+    /// What `current_stream()` says on the stream's threads (and in [`run_here`](Self::run_here)).
+    info: StreamInfo,
     /// Whether `wake_hook` is set: the only cost of the hook to `submit` while it is not.
     wake_armed: AtomicBool,
     wake_hook: Mutex<Option<WakeHook>>,
@@ -114,11 +116,13 @@ impl<M: Module> Stream<M> {
         let (tx, rx) = mpsc::channel::<Job<M>>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let counters = Arc::new(Counters::default());
+        let info = StreamInfo::new(config.index, config.pool.clone());
         let worker = Worker {
             model,
             rx,
             counters: Arc::clone(&counters),
             config: config.clone(),
+            info: info.clone(),
             idle: RefCell::new(idle::Governor::new()),
         };
         let thread = thread::Builder::new()
@@ -134,6 +138,7 @@ impl<M: Module> Stream<M> {
                 thread: Some(thread),
                 counters,
                 config,
+                info,
                 wake_armed: AtomicBool::new(false),
                 wake_hook: Mutex::new(None),
             }),
@@ -179,6 +184,25 @@ impl<M: Module> Stream<M> {
             // The thread is gone; the job (and its reply sender) came back and is dropped.
             Err(_) => TaskFuture::failed(Error::Shutdown),
         }
+    }
+
+    /// Runs one job of `model` (the stream's own model) on the calling thread, as the stream
+    /// would run it: counted in its [`StreamStats`], a panic caught as [`Error::Panicked`], and
+    /// [`current_stream`](crate::current_stream) saying this stream meanwhile. It skips the
+    /// queue: see [`MultiStreamModuleBuilder::caller_runs`](crate::MultiStreamModuleBuilder::caller_runs)
+    /// for when that is right.
+    pub(crate) fn run_here(&self, model: &M, input: M::Input) -> Result<M::Output> {
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let previous = context::replace_current_stream(Some(self.info.clone()));
+        let result = call_model(model, input, None);
+        context::replace_current_stream(previous);
+        let counter = if result.is_ok() {
+            &self.counters.completed
+        } else {
+            &self.counters.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
     }
 
     /// Queues `work` to run on the stream thread, in order with the jobs; it is not counted as
@@ -238,6 +262,7 @@ struct Worker<M: Module> {
     rx: mpsc::Receiver<Job<M>>,
     counters: Arc<Counters>,
     config: StreamConfig,
+    info: StreamInfo,
     /// Whether to poll at all after a job (see [`idle`](crate::idle)).
     idle: RefCell<idle::Governor>,
 }
@@ -252,7 +277,7 @@ impl<M: Module> Worker<M> {
             let _ = ready.send(Err(e));
             return;
         }
-        let info = StreamInfo::new(self.config.index, self.config.pool.clone());
+        let info = self.info.clone();
         context::set_current_stream(info.clone());
         // Every stream, one CPU included, gets its pool: otherwise rayon code in a one-CPU
         // stream would run on rayon's global pool, off the stream's CPU.
@@ -332,16 +357,25 @@ impl<M: Module> Worker<M> {
     }
 
     fn execute(&self, input: M::Input, intra: Option<&rayon::ThreadPool>) -> Result<M::Output> {
-        let model = &*self.model;
-        let call = || match intra {
-            Some(pool) => pool.install(|| model.forward(input)),
-            None => model.forward(input),
-        };
-        match panic::catch_unwind(AssertUnwindSafe(call)) {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(Error::from_module(e)),
-            Err(payload) => Err(Error::Panicked(panic_message(payload.as_ref()))),
-        }
+        call_model(&*self.model, input, intra)
+    }
+}
+
+/// One model call, inside `intra` when given, a panic caught and returned as
+/// [`Error::Panicked`].
+fn call_model<M: Module>(
+    model: &M,
+    input: M::Input,
+    intra: Option<&rayon::ThreadPool>,
+) -> Result<M::Output> {
+    let call = || match intra {
+        Some(pool) => pool.install(|| model.forward(input)),
+        None => model.forward(input),
+    };
+    match panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(Error::from_module(e)),
+        Err(payload) => Err(Error::Panicked(panic_message(payload.as_ref()))),
     }
 }
 

@@ -138,6 +138,12 @@ impl<M: Module> Task<M> {
         self.stream.stats()
     }
 
+    /// Runs one job of `model` on the calling thread as this stream (see
+    /// [`Stream::run_here`](crate::stream::Stream::run_here)).
+    pub(crate) fn run_here(&self, model: &M, input: M::Input) -> Result<M::Output> {
+        self.stream.run_here(model, input)
+    }
+
     /// Queues crate-internal `work` to run on the stream thread itself (see
     /// [`Stream::run`](crate::stream::Stream::run)).
     pub(crate) fn run_on_stream(&self, work: RunFn<M>) -> Result<()> {

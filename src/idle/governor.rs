@@ -37,6 +37,10 @@ pub(crate) const MAX_QUIET: Duration = Duration::from_millis(500);
 /// machines; a same-CPU hand-off takes a few microseconds).
 pub(crate) const PROMPT: Duration = Duration::from_micros(15);
 
+/// Prompt arrivals in a row that count as contention: one can be chance (work that happened
+/// to come just after the window), a caller waiting for the CPU makes every arrival prompt.
+pub(crate) const PROMPT_STREAK: u32 = 2;
+
 /// What one polling round saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Spun {
@@ -58,6 +62,8 @@ pub(crate) struct Governor {
     clean_since: Option<Instant>,
     /// When the thread parked after a full window, until the next work arrives.
     parked_at: Option<Instant>,
+    /// Prompt arrivals in a row.
+    prompt: u32,
     /// Contentions seen (preemptions and prompt arrivals), for tests.
     contentions: u64,
 }
@@ -75,6 +81,7 @@ impl Governor {
             quiet: MIN_QUIET,
             clean_since: None,
             parked_at: None,
+            prompt: 0,
             contentions: 0,
         }
     }
@@ -106,7 +113,9 @@ impl Governor {
             self.contended(now);
             return;
         }
-        if !spun.found {
+        if spun.found {
+            self.prompt = 0;
+        } else {
             self.parked_at = Some(now);
         }
         // A stretch without contention at least as long as the quiet period halves it.
@@ -119,11 +128,17 @@ impl Governor {
     }
 
     /// The thread woke at `now` from the park that followed a round (or did not poll at all).
-    /// Work within [`PROMPT`] of the end of a full window counts as contention.
+    /// Work within [`PROMPT`] of the end of a full window, [`PROMPT_STREAK`] times in a row,
+    /// counts as contention.
     pub(crate) fn woke(&mut self, now: Instant) {
         if let Some(parked) = self.parked_at.take() {
             if now.saturating_duration_since(parked) < PROMPT {
-                self.contended(now);
+                self.prompt += 1;
+                if self.prompt >= PROMPT_STREAK {
+                    self.contended(now);
+                }
+            } else {
+                self.prompt = 0;
             }
         }
     }
@@ -146,6 +161,7 @@ impl Governor {
         self.quiet = (self.quiet * 2).min(MAX_QUIET);
         self.clean_since = None;
         self.parked_at = None;
+        self.prompt = 0;
     }
 }
 
@@ -250,13 +266,30 @@ mod tests {
         assert_eq!(g.contentions(), 0);
         assert!(!g.is_quiet(t0 + MAX + PROMPT * 10));
 
+        // One prompt arrival can be chance; two in a row are a thread waiting for the CPU.
         g.window(MAX, t0 + us(900));
         g.spun(expired, t0 + us(1000));
         g.woke(t0 + us(1000) + PROMPT / 2);
+        assert_eq!(g.contentions(), 0);
+        g.window(MAX, t0 + us(1900));
+        g.spun(expired, t0 + us(2000));
+        g.woke(t0 + us(2000) + PROMPT / 2);
         assert_eq!(g.contentions(), 1);
-        assert!(g.is_quiet(t0 + us(1001)));
+        assert!(g.is_quiet(t0 + us(2001)));
+        // A streak is broken by work found while polling.
+        let mut h = Governor::new();
+        for i in 0..10u64 {
+            let at = t0 + us(1000 * i);
+            h.window(MAX, at);
+            h.spun(expired, at + MAX);
+            h.woke(at + MAX + PROMPT / 2);
+            h.window(MAX, at + us(500));
+            h.spun(CLEAN, at + us(501));
+        }
+        assert_eq!(h.contentions(), 0);
         // A wake without a park before it (the thread parked at once) says nothing.
         let mut h = Governor::new();
+        h.woke(t0);
         h.woke(t0);
         assert_eq!(h.contentions(), 0);
     }
