@@ -20,9 +20,10 @@ use super::governor::Spun;
 /// polling; a busy neighbour takes the CPU for a scheduler slice (0.75 ms and up).
 pub(crate) const GAP: Duration = Duration::from_micros(200);
 
-/// Spin-wait hints between two polls: a `pause` is 10-140 cycles depending on the core, so a
-/// few of them keep the poll's cache traffic low and notice work within ~0.2 us.
-const RELAX: u32 = 4;
+/// Polls between two clock reads; each poll is followed by one spin-wait hint (a `pause` is
+/// 10-140 cycles depending on the core), so work is noticed within a fraction of a
+/// microsecond and the clock is read every few hundred nanoseconds.
+const POLLS_PER_CHECK: u32 = 4;
 
 /// Calls `poll` until it returns `Some`, `window` has passed, or the thread was descheduled;
 /// after a descheduling it polls once more. Returns what was found and what was seen. A zero
@@ -38,11 +39,11 @@ pub(crate) fn spin<T>(window: Duration, mut poll: impl FnMut() -> Option<T>) -> 
     let start = Instant::now();
     let mut last = start;
     loop {
-        if let Some(value) = poll() {
-            spun.found = true;
-            return (Some(value), spun);
-        }
-        for _ in 0..RELAX {
+        for _ in 0..POLLS_PER_CHECK {
+            if let Some(value) = poll() {
+                spun.found = true;
+                return (Some(value), spun);
+            }
             hint::spin_loop();
         }
         let now = Instant::now();
@@ -92,20 +93,18 @@ mod tests {
 
     #[test]
     fn a_descheduling_ends_the_round_and_is_reported() {
-        // A poll that sleeps stands for a thread that lost its CPU between two checks.
+        // A poll that sleeps stands for a thread that lost its CPU between two checks; the
+        // polls before the next clock check find nothing, the one after it does.
         let mut calls = 0;
         let (got, spun) = spin(Duration::from_secs(10), || {
             calls += 1;
-            match calls {
-                1 => {
-                    std::thread::sleep(GAP * 4);
-                    None
-                }
-                _ => Some(calls),
+            if calls == 1 {
+                std::thread::sleep(GAP * 4);
             }
+            (calls > POLLS_PER_CHECK).then_some(calls)
         });
-        // It polled once more after noticing (the second call), found it, and said so.
-        assert_eq!(got, Some(2));
+        // It noticed at the first check, polled once more, found it, and said so.
+        assert_eq!(got, Some(POLLS_PER_CHECK + 1));
         assert!(spun.preempted && spun.found);
     }
 }
