@@ -31,6 +31,8 @@
 //!     on) and `forward(x).wait()` (every part on a stream thread) on `Streams::Auto` over
 //!     `CpuPool::all()` against the direct call, identity model, B = 16 rows: the cost per call
 //!     of split + dispatch + hand-off + concat, in microseconds;
+//!   - `phases`: the split and the concat of the `overhead` call alone (with the clone of
+//!     their input), so the rest of the overhead is dispatch, hand-off and gather;
 //!   - `scaling`: N one-core streams against N raw threads running the same rows (the
 //!     `scaling` group's `Nstreams_1core` and `Nthreads_raw`): the ratio is corestream's share
 //!     of what the machine delivers, whatever the neighbours do.
@@ -334,6 +336,29 @@ fn interleaved() {
         micros(t_direct),
         micros(t_msm),
         micros(t_msm.saturating_sub(t_direct)),
+    );
+    // Where the call's time goes: the split and the concat alone (the rest is dispatch,
+    // hand-off and gather).
+    let sizes = corestream::batch::split_sizes(16, auto.num_streams());
+    let hint = corestream::Hint::Dim(0);
+    let parts = corestream::Batch::split(x.clone(), &hint, &sizes).expect("split");
+    let (t_split, t_concat) = alternate(
+        rounds,
+        2000,
+        &mut || {
+            black_box(corestream::Batch::split(black_box(x.clone()), &hint, &sizes).expect("ok"));
+        },
+        &mut || {
+            let parts = black_box(parts.clone());
+            black_box(<Array2<f32> as corestream::Batch>::concat(parts, &hint).expect("ok"));
+        },
+    );
+    println!(
+        "interleaved/phases: B=16 into {} parts: clone + split {:.2} us, clone + concat {:.2} us \
+         (best of {rounds} alternating rounds)",
+        sizes.len(),
+        micros(t_split),
+        micros(t_concat),
     );
     drop(auto);
 
