@@ -55,7 +55,25 @@ fn auto_is_one_stream_per_cpu_and_every_count_runs_on_streams() {
     .build()
     .unwrap();
     assert_eq!(one.num_streams(), 1);
-    assert_eq!(one.forward_sync(rows(3, 2)).unwrap(), rows(3, 2));
+    // The async path: never on the caller, whatever CPU it is on.
+    let y = futures::executor::block_on(one.forward(rows(3, 2))).unwrap();
+    assert_eq!(y, rows(3, 2));
+    // The blocking path too when the caller is on no stream's one CPU (a one-stream module
+    // over several CPUs); on a one-CPU machine the caller may run the part itself
+    // (`caller_runs`, tests/caller_runs.rs), unless that is turned off.
+    let off = MultiStreamModule::builder(module_fn(move |x: Array2<f32>| {
+        assert_ne!(std::thread::current().id(), caller, "ran on the caller");
+        Ok(x)
+    }))
+    .pool(all())
+    .num_streams(Streams::Count(1))
+    .caller_runs(false)
+    .build()
+    .unwrap();
+    assert_eq!(off.forward_sync(rows(3, 2)).unwrap(), rows(3, 2));
+    if all().len() > 1 {
+        assert_eq!(one.forward_sync(rows(3, 2)).unwrap(), rows(3, 2));
+    }
 }
 
 #[test]
