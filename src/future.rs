@@ -78,12 +78,32 @@ impl<T> TaskFuture<T> {
     /// # Errors
     ///
     /// The job's error: [`Error::Module`], [`Error::Panicked`], or [`Error::Shutdown`].
-    pub fn wait(self) -> Result<T> {
+    pub fn wait(mut self) -> Result<T> {
         let window = match &self.spin {
             Some((spin, pool)) if !idle::shares_cpu(std::iter::once(pool.cpus())) => *spin,
             _ => Duration::ZERO,
         };
-        idle::block_on(self, window)
+        // Polling only reads: no waker is registered until the thread parks.
+        match idle::poll_as_caller(window, || self.try_take()) {
+            Some(out) => out,
+            None => idle::block_on(self, Duration::ZERO),
+        }
+    }
+
+    /// The result if it is there, without registering a waker (polling the future would
+    /// store one each time, writing to the cache line the stream is about to write).
+    pub(crate) fn try_take(&mut self) -> Option<Result<T>> {
+        match &mut self.state {
+            State::Pending(rx) => match rx.try_recv() {
+                Ok(Some(result)) => {
+                    self.state = State::Ready(None);
+                    Some(result)
+                }
+                Ok(None) => None,
+                Err(oneshot::Canceled) => Some(Err(Error::Shutdown)),
+            },
+            State::Ready(err) => Some(Err(err.take().unwrap_or(Error::Shutdown))),
+        }
     }
 
     /// The polling window of [`wait`](Self::wait) (zero when the stream does not poll).

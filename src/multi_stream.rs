@@ -214,11 +214,11 @@ where
         Ok(outputs)
     }
 
-    /// Waits for `futures`, the parts of the streams used except `skip`, polling unless the
-    /// caller runs on one of those streams' CPUs.
+    /// Waits for `futures`, the parts of the streams used except `skip`, in order: polls them
+    /// (reading only) unless the caller runs on one of those streams' CPUs, then parks.
     fn wait_all(
         &self,
-        futures: Vec<TaskFuture<M::Output>>,
+        mut futures: Vec<TaskFuture<M::Output>>,
         skip: Option<usize>,
     ) -> Result<Vec<M::Output>> {
         if futures.is_empty() {
@@ -234,7 +234,44 @@ where
         } else {
             spin
         };
-        idle::block_on(futures::future::try_join_all(futures), window)
+        let mut outputs: Vec<Option<M::Output>> = futures.iter().map(|_| None).collect();
+        let mut left = futures.len();
+        let polled = idle::poll_as_caller(window, || {
+            for (slot, future) in outputs.iter_mut().zip(futures.iter_mut()) {
+                if slot.is_none() {
+                    match future.try_take() {
+                        Some(Ok(output)) => {
+                            *slot = Some(output);
+                            left -= 1;
+                        }
+                        Some(Err(e)) => return Some(Err(e)),
+                        None => {}
+                    }
+                }
+            }
+            (left == 0).then_some(Ok(()))
+        });
+        match polled {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(())) => {}
+            None => {
+                // Park on the parts still out; their outputs fill the empty slots in order.
+                let rest = futures
+                    .into_iter()
+                    .zip(&outputs)
+                    .filter(|(_, slot)| slot.is_none())
+                    .map(|(future, _)| future);
+                let mut late = idle::block_on(futures::future::try_join_all(rest), Duration::ZERO)?
+                    .into_iter();
+                for slot in outputs.iter_mut().filter(|slot| slot.is_none()) {
+                    *slot = late.next();
+                }
+            }
+        }
+        outputs
+            .into_iter()
+            .map(|output| output.ok_or(Error::Shutdown))
+            .collect()
     }
 }
 

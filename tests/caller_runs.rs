@@ -154,3 +154,30 @@ fn fewer_rows_than_streams_still_work_from_any_cpu() {
     assert_eq!(msm.forward_sync(x.clone()).unwrap(), &x * 3.0);
     assert_eq!(msm.stats().iter().map(|s| s.completed).sum::<u64>(), 1);
 }
+
+#[test]
+fn a_failing_part_on_another_stream_fails_the_call_while_the_caller_polls() {
+    let (msm, _pin, k) = module(|b| b);
+    let n = msm.num_streams();
+    if n < 2 {
+        eprintln!("skipped: one CPU, no other stream");
+        return;
+    }
+    let rows = 2 * n;
+    let other = (k + 1) % n;
+    let mut x = input(rows);
+    x.row_mut(starts(rows, n)[other]).fill(-1.0);
+    match msm.forward_sync(x) {
+        Err(Error::Panicked(message)) => assert!(message.contains("negative input"), "{message}"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    assert_eq!(msm.stats()[other].failed, 1);
+    // With no polling at all (parking at once) the same.
+    let (parked, _pin, k) = module(|b| b.spin(std::time::Duration::ZERO));
+    let other = (k + 1) % n;
+    let mut x = input(rows);
+    x.row_mut(starts(rows, n)[other]).fill(-1.0);
+    assert!(matches!(parked.forward_sync(x), Err(Error::Panicked(_))));
+    let x = input(rows);
+    assert_eq!(parked.forward_sync(x.clone()).unwrap(), &x * 3.0);
+}

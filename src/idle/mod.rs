@@ -67,25 +67,32 @@ thread_local! {
     static CALLER: RefCell<Governor> = const { RefCell::new(Governor::new()) };
 }
 
-/// Blocks on `future`: polls it (with a no-op waker) for up to `window`, as this thread's
-/// caller [`Governor`] allows, then parks the thread until it is woken. Pass a zero window
+/// Calls `poll` for up to `window`, as this thread's caller [`Governor`] allows: what a thread
+/// that waits for answers (`wait`, `forward_sync`) does before it parks. Pass a zero window
 /// when the thread shares a CPU with the work it waits for (see [`shares_cpu`]).
+pub(crate) fn poll_as_caller<T>(
+    window: Duration,
+    mut poll: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    if window.is_zero() {
+        return None;
+    }
+    CALLER.with(|governor| match governor.try_borrow_mut() {
+        Ok(mut governor) => poll_for(&mut governor, window, &mut poll),
+        // A wait inside a wait (a model that blocks on another task from `poll`): poll
+        // without a policy of its own rather than not at all.
+        Err(_) => poll_for(&mut Governor::new(), window, &mut poll),
+    })
+}
+
+/// Blocks on `future`: polls it (with a no-op waker) as [`poll_as_caller`] does, then parks
+/// the thread until it is woken.
 pub(crate) fn block_on<F: Future + Unpin>(mut future: F, window: Duration) -> F::Output {
     let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-    let mut poll = || match Pin::new(&mut future).poll(&mut cx) {
+    let polled = poll_as_caller(window, || match Pin::new(&mut future).poll(&mut cx) {
         Poll::Ready(out) => Some(out),
         Poll::Pending => None,
-    };
-    let polled = if window.is_zero() {
-        None
-    } else {
-        CALLER.with(|governor| match governor.try_borrow_mut() {
-            Ok(mut governor) => poll_for(&mut governor, window, &mut poll),
-            // A wait inside a wait (a model that blocks on another task from `poll`): poll
-            // without a policy of its own rather than not at all.
-            Err(_) => poll_for(&mut Governor::new(), window, &mut poll),
-        })
-    };
+    });
     match polled {
         Some(out) => out,
         None => crate::sync::block_on(future),

@@ -89,6 +89,19 @@ impl<T> fmt::Debug for Sender<T> {
 /// The receiving half: a future of the value.
 pub(crate) struct Receiver<T>(Arc<Inner<T>>);
 
+impl<T> Receiver<T> {
+    /// The value if it is there, without registering a waker; [`Canceled`] when the sender
+    /// is gone without sending.
+    pub(crate) fn try_recv(&mut self) -> Result<Option<T>, Canceled> {
+        let mut state = self.0.lock();
+        match state.value.take() {
+            Some(value) => Ok(Some(value)),
+            None if !state.sender => Err(Canceled),
+            None => Ok(None),
+        }
+    }
+}
+
 impl<T> Future for Receiver<T> {
     type Output = Result<T, Canceled>;
 
