@@ -117,6 +117,35 @@ fn bench_prints_one_row_per_combination_and_writes_json() {
 }
 
 #[test]
+fn bench_beside_a_neighbour_with_a_pinned_caller_says_so() {
+    let (stdout, report) = bench_with_json(&[
+        "--batch",
+        "2",
+        "--streams",
+        "auto",
+        "--duration",
+        "150ms",
+        "--cotenant",
+        "--pin-caller",
+    ]);
+    assert!(
+        stdout.contains("beside one busy thread per CPU"),
+        "{stdout}"
+    );
+    assert_eq!(report["cotenant"], true);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["pin_caller"], true);
+    assert!(results[0]["items_per_s"].as_f64().unwrap() > 0.0);
+    // The neighbour is gone with the command: a plain run says nothing of it.
+    let (stdout, report) =
+        bench_with_json(&["--batch", "1", "--streams", "1", "--duration", "50ms"]);
+    assert!(!stdout.contains("busy thread"), "{stdout}");
+    assert_eq!(report["cotenant"], false);
+    assert_eq!(report["results"][0]["pin_caller"], false);
+}
+
+#[test]
 fn bench_accepts_an_explicit_input_shape() {
     let out = cli()
         .args([

@@ -140,6 +140,11 @@ struct RunArgs {
     /// measurement to after the last. Users' machines are rarely idle.
     #[arg(long)]
     cotenant: bool,
+    /// Pin the measuring (calling) thread to the first stream's first CPU, as Python
+    /// onnxruntime's latency mode pins its caller. With one-CPU streams `forward_sync` then
+    /// runs the first stream's part on the caller itself (`MultiStreamModuleBuilder::caller_runs`).
+    #[arg(long)]
+    pin_caller: bool,
 }
 
 impl RunArgs {
@@ -160,6 +165,7 @@ impl RunArgs {
             batch,
             rows_per_run: self.max_rows_per_run,
             spin: self.spin.unwrap_or(corestream::DEFAULT_SPIN),
+            pin_caller: self.pin_caller,
             duration,
         }
     }
@@ -611,6 +617,8 @@ struct Trial {
     rows_per_run: Option<usize>,
     /// How long streams and the caller poll before parking.
     spin: Duration,
+    /// Whether the measuring thread is pinned to the first stream's first CPU.
+    pin_caller: bool,
     /// Measuring time (plus a tenth of it to warm up).
     duration: Duration,
 }
@@ -636,6 +644,10 @@ fn measure(source: &ModelSource, trial: Trial) -> Result<Measurement, Fail> {
         .num_streams(trial.streams)
         .spin(trial.spin)
         .build()?;
+    let _pinned = match trial.pin_caller {
+        true => Some(CpuPool::new([msm.pools()[0].cpus()[0]])?.pin_current()?),
+        false => None,
+    };
     let warm = Instant::now();
     while warm.elapsed() < trial.duration / 10 {
         msm.forward_sync(x.clone())?;
@@ -735,7 +747,7 @@ fn print_bench_table(
 
 fn measurement_json(m: &Measurement) -> Value {
     json!({"backend": m.trial.backend.to_string(), "streams": streams_label(m.trial.streams), "num_streams": m.num_streams, "batch": m.trial.batch,
-           "max_rows_per_run": m.trial.rows_per_run, "spin_us": m.trial.spin.as_micros() as u64, "items_per_s": m.items_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms})
+           "max_rows_per_run": m.trial.rows_per_run, "spin_us": m.trial.spin.as_micros() as u64, "pin_caller": m.trial.pin_caller, "items_per_s": m.items_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms})
 }
 
 /// Writes the `--json` report: the backend, the results and the machine's topology.
