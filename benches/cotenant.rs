@@ -30,12 +30,14 @@
 //! everything shares it.
 
 use std::hint::black_box;
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use corestream::ndarray::Array2;
 use corestream::{module_fn, BoxError, Cotenant, CpuPool, Module, MultiStreamModule, Task};
+
+mod support;
+use support::Handoff;
 
 /// Timings of one block: per-call mean and p99, in microseconds.
 #[derive(Debug, Clone, Copy)]
@@ -63,73 +65,6 @@ fn measure(block: Duration, mut call: impl FnMut(u64)) -> Block {
     Block {
         mean_us: total.as_secs_f64() * 1e6 / times.len() as f64,
         p99_us: times[(times.len() - 1) * 99 / 100].as_secs_f64() * 1e6,
-    }
-}
-
-/// A plain pinned thread answering `x + 1`, busy-polling (`spin`) or blocking on its channel.
-struct Handoff {
-    tx: Option<mpsc::Sender<u64>>,
-    rx: mpsc::Receiver<u64>,
-    spin: bool,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Handoff {
-    fn new(worker: &CpuPool, spin: bool) -> Handoff {
-        let (tx, in_rx) = mpsc::channel::<u64>();
-        let (out_tx, rx) = mpsc::channel::<u64>();
-        let pool = worker.clone();
-        let thread = thread::spawn(move || {
-            let _pin = pool.pin_current().expect("pin the handoff thread");
-            loop {
-                let x = if spin {
-                    match in_rx.try_recv() {
-                        Ok(x) => x,
-                        Err(mpsc::TryRecvError::Empty) => {
-                            std::hint::spin_loop();
-                            continue;
-                        }
-                        Err(mpsc::TryRecvError::Disconnected) => break,
-                    }
-                } else {
-                    match in_rx.recv() {
-                        Ok(x) => x,
-                        Err(_) => break,
-                    }
-                };
-                if out_tx.send(x + 1).is_err() {
-                    break;
-                }
-            }
-        });
-        Handoff {
-            tx: Some(tx),
-            rx,
-            spin,
-            thread: Some(thread),
-        }
-    }
-
-    fn call(&self, x: u64) -> u64 {
-        self.tx.as_ref().expect("open").send(x).expect("send");
-        if self.spin {
-            loop {
-                match self.rx.try_recv() {
-                    Ok(y) => return y,
-                    Err(_) => std::hint::spin_loop(),
-                }
-            }
-        }
-        self.rx.recv().expect("recv")
-    }
-}
-
-impl Drop for Handoff {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

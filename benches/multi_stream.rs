@@ -300,43 +300,33 @@ fn interleaved() {
     let direct = identity();
     let auto = msm(identity(), all.clone(), Streams::Auto);
     let x = input(16, WIDTH);
-    let (t_direct, t_msm) = alternate(
-        rounds,
-        2000,
-        &mut || {
-            black_box(direct.forward(black_box(x.clone())).expect("ok"));
-        },
-        &mut || {
+    // Each blocking way to call the module against the direct call, in its own alternation.
+    let calls: [(&str, &dyn Fn()); 2] = [
+        ("forward_sync()", &|| {
             black_box(auto.forward_sync(black_box(x.clone())).expect("ok"));
-        },
-    );
-    println!(
-        "interleaved/overhead: identity model, B=16, {} streams: direct {:.2} us, forward_sync() \
-         {:.2} us, overhead {:.2} us per call (best of {rounds} alternating rounds)",
-        auto.num_streams(),
-        micros(t_direct),
-        micros(t_msm),
-        micros(t_msm.saturating_sub(t_direct)),
-    );
-    let (t_direct, t_msm) = alternate(
-        rounds,
-        2000,
-        &mut || {
-            black_box(direct.forward(black_box(x.clone())).expect("ok"));
-        },
-        &mut || {
+        }),
+        ("forward().wait() (every part on a stream)", &|| {
             black_box(auto.forward(black_box(x.clone())).wait().expect("ok"));
-        },
-    );
-    println!(
-        "interleaved/overhead: identity model, B=16, {} streams: direct {:.2} us, forward().wait() \
-         (every part on a stream) {:.2} us, overhead {:.2} us per call (best of {rounds} \
-         alternating rounds)",
-        auto.num_streams(),
-        micros(t_direct),
-        micros(t_msm),
-        micros(t_msm.saturating_sub(t_direct)),
-    );
+        }),
+    ];
+    for (label, call) in calls {
+        let (t_direct, t_msm) = alternate(
+            rounds,
+            2000,
+            &mut || {
+                black_box(direct.forward(black_box(x.clone())).expect("ok"));
+            },
+            &mut || call(),
+        );
+        println!(
+            "interleaved/overhead: identity model, B=16, {} streams: direct {:.2} us, {label} \
+             {:.2} us, overhead {:.2} us per call (best of {rounds} alternating rounds)",
+            auto.num_streams(),
+            micros(t_direct),
+            micros(t_msm),
+            micros(t_msm.saturating_sub(t_direct)),
+        );
+    }
     // Where the call's time goes: the split and the concat alone (the rest is dispatch,
     // hand-off and gather).
     let sizes = corestream::batch::split_sizes(16, auto.num_streams());

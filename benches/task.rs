@@ -43,9 +43,8 @@ use std::cell::Cell;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use corestream::batch::Rows;
@@ -54,6 +53,9 @@ use corestream::{
     DEFAULT_SPIN,
 };
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+
+mod support;
+use support::Handoff;
 
 /// Jobs in flight per iteration of the `pipelined` group.
 const PIPELINE: u64 = 1000;
@@ -104,48 +106,6 @@ fn task(worker: &CpuPool, spin: Duration) -> Task<PlusOne> {
         .expect("start the stream")
 }
 
-/// A plain thread answering `x + 1` over two std channels.
-struct RawHandoff {
-    tx: Option<mpsc::Sender<u64>>,
-    rx: mpsc::Receiver<u64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RawHandoff {
-    fn new(worker: &CpuPool) -> RawHandoff {
-        let (tx, in_rx) = mpsc::channel::<u64>();
-        let (out_tx, rx) = mpsc::channel::<u64>();
-        let pool = worker.clone();
-        let thread = thread::spawn(move || {
-            let _pin = pool.pin_current().expect("pin the raw thread");
-            for x in in_rx {
-                if out_tx.send(x + 1).is_err() {
-                    break;
-                }
-            }
-        });
-        RawHandoff {
-            tx: Some(tx),
-            rx,
-            thread: Some(thread),
-        }
-    }
-
-    fn call(&self, x: u64) -> u64 {
-        self.tx.as_ref().expect("open").send(x).expect("send");
-        self.rx.recv().expect("recv")
-    }
-}
-
-impl Drop for RawHandoff {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Polls `fut` with a no-op waker for up to `spin`, then blocks in [`TaskFuture::wait`].
 fn poll_wait<T>(mut fut: TaskFuture<T>, spin: Duration) -> corestream::Result<T> {
     let waker = futures::task::noop_waker();
@@ -180,7 +140,7 @@ fn round_trip(c: &mut Criterion) {
     });
 
     {
-        let raw = RawHandoff::new(&place.worker);
+        let raw = Handoff::new(&place.worker, false);
         group.bench_function("raw_handoff", |b| b.iter(|| raw.call(black_box(7))));
     }
 

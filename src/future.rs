@@ -80,8 +80,8 @@ impl<T> TaskFuture<T> {
     /// The job's error: [`Error::Module`], [`Error::Panicked`], or [`Error::Shutdown`].
     pub fn wait(mut self) -> Result<T> {
         let window = match &self.spin {
-            Some((spin, pool)) if !idle::shares_cpu(std::iter::once(pool.cpus())) => *spin,
-            _ => Duration::ZERO,
+            Some((spin, pool)) => idle::caller_window(*spin, std::iter::once(pool.cpus())),
+            None => Duration::ZERO,
         };
         // Polling only reads: no waker is registered until the thread parks.
         match idle::poll_as_caller(window, || self.try_take()) {

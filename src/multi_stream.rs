@@ -183,57 +183,52 @@ where
     /// is on), it runs that part itself instead of handing it over and waiting for that CPU;
     /// the other parts go to their streams as usual.
     fn parts_sync(&self, input: M::Input) -> Result<Vec<M::Output>> {
+        let parts = self.split(input)?;
+        let used = parts.len();
+        // The caller's stream, if it gets a part (fewer rows than streams leave some out).
         let here = match self.caller_runs {
             true => crate::affinity::current_cpu()
-                .and_then(|cpu| self.tasks.iter().position(|t| t.pool().cpus() == [cpu])),
+                .and_then(|cpu| self.stream_pools.iter().position(|p| p.cpus() == [cpu]))
+                .filter(|&k| k < used),
             false => None,
         };
-        let Some(k) = here else {
-            return self.forward_parts(input).wait();
-        };
-        let parts = self.split(input)?;
-        if k >= parts.len() {
-            // The caller's stream gets no part (fewer rows than streams).
-            let futures = self.tasks.iter().zip(parts).map(|(t, p)| t.submit(p));
-            return self.wait_all(futures.collect(), None);
-        }
         let mut mine = None;
-        let mut futures = Vec::with_capacity(parts.len() - 1);
+        let mut futures = Vec::with_capacity(used);
         for (i, (task, part)) in self.tasks.iter().zip(parts).enumerate() {
-            if i == k {
+            if Some(i) == here {
                 mine = Some(part);
             } else {
                 futures.push(task.submit(part));
             }
         }
-        let part = mine.ok_or(Error::Shutdown)?;
-        // On error the other parts' futures drop here: those not started are skipped.
-        let own = self.tasks[k].run_here(&self.model, part)?;
-        let mut outputs = self.wait_all(futures, Some(k))?;
-        outputs.insert(k, own);
+        let own = match here.zip(mine) {
+            // On error the other parts' futures drop here: those not started are skipped.
+            Some((k, part)) => Some((k, self.tasks[k].run_here(&self.model, part)?)),
+            None => None,
+        };
+        let others = self.stream_pools[..used]
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != here)
+            .map(|(_, pool)| pool.cpus());
+        let mut outputs = self.wait_all(futures, others)?;
+        if let Some((k, output)) = own {
+            outputs.insert(k, output);
+        }
         Ok(outputs)
     }
 
-    /// Waits for `futures`, the parts of the streams used except `skip`, in order: polls them
-    /// (reading only) unless the caller runs on one of those streams' CPUs, then parks.
-    fn wait_all(
+    /// Waits for `futures` in order, the parts of the streams on `cpus`: polls them (reading
+    /// only) unless the caller runs on one of those CPUs, then parks.
+    fn wait_all<'a>(
         &self,
         mut futures: Vec<TaskFuture<M::Output>>,
-        skip: Option<usize>,
+        cpus: impl Iterator<Item = &'a [usize]>,
     ) -> Result<Vec<M::Output>> {
-        if futures.is_empty() {
+        let Some(first) = futures.first() else {
             return Ok(Vec::new());
-        }
-        let used = futures.len() + usize::from(skip.is_some());
-        let spin = futures[0].spin();
-        let pools = (0..used)
-            .filter(|&i| Some(i) != skip)
-            .map(|i| self.tasks[i].pool().cpus());
-        let window = if spin.is_zero() || idle::shares_cpu(pools) {
-            Duration::ZERO
-        } else {
-            spin
         };
+        let window = idle::caller_window(first.spin(), cpus);
         let mut outputs: Vec<Option<M::Output>> = futures.iter().map(|_| None).collect();
         let mut left = futures.len();
         let polled = idle::poll_as_caller(window, || {
@@ -361,12 +356,10 @@ impl<T> PartsFuture<T> {
     }
 
     fn window(&self) -> Duration {
-        let used = self.pools.iter().take(self.used).map(CpuPool::cpus);
-        if self.spin.is_zero() || idle::shares_cpu(used) {
-            Duration::ZERO
-        } else {
-            self.spin
-        }
+        idle::caller_window(
+            self.spin,
+            self.pools.iter().take(self.used).map(CpuPool::cpus),
+        )
     }
 }
 

@@ -81,6 +81,18 @@ struct Counters {
     skipped: CachePadded<AtomicU64>,
 }
 
+impl Counters {
+    /// Counts a finished model call as completed or failed.
+    fn finished<T>(&self, result: &Result<T>) {
+        let counter = if result.is_ok() {
+            &self.completed
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Crate-internal work run on the stream thread (see [`Stream::run`]).
 pub(crate) type RunFn<M> = Box<dyn for<'a> FnOnce(&Executor<'a, M>) + Send>;
 
@@ -196,12 +208,7 @@ impl<M: Module> Stream<M> {
         let previous = context::replace_current_stream(Some(self.info.clone()));
         let result = call_model(model, input, None);
         context::replace_current_stream(previous);
-        let counter = if result.is_ok() {
-            &self.counters.completed
-        } else {
-            &self.counters.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters.finished(&result);
         result
     }
 
@@ -306,7 +313,7 @@ impl<M: Module> Worker<M> {
                     return;
                 }
                 let result = self.execute(input, intra);
-                self.count(&result);
+                self.counters.finished(&result);
                 // The caller may have dropped the future meanwhile: the result is discarded.
                 let _ = reply.send(result);
             }
@@ -323,15 +330,6 @@ impl<M: Module> Worker<M> {
                 executor.run_queued();
             }
         }
-    }
-
-    fn count<T>(&self, result: &Result<T>) {
-        let counter = if result.is_ok() {
-            &self.counters.completed
-        } else {
-            &self.counters.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The next job: polls the queue for up to `spin` while the thread's
@@ -395,7 +393,7 @@ impl<M: Module> Executor<'_, M> {
         let counters = &self.worker.counters;
         counters.submitted.fetch_add(1, Ordering::Relaxed);
         let result = self.worker.execute(input, self.intra);
-        self.worker.count(&result);
+        self.worker.counters.finished(&result);
         result
     }
 

@@ -96,19 +96,22 @@ fn the_caller_runs_the_part_of_the_stream_whose_cpu_it_is_on() {
     assert_eq!(y.len_of(Axis(0)), rows);
 }
 
+/// Asserts that every part `msm`'s model saw ran on a thread other than this one.
+fn assert_no_part_ran_here(msm: &MultiStreamModule<Where>) {
+    let me = thread::current().id();
+    let records = msm.model().0.lock().unwrap();
+    assert!(
+        records.iter().all(|(_, t, _)| *t != me),
+        "a part ran on the caller"
+    );
+}
+
 #[test]
 fn caller_runs_false_keeps_every_part_on_the_streams() {
     let (msm, _pin, _) = module(|b| b.caller_runs(false));
     let x = input(4 * msm.num_streams());
     assert_eq!(msm.forward_sync(x.clone()).unwrap(), &x * 3.0);
-    let me = thread::current().id();
-    assert!(msm
-        .model()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|(_, t, _)| *t != me));
+    assert_no_part_ran_here(&msm);
 }
 
 #[test]
@@ -117,14 +120,7 @@ fn the_async_forward_never_runs_on_the_caller() {
     let x = input(4 * msm.num_streams());
     let y = futures::executor::block_on(msm.forward(x.clone())).unwrap();
     assert_eq!(y, &x * 3.0);
-    let me = thread::current().id();
-    assert!(msm
-        .model()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|(_, t, _)| *t != me));
+    assert_no_part_ran_here(&msm);
 }
 
 #[test]

@@ -52,7 +52,7 @@ pub(crate) struct Spun {
 
 /// One thread's polling policy (see the module docs). Not shared: each polling thread owns
 /// one (a stream thread in its worker, a waiting caller in a thread-local).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Governor {
     /// Poll again from this instant on (`None`: not quiet).
     quiet_until: Option<Instant>,
@@ -66,12 +66,6 @@ pub(crate) struct Governor {
     prompt: u32,
     /// Contentions seen (preemptions and prompt arrivals), for tests.
     contentions: u64,
-}
-
-impl Default for Governor {
-    fn default() -> Self {
-        Governor::new()
-    }
 }
 
 impl Governor {

@@ -68,8 +68,8 @@ thread_local! {
 }
 
 /// Calls `poll` for up to `window`, as this thread's caller [`Governor`] allows: what a thread
-/// that waits for answers (`wait`, `forward_sync`) does before it parks. Pass a zero window
-/// when the thread shares a CPU with the work it waits for (see [`shares_cpu`]).
+/// that waits for answers (`wait`, `forward_sync`) does before it parks. Take `window` from
+/// [`caller_window`].
 pub(crate) fn poll_as_caller<T>(
     window: Duration,
     mut poll: impl FnMut() -> Option<T>,
@@ -99,11 +99,23 @@ pub(crate) fn block_on<F: Future + Unpin>(mut future: F, window: Duration) -> F:
     }
 }
 
-/// Whether the calling thread runs on one of `cpus` now (or cannot tell): then polling for an
-/// answer computed there would hold the CPU its answer needs.
-pub(crate) fn shares_cpu<'a>(mut cpus: impl Iterator<Item = &'a [usize]>) -> bool {
-    match crate::affinity::current_cpu() {
+/// How long a caller waiting for answers computed on `cpus` (the CPU sets of the streams it
+/// waits for) may poll: `spin`, or zero when it runs on one of those CPUs now (or cannot
+/// tell), where polling would hold the CPU its answer needs.
+pub(crate) fn caller_window<'a>(
+    spin: Duration,
+    mut cpus: impl Iterator<Item = &'a [usize]>,
+) -> Duration {
+    if spin.is_zero() {
+        return spin;
+    }
+    let shares_cpu = match crate::affinity::current_cpu() {
         Some(cpu) => cpus.any(|set| set.contains(&cpu)),
         None => true,
+    };
+    if shares_cpu {
+        Duration::ZERO
+    } else {
+        spin
     }
 }
