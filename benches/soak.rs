@@ -25,7 +25,7 @@
 //! cargo bench --bench soak -- --duration 3 --control all
 //! ```
 //!
-//! Flags: `--duration D` (`60`, `20s`, `1500ms`; default 60 s), `--async-callers N` (32),
+//! Flags: `--duration D` (`60`, `20s`, `1500ms`, `2m`; default 60 s), `--async-callers N` (32),
 //! `--sync-callers N` (4), `--seed N`, and `--control lost,threads,rss` (or `all`): a positive
 //! control that injects that fault after the warm-up (one request's future leaked without an
 //! answer, one extra thread, 16 MB of leaked memory), so the run must fail and name it.
@@ -418,16 +418,13 @@ struct Options {
     control_rss: bool,
 }
 
+/// `--duration`: humantime's syntax (`20s`, `1500ms`, `2m`), as `corestream bench` reads it, or
+/// a plain number of seconds (`60`, `2.5`); never zero.
 fn parse_duration(s: &str) -> Option<Duration> {
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    s.strip_suffix('s')
-        .unwrap_or(s)
-        .parse::<f64>()
+    humantime::parse_duration(s)
         .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(Duration::from_secs_f64)
+        .or_else(|| Duration::try_from_secs_f64(s.parse().ok()?).ok())
+        .filter(|d| !d.is_zero())
 }
 
 fn options() -> std::result::Result<Options, String> {

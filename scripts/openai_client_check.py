@@ -7,7 +7,7 @@ With the client's defaults (it asks for base64 and decodes it itself), then with
 encoding_format="float": same vectors, unit length, input order, usage counted; a single
 string input; `dimensions` other than the model's is a 400 (openai.BadRequestError) and an
 over-long input a 413 (openai.APIStatusError). Prints one JSON line at the end with the texts,
-the decoded vectors and the model id, for tests/embed_server.rs to compare with the unbatched
+the decoded vectors and the model id, for serve/tests/service to compare with the unbatched
 result. Exits non-zero on any mismatch.
 """
 import json

@@ -8,14 +8,15 @@
 # check positive_data_acceptance is left out.)
 #
 # Usage: bash scripts/schemathesis.sh [MAX_EXAMPLES]   (default 25; CI's bound)
-# Needs: pip install schemathesis (CI pins it), the examples built or buildable with
-# --features tract,ort,metrics,tracing. Serves MiniLM when models/ is fetched, else TextNet.
-# Environment: CORESTREAM_ST_SERVERS (default "embed_server actix_embed"), CORESTREAM_ST_SEED.
+# Needs: pip install schemathesis (CI pins it); builds the `corestream` command (cli/) and runs
+# `corestream serve --server axum`, then `--server actix`. Serves MiniLM when models/ is
+# fetched, else TextNet. Environment: CORESTREAM_ST_SERVERS (default "axum actix"),
+# CORESTREAM_ST_SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${1:-25}"
 seed="${CORESTREAM_ST_SEED:-1}"
-servers="${CORESTREAM_ST_SERVERS:-embed_server actix_embed}"
+servers="${CORESTREAM_ST_SERVERS:-axum actix}"
 st="$(command -v schemathesis || command -v st || true)"
 if [ -z "$st" ]; then
     echo "schemathesis not found (pip install schemathesis)" >&2
@@ -25,7 +26,7 @@ model_args=(--textnet)
 if [ -s models/paraphrase-MiniLM-L3-v2.onnx ] && [ -s models/tokenizer.json ]; then
     model_args=(--models models)
 fi
-cargo build --quiet --features tract,ort,metrics,tracing --example embed_server --example actix_embed
+cargo build --quiet -p corestream-cli --bin corestream
 
 pid=""
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; }
@@ -34,8 +35,8 @@ trap cleanup EXIT
 for server in $servers; do
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     log="target/schemathesis-$server.log"
-    RUST_LOG=warn CORESTREAM_QUEUE=1024 "target/debug/examples/$server" "${model_args[@]}" \
-        --bind "127.0.0.1:$port" >"$log" 2>&1 &
+    RUST_LOG=warn CORESTREAM_QUEUE=1024 target/debug/corestream serve --server "$server" \
+        "${model_args[@]}" --bind "127.0.0.1:$port" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 240); do
         if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi

@@ -1,5 +1,15 @@
 //! The kernel's CPU list syntax (`0-3,8,10-11`), as used by sysfs, `taskset -c` and
-//! `/proc/<pid>/status`.
+//! `/proc/<pid>/status`: the parser corestream reads every such list with, and the printer of
+//! its messages.
+//!
+//! ```
+//! use corestream::cpulist::{parse, CpuList};
+//!
+//! let ids = parse(" 0-2, 8 ,10-11").expect("a valid list");
+//! assert_eq!(ids, [0, 1, 2, 8, 10, 11]);
+//! assert_eq!(CpuList(&ids).to_string(), "0-2,8,10-11");
+//! assert_eq!(parse("3-1"), None);
+//! ```
 
 use std::fmt;
 
@@ -7,7 +17,7 @@ use std::fmt;
 /// configures (x86-64 and powerpc with `MAXSMP`), so the kernel never prints a larger id.
 /// Without a bound, one range such as `0-18446744073709551615` in a corrupt or hostile sysfs
 /// file would be expanded id by id until memory runs out (found by `fuzz/` target `cpulist`).
-pub(crate) const MAX_CPUS: usize = 8192;
+pub const MAX_CPUS: usize = 8192;
 
 /// Parses a kernel CPU list such as `0-3,8,10-11` into ascending, de-duplicated ids.
 ///
@@ -15,7 +25,7 @@ pub(crate) const MAX_CPUS: usize = 8192;
 /// Returns `None` when an item is not a number, a range is reversed, or an id is not below
 /// [`MAX_CPUS`]. Overlapping ranges are merged before they are expanded, so the work is
 /// bounded by the text's length plus `MAX_CPUS`, whatever the list repeats.
-pub(crate) fn parse(text: &str) -> Option<Vec<usize>> {
+pub fn parse(text: &str) -> Option<Vec<usize>> {
     let mut ranges = Vec::new();
     for item in text
         .trim()
@@ -48,8 +58,9 @@ pub(crate) fn parse(text: &str) -> Option<Vec<usize>> {
 }
 
 /// Displays CPU ids in the kernel's list syntax, keeping their order: runs of consecutive
-/// ascending ids become ranges (`[0, 1, 2, 3, 8]` shows as `0-3,8`).
-pub(crate) struct CpuList<'a>(pub(crate) &'a [usize]);
+/// ascending ids become ranges (`[0, 1, 2, 3, 8]` shows as `0-3,8`); no ids show as `none`.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuList<'a>(pub &'a [usize]);
 
 impl fmt::Display for CpuList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

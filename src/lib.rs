@@ -41,14 +41,14 @@
 //!
 //! | layer | items |
 //! |---|---|
-//! | platform | [`affinity`] (thread-mask system calls), [`topology`] ([`Topology`], [`LogicalCpu`]), [`omp`] (OpenMP runtimes through libloading) |
+//! | platform | [`affinity`] (thread-mask system calls), [`cpulist`] (the kernel's CPU list syntax), [`topology`] ([`Topology`], [`LogicalCpu`]), [`omp`] (OpenMP runtimes through libloading) |
 //! | placement | [`CpuPool`], [`pin()`], [`PinGuard`], [`batch::split_sizes`] |
 //! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`], [`DEFAULT_SPIN`], [`current_stream`], [`StreamInfo`] |
 //! | model | [`Module`], [`module_fn`], [`FnModule`], [`Infer`], [`Hint`], [`Batch`] ([`batch`]), [`MultiStreamModule`], [`MultiStreamModuleBuilder`], [`Streams`], [`ForwardFuture`], [`PartsFuture`] |
 //! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`], `BatcherService` (feature `tower`; spans with feature `tracing`, metrics with feature `metrics`) |
 //! | backends | [`backend`]: [`backend::Tensor`], [`backend::ElementType`], [`backend::InputSpec`], `backend::ort` (feature `ort`), `backend::tract` (feature `tract`) |
 //! | errors | [`Error`], [`Result`], [`BoxError`] |
-//! | measuring | [`Cotenant`]: a controlled busy neighbour on chosen CPUs |
+//! | measuring | [`Cotenant`]: a controlled busy neighbour on chosen CPUs; [`bundled`]: the small ONNX model the docs, `corestream bench` and the service's stand-in run |
 //!
 //! Every stream is one OS thread named `corestream-s{i}`, pinned to its cores for its whole
 //! life, fed by a channel and answering through a oneshot. A stream with k > 1 cores runs its
@@ -60,7 +60,8 @@
 
 // Platform: error and cpu lists, then the system calls and what the OS reports.
 pub mod affinity;
-mod cpulist;
+pub mod bundled;
+pub mod cpulist;
 mod element;
 mod error;
 pub mod omp;

@@ -30,6 +30,46 @@ pub enum Streams {
     Count(usize),
 }
 
+/// Parses `auto` (any case) or a positive count; the one parser of a stream count, used by the
+/// `corestream` command and the embedding service alike.
+///
+/// ```
+/// use corestream::Streams;
+///
+/// assert_eq!("auto".parse::<Streams>()?, Streams::Auto);
+/// assert_eq!(" 4 ".parse::<Streams>()?, Streams::Count(4));
+/// assert!("0".parse::<Streams>().is_err());
+/// assert!("two".parse::<Streams>().is_err());
+/// assert_eq!(Streams::Count(3).to_string(), "3");
+/// # Ok::<(), corestream::Error>(())
+/// ```
+impl std::str::FromStr for Streams {
+    type Err = crate::Error;
+
+    fn from_str(text: &str) -> crate::Result<Streams> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Streams::Auto);
+        }
+        match text.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Streams::Count(n)),
+            _ => Err(crate::Error::InvalidConfig(format!(
+                "streams {text:?}: expected `auto` or a positive number"
+            ))),
+        }
+    }
+}
+
+/// `auto` or the count, as [`FromStr`](std::str::FromStr) reads it.
+impl std::fmt::Display for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Streams::Auto => f.write_str("auto"),
+            Streams::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// One model, shared (never copied) by N streams pinned to disjoint slices of a pool.
 ///
 /// [`forward`](Self::forward) splits the input's batch by the input [`Hint`] (`b / n` rows per

@@ -1,7 +1,6 @@
-//! Fuzz target `batch`: see `fuzz/checks/batch.rs` for what it checks.
+//! Fuzz target `batch`: see `fuzz/checks/src/batch.rs` for what it checks.
 #![no_main]
 
-#[path = "../checks/mod.rs"]
-mod checks;
+use corestream_fuzz_checks as checks;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::batch::check(data));

@@ -1,7 +1,6 @@
-//! Fuzz target `cpulist`: see `fuzz/checks/cpulist.rs` for what it checks.
+//! Fuzz target `cpulist`: see `fuzz/checks/src/cpulist.rs` for what it checks.
 #![no_main]
 
-#[path = "../checks/mod.rs"]
-mod checks;
+use corestream_fuzz_checks as checks;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::cpulist::check(data));

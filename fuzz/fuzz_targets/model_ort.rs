@@ -1,9 +1,8 @@
-//! Fuzz target `model_ort`: see `fuzz/checks/model.rs` for what it checks. Needs ONNX
+//! Fuzz target `model_ort`: see `fuzz/checks/src/model.rs` for what it checks. Needs ONNX
 //! Runtime (`bash scripts/fetch-onnxruntime.sh`): without it every input fails loudly.
 #![no_main]
 
-#[path = "../checks/mod.rs"]
-mod checks;
+use corestream_fuzz_checks as checks;
 
 libfuzzer_sys::fuzz_target!(
     // As in model_tract: the default panic hook, so that a panic the loader catches is not an

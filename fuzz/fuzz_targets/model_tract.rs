@@ -1,8 +1,7 @@
-//! Fuzz target `model_tract`: see `fuzz/checks/model.rs` for what it checks.
+//! Fuzz target `model_tract`: see `fuzz/checks/src/model.rs` for what it checks.
 #![no_main]
 
-#[path = "../checks/mod.rs"]
-mod checks;
+use corestream_fuzz_checks as checks;
 
 libfuzzer_sys::fuzz_target!(
     // libfuzzer-sys's panic hook aborts on every panic, even one the loader catches and turns

@@ -1,7 +1,6 @@
-//! Fuzz target `topology`: see `fuzz/checks/topology.rs` for what it checks.
+//! Fuzz target `topology`: see `fuzz/checks/src/topology.rs` for what it checks.
 #![no_main]
 
-#[path = "../checks/mod.rs"]
-mod checks;
+use corestream_fuzz_checks as checks;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::topology::check(data));

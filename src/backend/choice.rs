@@ -91,6 +91,41 @@ impl Backend {
             ))),
         }
     }
+
+    /// Loads an ONNX model from its bytes (e.g. [`crate::bundled::EXAMPLENET1`]) on this
+    /// backend with its default settings.
+    ///
+    /// ```
+    /// # #[cfg(feature = "tract")] {
+    /// use corestream::backend::Backend;
+    ///
+    /// let model = Backend::Tract.load_bytes(corestream::bundled::EXAMPLENET1)?;
+    /// # let _ = model;
+    /// # }
+    /// # Ok::<(), corestream::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub fn load_bytes(self, bytes: &[u8]) -> Result<OnnxModule> {
+        #[cfg(not(all(feature = "ort", feature = "tract")))]
+        let _ = bytes;
+        match self {
+            #[cfg(feature = "ort")]
+            Backend::Ort => Ok(Arc::new(
+                super::ort::OrtModel::builder_from_bytes(bytes).build()?,
+            )),
+            #[cfg(feature = "tract")]
+            Backend::Tract => Ok(Arc::new(
+                super::tract::OnnxModel::builder_from_bytes(bytes).build()?,
+            )),
+            #[allow(unreachable_patterns)]
+            other => Err(Error::InvalidConfig(format!(
+                "backend {other}: corestream was built without feature `{other}`"
+            ))),
+        }
+    }
 }
 
 impl fmt::Display for Backend {

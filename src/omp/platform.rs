@@ -24,7 +24,6 @@ mod linux {
     use libloading::Library;
 
     use crate::error::{Error, Result};
-    use crate::omp::symbols::Omp;
     use crate::omp::Runtime;
 
     /// Names under which the runtimes are usually loaded (their sonames), best first.
@@ -71,38 +70,30 @@ mod linux {
             .map(Library::from)
     }
 
-    /// Every OpenMP runtime already loaded: the well-known names, renamed copies among the
-    /// loaded objects, and one linked into the program's global scope.
-    pub(in crate::omp) fn probe() -> Vec<Omp> {
-        fn consider(found: &mut Vec<Omp>, lib: Library, shown: &Path) {
-            if let Ok(omp) = Omp::resolve(lib, None, shown) {
-                if found.iter().any(|f| f.same_as(&omp)) {
-                    omp.keep_loaded();
-                } else {
-                    found.push(omp);
-                }
-            }
-        }
-        let mut found = Vec::new();
+    /// Offers every library that may be an OpenMP runtime already loaded to `consider` (the
+    /// well-known names, renamed copies among the loaded objects, and, when `consider` took
+    /// none of those, the program's global symbol scope); `consider` answers whether the
+    /// library was a runtime.
+    pub(in crate::omp) fn probe(consider: &mut dyn FnMut(Library, &Path) -> bool) {
+        let mut any = false;
         for name in WELL_KNOWN {
             if let Some(lib) = open_loaded(OsStr::new(name)) {
-                consider(&mut found, lib, Path::new(name));
+                any |= consider(lib, Path::new(name));
             }
         }
         for path in loaded_objects() {
             if Runtime::from_file_name(&path).is_some() {
                 if let Some(lib) = open_loaded(path.as_os_str()) {
-                    consider(&mut found, lib, &path);
+                    any |= consider(lib, &path);
                 }
             }
         }
-        if found.is_empty() {
+        if !any {
             // Statically linked into the program, or loaded with RTLD_GLOBAL under another
             // name: the global scope has the symbols.
             let this = Library::from(UnixLibrary::this());
-            consider(&mut found, this, Path::new("<global symbol scope>"));
+            consider(this, Path::new("<global symbol scope>"));
         }
-        found
     }
 
     /// The paths of the loaded objects (the program itself and the vDSO have none).
@@ -196,7 +187,6 @@ mod other {
     use libloading::Library;
 
     use crate::error::{Error, Result};
-    use crate::omp::symbols::Omp;
 
     /// Loads `path` (running its initialisers).
     pub(in crate::omp) fn open_new(path: &Path) -> Result<Library> {
@@ -212,9 +202,7 @@ mod other {
     pub(in crate::omp) fn make_global(_path: &Path) {}
 
     /// Finding an already-loaded runtime is implemented for Linux only.
-    pub(in crate::omp) fn probe() -> Vec<Omp> {
-        Vec::new()
-    }
+    pub(in crate::omp) fn probe(_consider: &mut dyn FnMut(Library, &Path) -> bool) {}
 
     /// No load counters: every search probes (and finds nothing).
     pub(in crate::omp) type Generation = ();

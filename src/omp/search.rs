@@ -143,7 +143,18 @@ pub(super) fn active() -> Result<Option<&'static Omp>> {
     if generation.is_some() && search.probed == generation {
         return Ok(None);
     }
-    let mut found = platform::probe();
+    let mut found: Vec<Omp> = Vec::new();
+    platform::probe(&mut |lib, shown| match Omp::resolve(lib, None, shown) {
+        Ok(omp) if found.iter().any(|f| f.same_as(&omp)) => {
+            omp.keep_loaded();
+            true
+        }
+        Ok(omp) => {
+            found.push(omp);
+            true
+        }
+        Err(_) => false,
+    });
     found.sort_by_key(|omp| omp.runtime.rank());
     let mut found = found.into_iter();
     match found.next() {

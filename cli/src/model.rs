@@ -1,0 +1,201 @@
+//! The model a command runs ([`ModelSource`]: a file or the bundled ExampleNet1, its `--input`
+//! shapes, the backend options), the one place that builds it on either backend
+//! ([`ModelSource::load`]), and the deterministic inputs a trial feeds it ([`make_inputs`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use corestream::backend::ort::OrtModel;
+use corestream::backend::tract::{OnnxModel, OnnxModelBuilder};
+use corestream::backend::{Backend, ElementType, InputSpec, Tensor};
+use corestream::bundled::EXAMPLENET1;
+use corestream::Module;
+
+use crate::args::{InputShape, RunArgs};
+use crate::Fail;
+
+/// A model on either backend: both take and return `Vec<Tensor>`.
+pub type SharedModel = Arc<dyn Module<Input = Vec<Tensor>, Output = Vec<Tensor>>>;
+
+/// A built model and what its inputs take.
+pub struct Loaded {
+    pub model: SharedModel,
+    pub inputs: Vec<InputSpec>,
+}
+
+/// The model a command runs: a file (or the bundled ExampleNet1), its `--input` shapes and
+/// the backend options.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    /// `None`: the bundled ExampleNet1.
+    path: Option<PathBuf>,
+    pub inputs: Vec<InputShape>,
+    /// `--ort-spin`; `None`: the backend's default.
+    pub ort_spin: Option<bool>,
+}
+
+impl ModelSource {
+    pub fn new(path: Option<PathBuf>, run: &RunArgs) -> ModelSource {
+        ModelSource {
+            path,
+            inputs: run.inputs.clone(),
+            ort_spin: run.ort_spin,
+        }
+    }
+
+    /// The model's name in reports and in the builder code `tune` prints.
+    pub fn label(&self) -> String {
+        self.path
+            .as_deref()
+            .map_or("bundled ExampleNet1".into(), |p| p.display().to_string())
+    }
+
+    fn tract_builder(&self) -> OnnxModelBuilder {
+        match &self.path {
+            Some(p) => OnnxModel::builder(p),
+            None => OnnxModel::builder_from_bytes(EXAMPLENET1),
+        }
+    }
+
+    fn ort_model(&self) -> Result<OrtModel, Fail> {
+        let mut builder = match &self.path {
+            Some(p) => OrtModel::builder(p),
+            None => OrtModel::builder_from_bytes(EXAMPLENET1),
+        };
+        if let Some(spin) = self.ort_spin {
+            builder = builder.spin(spin);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// The index of the model input `shape` names.
+    fn input_index(specs: &[InputSpec], shape: &InputShape) -> Result<usize, Fail> {
+        specs
+            .iter()
+            .position(|s| s.name == shape.name)
+            .ok_or_else(|| {
+                Fail(format!(
+                    "--input {:?}: the model has no input {:?}; its inputs: {}",
+                    shape.spec,
+                    shape.name,
+                    specs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    /// Builds the model on `backend` with the `--input` shapes applied (tract: also running at
+    /// most `rows_per_run` rows at a time). The one function that builds models.
+    pub fn load(&self, backend: Backend, rows_per_run: Option<usize>) -> Result<Loaded, Fail> {
+        // The same message whichever backend would have read the file.
+        if let Some(path) = self.path.as_deref().filter(|p| !p.exists()) {
+            return Err(Fail(format!(
+                "cannot load model {}: no such file",
+                path.display()
+            )));
+        }
+        match backend {
+            Backend::Tract => self.load_tract(rows_per_run),
+            Backend::Ort => {
+                if rows_per_run.is_some() {
+                    return Err(Fail(
+                        "--max-rows-per-run is a tract option; ONNX Runtime runs whole parts"
+                            .into(),
+                    ));
+                }
+                let model = self.ort_model()?;
+                let inputs = model.inputs().to_vec();
+                // ONNX Runtime keeps the declared shapes: --input only shapes the data, so
+                // it must name an input and match its rank.
+                for shape in &self.inputs {
+                    let spec = &inputs[Self::input_index(&inputs, shape)?];
+                    if spec.shape.len() != shape.row_axes.len() + 1 {
+                        return Err(Fail(format!(
+                            "--input {:?}: the model's input {:?} has {} axes ({spec})",
+                            shape.spec,
+                            shape.name,
+                            spec.shape.len()
+                        )));
+                    }
+                }
+                Ok(Loaded {
+                    model: Arc::new(model),
+                    inputs,
+                })
+            }
+        }
+    }
+
+    fn load_tract(&self, rows_per_run: Option<usize>) -> Result<Loaded, Fail> {
+        // The model as declared, to find the inputs by name and keep their element types.
+        let plain = self.tract_builder().build()?;
+        let mut builder = self.tract_builder();
+        for shape in &self.inputs {
+            let index = Self::input_index(plain.inputs(), shape)?;
+            let spec = &plain.inputs()[index];
+            let element_type = spec.element_type.ok_or_else(|| {
+                Fail(format!(
+                    "--input {:?}: input {:?} has element type {}, which corestream tensors do not hold",
+                    shape.spec, shape.name, spec.type_name
+                ))
+            })?;
+            builder = builder.input(index, element_type, &shape.symbolic());
+        }
+        if let Some(rows) = rows_per_run {
+            builder = builder.max_rows_per_run(rows);
+        }
+        let model = builder.build()?;
+        Ok(Loaded {
+            inputs: model.inputs().to_vec(),
+            model: Arc::new(model),
+        })
+    }
+}
+
+/// Deterministic values for `n` elements of type `T`.
+fn pattern<T>(n: usize, f: impl Fn(usize) -> T) -> Vec<T> {
+    (0..n).map(|i| f((i * 7919) % 1000)).collect()
+}
+
+/// Deterministic inputs for a batch of `b` rows: an input named by `--input` gets that shape
+/// with `b` rows; any other gets its declared shape with its one symbolic axis set to `b`.
+pub fn make_inputs(
+    specs: &[InputSpec],
+    shapes: &[InputShape],
+    b: usize,
+) -> Result<Vec<Tensor>, Fail> {
+    specs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<usize> = match shapes.iter().find(|s| s.name == spec.name) {
+                Some(given) => std::iter::once(b).chain(given.row_axes.iter().copied()).collect(),
+                None => {
+                    if spec.shape.iter().filter(|d| d.is_none()).count() > 1 {
+                        return Err(Fail(format!(
+                            "input {:?} ({spec}) has symbolic axes besides the batch; give its shape with --input {}=1x...",
+                            spec.name, spec.name
+                        )));
+                    }
+                    spec.shape.iter().map(|d| d.unwrap_or(b)).collect()
+                }
+            };
+            let n: usize = shape.iter().product();
+            let t = match spec.element_type {
+                Some(ElementType::F32) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as f32 / 1000.0)),
+                Some(ElementType::F64) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as f64 / 1000.0)),
+                Some(ElementType::I64) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as i64)),
+                Some(ElementType::I32) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as i32)),
+                Some(ElementType::U8) => Tensor::from_shape_vec(&shape, pattern(n, |v| (v % 256) as u8)),
+                Some(ElementType::Bool) => Tensor::from_shape_vec(&shape, pattern(n, |v| v % 2 == 0)),
+                _ => return Err(Fail(format!(
+                    "input {:?}: element type {} is not supported by bench (f32, f64, i64, i32, u8, bool)",
+                    spec.name, spec.type_name
+                ))),
+            };
+            Ok(t?)
+        })
+        .collect()
+}

@@ -1,0 +1,494 @@
+//! The `corestream` command on the bundled model with short durations: table and JSON shapes,
+//! topology, tune's choice, both backends (`--backend tract`, `--backend ort`, the default),
+//! exit code 2 with a one-line message on bad input, and the subcommands `--help` lists.
+//!
+//! The ONNX Runtime runs are skipped with a notice when its library is not found
+//! (`bash scripts/fetch-onnxruntime.sh`), unless `CORESTREAM_REQUIRE_ORT=1`.
+
+use assert_cmd::Command;
+
+fn cli() -> Command {
+    let mut cmd = Command::cargo_bin("corestream").unwrap();
+    cmd.env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The data rows of a markdown table printed by the tool.
+fn table_rows(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("| ") && !l.starts_with("| streams") && !l.starts_with("| backend")
+        })
+        .collect()
+}
+
+/// The note the tool prints when it falls back to tract because ONNX Runtime is missing.
+const ORT_MISSING_NOTE: &str = "note: ONNX Runtime library not found";
+
+/// Whether the ONNX Runtime library is found (as the tool looks for it). When it is not,
+/// prints a notice naming `test` and returns false, or panics when `CORESTREAM_REQUIRE_ORT=1`.
+fn ort_available(test: &str) -> bool {
+    match corestream::backend::ort::load_library(None) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("CORESTREAM_REQUIRE_ORT").as_deref() != Ok("1"),
+                "CORESTREAM_REQUIRE_ORT=1 but {e}"
+            );
+            eprintln!(
+                "{test}: skipped, ONNX Runtime not found (bash scripts/fetch-onnxruntime.sh): {e}"
+            );
+            false
+        }
+    }
+}
+
+fn cpus() -> usize {
+    corestream::CpuPool::all().unwrap().len()
+}
+
+/// The repository's copy of the bundled ExampleNet1 (the model `bench` runs without one).
+const NET1: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../assets/models/examplenet1.onnx"
+);
+
+/// Runs `corestream bench ARGS --json FILE`; returns its stdout and the JSON report.
+fn bench_with_json(args: &[&str]) -> (String, serde_json::Value) {
+    let (stdout, _, report) = bench_with_json_and_stderr(args);
+    (stdout, report)
+}
+
+/// As [`bench_with_json`], with stderr too.
+fn bench_with_json_and_stderr(args: &[&str]) -> (String, String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = cli()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        report,
+    )
+}
+
+#[test]
+fn bench_prints_one_row_per_combination_and_writes_json() {
+    let (stdout, report) = bench_with_json(&[
+        "--batch",
+        "1,4",
+        "--streams",
+        "auto,1",
+        "--duration",
+        "150ms",
+    ]);
+    let rows = table_rows(&stdout);
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert!(
+        stdout.contains(&format!("| auto ({}) | 4 |", cpus())),
+        "{stdout}"
+    );
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert!(r["items_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+    }
+    assert_eq!(
+        report["topology"]["allowed"].as_array().unwrap().len(),
+        cpus()
+    );
+    assert_eq!(report["corestream"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn bench_beside_a_neighbour_with_a_pinned_caller_says_so() {
+    let (stdout, report) = bench_with_json(&[
+        "--batch",
+        "2",
+        "--streams",
+        "auto",
+        "--duration",
+        "150ms",
+        "--cotenant",
+        "--pin-caller",
+    ]);
+    assert!(
+        stdout.contains("beside one busy thread per CPU"),
+        "{stdout}"
+    );
+    assert_eq!(report["cotenant"], true);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["pin_caller"], true);
+    assert!(results[0]["items_per_s"].as_f64().unwrap() > 0.0);
+    // The neighbour is gone with the command: a plain run says nothing of it.
+    let (stdout, report) =
+        bench_with_json(&["--batch", "1", "--streams", "1", "--duration", "50ms"]);
+    assert!(!stdout.contains("busy thread"), "{stdout}");
+    assert_eq!(report["cotenant"], false);
+    assert_eq!(report["results"][0]["pin_caller"], false);
+}
+
+#[test]
+fn bench_accepts_an_explicit_input_shape() {
+    let out = cli()
+        .args([
+            "bench",
+            NET1,
+            "--input",
+            "x=1x64x3x3",
+            "--batch",
+            "2",
+            "--streams",
+            "1",
+            "--duration",
+            "100ms",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| 1 (1) | 2 |"));
+}
+
+#[test]
+fn topology_text_and_json() {
+    let out = cli().arg("topology").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("allowed cpus:") && text.contains("CpuPool::all() = CpuPool["),
+        "{text}"
+    );
+    assert!(text.contains("openmp:"), "{text}");
+    let out = cli().args(["topology", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["all"].as_array().unwrap().len(), cpus());
+    assert!(!v["nodes"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn tune_picks_one_of_the_measured_configurations() {
+    let out = cli()
+        .args(["tune", NET1, "--duration", "100ms", "--latency-p99", "10s"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    // | backend | streams | batch | rows per run | spin us | items/s | p99 ms |
+    let measured: Vec<(String, usize, usize, String, u64)> = table_rows(&text)
+        .into_iter()
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cells[1].to_owned(),
+                cells[2].parse().unwrap(),
+                cells[3].parse().unwrap(),
+                cells[4].to_owned(),
+                cells[5].parse().unwrap(),
+            )
+        })
+        .collect();
+    let best = text
+        .lines()
+        .find(|l| l.starts_with("best within"))
+        .expect(&text);
+    let words: Vec<&str> = best.split_whitespace().collect();
+    let after = |word: &str| {
+        words
+            .iter()
+            .position(|w| *w == word)
+            .map(|i| words[i + 1].trim_end_matches([':', ',']).to_owned())
+    };
+    let backend = after("backend").unwrap();
+    let streams: usize = after("streams").unwrap().parse().unwrap();
+    let batch: usize = after("batch").unwrap().parse().unwrap();
+    let rows = after("of").unwrap_or_else(|| "all".into());
+    let spin: u64 = after("spin").unwrap().parse().unwrap();
+    assert!(
+        measured.contains(&(backend.clone(), streams, batch, rows.clone(), spin)),
+        "{best} not in {measured:?}"
+    );
+    // Without --backend, both backends are searched when ONNX Runtime is found.
+    let backends: Vec<&str> = measured.iter().map(|m| m.0.as_str()).collect();
+    assert!(backends.contains(&"tract"), "{text}");
+    let ort = ort_available("tune_picks_one_of_the_measured_configurations (ort part)");
+    assert_eq!(backends.contains(&"ort"), ort, "{text}");
+    // Every trial polls corestream's DEFAULT_SPIN when idle, but the last: the spin trial
+    // parks at once (0 us) on an earlier configuration.
+    let default_us = corestream::DEFAULT_SPIN.as_micros() as u64;
+    let last = measured.last().unwrap();
+    assert_eq!(last.4, 0, "{text}");
+    assert!(
+        measured[..measured.len() - 1]
+            .iter()
+            .all(|m| m.4 == default_us),
+        "{text}"
+    );
+    assert!(
+        measured[..measured.len() - 1]
+            .iter()
+            .any(|m| (&m.0, m.1, m.2, &m.3) == (&last.0, last.1, last.2, &last.3)),
+        "{text}"
+    );
+    // The chunk search ran on tract, on a measured stream count and batch, below its rows per
+    // stream.
+    for (backend, s, b, r, _) in measured.iter().filter(|m| m.3 != "all") {
+        assert_eq!(backend, "tract", "{text}");
+        let r: usize = r.parse().unwrap();
+        assert!(r < b.div_ceil(*s), "{text}");
+    }
+    let builder = if backend == "ort" {
+        "OrtModel::"
+    } else {
+        "OnnxModel::"
+    };
+    assert!(
+        text.contains(&format!("MultiStreamModule::builder({builder}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Streams::Count({streams})")),
+        "{text}"
+    );
+    assert_eq!(
+        text.contains(&format!(".max_rows_per_run({rows})")),
+        rows != "all",
+        "{text}"
+    );
+    // The builder code sets the spin only when it is not the default.
+    assert_eq!(text.contains(".spin(Duration::ZERO)"), spin == 0, "{text}");
+    assert!(spin == 0 || spin == default_us, "{text}");
+}
+
+#[test]
+fn bench_runs_in_chunks_when_asked() {
+    let (_, report) = bench_with_json(&[
+        "--batch",
+        "4",
+        "--streams",
+        "1",
+        "--duration",
+        "100ms",
+        "--max-rows-per-run",
+        "2",
+        "--spin",
+        "20us",
+    ]);
+    assert_eq!(report["results"][0]["max_rows_per_run"], 2);
+    assert_eq!(report["results"][0]["spin_us"], 20);
+    // Runs in chunks are a tract option: it picks tract when no --backend is given.
+    assert_eq!(report["backend"], "tract");
+    assert_eq!(report["results"][0]["backend"], "tract");
+}
+
+#[test]
+fn bench_on_tract_says_so_in_table_and_json() {
+    let (stdout, stderr, report) = bench_with_json_and_stderr(&[
+        "--backend",
+        "tract",
+        "--batch",
+        "2",
+        "--streams",
+        "1",
+        "--duration",
+        "100ms",
+    ]);
+    assert!(stdout.contains("backend tract"), "{stdout}");
+    assert!(stdout.contains("| 1 (1) | 2 |"), "{stdout}");
+    assert_eq!(report["backend"], "tract");
+    assert_eq!(report["onnxruntime"], serde_json::Value::Null);
+    assert_eq!(report["results"][0]["backend"], "tract");
+    assert!(!stderr.contains(ORT_MISSING_NOTE), "{stderr}");
+}
+
+#[test]
+fn bench_on_ort_says_so_in_table_and_json() {
+    if !ort_available("bench_on_ort_says_so_in_table_and_json") {
+        return;
+    }
+    let (stdout, report) = bench_with_json(&[
+        NET1,
+        "--backend",
+        "ort",
+        "--input",
+        "x=1x64x3x3",
+        "--batch",
+        "1,4",
+        "--streams",
+        "auto,1",
+        "--duration",
+        "100ms",
+        "--ort-spin",
+        "off",
+    ]);
+    assert!(stdout.contains("backend ort (ONNX Runtime 1."), "{stdout}");
+    assert_eq!(table_rows(&stdout).len(), 4, "{stdout}");
+    assert!(
+        stdout.contains(&format!("| auto ({}) | 4 |", cpus())),
+        "{stdout}"
+    );
+    assert_eq!(report["backend"], "ort");
+    assert!(report["onnxruntime"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("1."));
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["backend"], "ort");
+        assert!(r["items_per_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn tune_on_one_backend_measures_only_it() {
+    let backend = if ort_available("tune_on_one_backend_measures_only_it (ort)") {
+        "ort"
+    } else {
+        "tract"
+    };
+    let out = cli()
+        .args([
+            "tune",
+            NET1,
+            "--backend",
+            backend,
+            "--duration",
+            "50ms",
+            "--latency-p99",
+            "10s",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows = table_rows(&text);
+    assert!(!rows.is_empty(), "{text}");
+    assert!(
+        rows.iter()
+            .all(|l| l.starts_with(&format!("| {backend} |"))),
+        "{text}"
+    );
+    assert!(text.contains(&format!("backend {backend},")), "{text}");
+}
+
+#[test]
+fn default_backend_is_ort_when_found_else_tract_with_one_note() {
+    let (_, stderr, report) =
+        bench_with_json_and_stderr(&["--batch", "1", "--streams", "1", "--duration", "50ms"]);
+    if corestream::backend::ort::load_library(None).is_ok() {
+        assert_eq!(report["backend"], "ort");
+        assert!(!stderr.contains(ORT_MISSING_NOTE), "{stderr}");
+    } else {
+        assert_eq!(report["backend"], "tract");
+        let notes: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with(ORT_MISSING_NOTE))
+            .collect();
+        assert_eq!(notes.len(), 1, "{stderr}");
+        assert!(
+            notes[0].contains("scripts/fetch-onnxruntime.sh")
+                && notes[0].contains("ORT_DYLIB_PATH"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_exit_2_with_one_line() {
+    let cases: [(&[&str], &str); 14] = [
+        (
+            &["bench", "/nonexistent/model.onnx", "--duration", "10ms"],
+            "no such file",
+        ),
+        (
+            &["bench", "--input", "x=1xAx3", "--duration", "10ms"],
+            "cannot parse shape",
+        ),
+        (
+            &["bench", "--input", "nope=1x64x3x3", "--duration", "10ms"],
+            "has no input \"nope\"",
+        ),
+        (
+            &["bench", "--streams", "999", "--duration", "10ms"],
+            "more streams than CPUs",
+        ),
+        (&["bench", "--duration", "soon"], "cannot parse duration"),
+        (
+            &["bench", "--batch", "1,zero", "--duration", "10ms"],
+            "cannot parse --batch",
+        ),
+        (&["tune", "/nonexistent/model.onnx"], "no such file"),
+        (
+            &["bench", "--max-rows-per-run", "0", "--duration", "10ms"],
+            "at least 1",
+        ),
+        (
+            &["bench", "--spin", "briefly", "--duration", "10ms"],
+            "cannot parse duration",
+        ),
+        (
+            &["bench", "--backend", "foo", "--duration", "10ms"],
+            "--backend \"foo\": expected ort",
+        ),
+        (&["tune", NET1, "--backend", "foo"], "--backend \"foo\""),
+        (
+            &["bench", "--backend", "ort", "--max-rows-per-run", "2"],
+            "--max-rows-per-run is a tract option",
+        ),
+        (
+            &["bench", "--backend", "tract", "--ort-spin", "on"],
+            "--ort-spin is an ONNX Runtime option",
+        ),
+        (&["bench", "--ort-spin", "maybe"], "--ort-spin \"maybe\""),
+    ];
+    for (args, needle) in cases {
+        let out = cli().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        // Without ONNX Runtime, the default backend's note may come first.
+        let stderr: String = stderr
+            .lines()
+            .filter(|l| !l.starts_with(ORT_MISSING_NOTE))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn help_lists_the_subcommands_and_serve_has_its_own() {
+    let out = cli().arg("--help").output().unwrap();
+    assert_success(&out);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for sub in ["topology", "bench", "tune", "serve"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{sub} "))),
+            "{sub} missing: {help}"
+        );
+    }
+    let out = cli().args(["serve", "--help"]).output().unwrap();
+    assert_success(&out);
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("--model"), "{help}");
+}

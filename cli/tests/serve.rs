@@ -1,0 +1,577 @@
+//! `corestream serve` as a user runs it: the built command started as a process.
+//!
+//! - On a model directory laid out as Hugging Face lays it out (`config.json`,
+//!   `tokenizer.json`, `onnx/model.onnx`, `1_Pooling/config.json`,
+//!   `sentence_bert_config.json`; the fetched MiniLM-L3 files, `scripts/fetch-models.sh`):
+//!   `/info`, `/v1/embeddings` and `/embed` answer, the startup line says what was chosen,
+//!   `--model FILE.onnx --tokenizer FILE.json` serves the same vectors, `--pooling cls`
+//!   other ones, and a directory without a model leaves `/health` at 503 with the reason.
+//! - SIGTERM under load on both servers: every request the server took is answered (200, or
+//!   503 while draining), none cancelled or lost; the server exits 0.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The servers of these tests run one at a time: each takes the machine's CPUs, and the
+/// SIGTERM checks time the server's own timeouts.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The server process, its log lines (JSON) collected by a thread.
+struct Process {
+    child: Child,
+    log: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Process {
+    /// `corestream serve ARGS --bind 127.0.0.1:0`, logging JSON at level info.
+    fn start(args: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corestream"))
+            .arg("serve")
+            .args(args)
+            .args(["--bind", "127.0.0.1:0"])
+            .env("CORESTREAM_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, lines) = (child.stderr.take().unwrap(), Arc::clone(&log));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                lines.lock().unwrap().push(value);
+            }
+        });
+        Process { child, log }
+    }
+
+    /// The `fields` of the first log line whose message starts with `message`, waiting up to
+    /// 60 s.
+    fn wait_log(&mut self, message: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(fields) = self.log.lock().unwrap().iter().find(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            }) {
+                return fields["fields"].clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the server exited ({status}) before logging {message:?}: {:#?}",
+                    self.log
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {message:?} in {:#?}",
+                self.log
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The base URL, once the server listens.
+    fn base(&mut self) -> String {
+        let address = self.wait_log("listening")["address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        format!("http://{address}")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// `GET` or `POST` (with a JSON body) on a fresh runtime: status and JSON body.
+fn call(url: &str, body: Option<Value>) -> (u16, Value) {
+    block_on(async {
+        let client = reqwest::Client::new();
+        let request = match body {
+            Some(body) => client.post(url).json(&body),
+            None => client.get(url),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// Waits until `GET /health` answers `want` (60 s at most); its body.
+fn wait_health(process: &mut Process, base: &str, want: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = call(&format!("{base}/health"), None);
+        if status == want {
+            return body;
+        }
+        assert!(process.child.try_wait().unwrap().is_none(), "server exited");
+        assert!(Instant::now() < deadline, "/health still {status}: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The repository's fetched MiniLM files, or `None` (a failure under CI, which fetches them).
+fn fetched_minilm() -> Option<(PathBuf, PathBuf)> {
+    let models = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models"));
+    let (onnx, tokenizer) = (
+        models.join("paraphrase-MiniLM-L3-v2.onnx"),
+        models.join("tokenizer.json"),
+    );
+    if onnx.is_file() && tokenizer.is_file() {
+        return Some((onnx, tokenizer));
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must fetch the models (scripts/fetch-models.sh)"
+    );
+    eprintln!("models/ not fetched: skipping (bash scripts/fetch-models.sh)");
+    None
+}
+
+/// A model directory as Hugging Face lays it out, named `paraphrase-minilm`, from the
+/// fetched files.
+fn hugging_face_dir(onnx: &Path, tokenizer: &Path) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("paraphrase-minilm");
+    std::fs::create_dir_all(dir.join("onnx")).unwrap();
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    std::fs::copy(onnx, dir.join("onnx/model.onnx")).unwrap();
+    std::fs::copy(tokenizer, dir.join("tokenizer.json")).unwrap();
+    let write = |name: &str, value: Value| {
+        std::fs::write(dir.join(name), serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    };
+    write(
+        "config.json",
+        json!({"architectures": ["BertModel"], "hidden_size": 384, "max_position_embeddings": 512, "model_type": "bert"}),
+    );
+    write(
+        "1_Pooling/config.json",
+        json!({"word_embedding_dimension": 384, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false}),
+    );
+    write(
+        "sentence_bert_config.json",
+        json!({"max_seq_length": 96, "do_lower_case": false}),
+    );
+    (tmp, dir)
+}
+
+/// The vectors `POST /v1/embeddings` answers for `texts`.
+fn embeddings(base: &str, texts: &[&str]) -> Vec<Vec<f64>> {
+    let (status, body) = call(
+        &format!("{base}/v1/embeddings"),
+        Some(json!({"input": texts, "model": "any"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+const TEXTS: [&str; 3] = [
+    "A cat sits on the mat.",
+    "Stocks fell sharply on Monday.",
+    "Ein Hund läuft im Park.",
+];
+
+#[test]
+fn serves_a_hugging_face_model_directory() {
+    let _alone = one_at_a_time();
+    let Some((onnx, tokenizer)) = fetched_minilm() else {
+        return;
+    };
+    let (_tmp, dir) = hugging_face_dir(&onnx, &tokenizer);
+    let mut process = Process::start(&["--model", dir.to_str().unwrap(), "--streams", "1"]);
+    let base = process.base();
+    wait_health(&mut process, &base, 200);
+
+    // The one startup line says what was chosen.
+    let ready = process.wait_log("ready");
+    assert_eq!(ready["model"], "paraphrase-minilm", "{ready}");
+    assert_eq!(ready["streams"], 1, "{ready}");
+    assert_eq!(ready["max_input_length"], 96, "{ready}");
+    assert_eq!(ready["pooling"], "mean", "{ready}");
+    for field in [
+        "backend",
+        "stream_cpus",
+        "max_batch",
+        "max_batch_tokens",
+        "server",
+    ] {
+        assert!(!ready[field].is_null(), "no {field} in {ready}");
+    }
+
+    let (status, info) = call(&format!("{base}/info"), None);
+    assert_eq!(status, 200);
+    assert_eq!(info["model_id"], "paraphrase-minilm", "{info}");
+    assert_eq!(info["dimension"], 384, "{info}");
+    assert_eq!(info["max_input_length"], 96, "{info}");
+    assert_eq!(
+        info["max_input_length_source"],
+        "sentence_bert_config.json /max_seq_length"
+    );
+    assert_eq!(info["pooling"], "mean", "{info}");
+
+    let vectors = embeddings(&base, &TEXTS);
+    assert_eq!(vectors.len(), 3);
+    for v in &vectors {
+        assert_eq!(v.len(), 384);
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+    }
+    // Different sentences, different vectors.
+    assert!(max_diff(&vectors[..1], &vectors[1..2]) > 0.01);
+
+    // text-embeddings-inference's route answers the same vectors.
+    let (status, tei) = call(&format!("{base}/embed"), Some(json!({"inputs": TEXTS})));
+    assert_eq!(status, 200, "{tei}");
+    let tei: Vec<Vec<f64>> = serde_json::from_value(tei).unwrap();
+    assert!(max_diff(&tei, &vectors) < 1e-6);
+    drop(process);
+
+    // The ONNX file and the tokenizer file named apart: the same vectors.
+    let mut files = Process::start(&[
+        "--model",
+        dir.join("onnx/model.onnx").to_str().unwrap(),
+        "--tokenizer",
+        dir.join("tokenizer.json").to_str().unwrap(),
+        "--streams",
+        "1",
+    ]);
+    let base = files.base();
+    wait_health(&mut files, &base, 200);
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert_eq!(info["model_id"], "paraphrase-minilm", "{info}");
+    assert!(max_diff(&embeddings(&base, &TEXTS), &vectors) < 1e-5);
+    drop(files);
+
+    // --pooling overrides the directory's: CLS vectors differ from mean-pooled ones.
+    let mut cls = Process::start(&["--model", dir.to_str().unwrap(), "--pooling", "cls"]);
+    let base = cls.base();
+    wait_health(&mut cls, &base, 200);
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert_eq!(info["pooling"], "cls", "{info}");
+    assert!(max_diff(&embeddings(&base, &TEXTS), &vectors) > 0.01);
+}
+
+#[test]
+fn a_directory_without_a_model_answers_503_with_the_reason() {
+    let _alone = one_at_a_time();
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("tokenizer.json"), "{}").unwrap();
+    let mut process = Process::start(&["--model", empty.path().to_str().unwrap()]);
+    let base = process.base();
+    let body = wait_health(&mut process, &base, 503);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut body = body;
+    while body["status"] != "failed" {
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+        body = call(&format!("{base}/health"), None).1;
+    }
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no ONNX model"), "{body}");
+    assert!(message.contains("onnx/model.onnx"), "{body}");
+    let (status, _) = call(
+        &format!("{base}/v1/embeddings"),
+        Some(json!({"input": "x"})),
+    );
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_message() {
+    for (args, expected) in [
+        (&["--streams", "0"][..], "positive number"),
+        (&["--server", "tomcat"][..], "tomcat"),
+        (&["--pooling", "median"][..], "mean, cls, max or last-token"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_corestream"))
+            .arg("serve")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+// ----- SIGTERM under load -----
+
+/// Writes `partial` (an unfinished request) and reads until the status line: the status, or
+/// `closed` when the server closed the connection first.
+fn status_after(addr: &str, partial: &[u8]) -> (Result<u16, String>, Duration) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(partial).unwrap();
+    let start = Instant::now();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let outcome = loop {
+        match stream.read(&mut byte) {
+            Ok(0) if head.is_empty() => break Err("closed".to_owned()),
+            Ok(0) => break Err(format!("cut: {}", String::from_utf8_lossy(&head))),
+            Ok(_) if byte[0] == b'\n' => {
+                let line = String::from_utf8_lossy(&head);
+                break line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|code| code.parse().ok())
+                    .ok_or_else(|| format!("status line {line:?}"));
+            }
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                break Err("closed".to_owned())
+            }
+            Err(e) => break Err(format!("read: {e}")),
+        }
+    };
+    (outcome, start.elapsed())
+}
+
+/// What the load's clients saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Responses of any status, health checks included.
+    responses: u64,
+    /// 200s of the embedding requests before and after SIGTERM.
+    ok_before: u64,
+    ok_after: u64,
+    /// 503s of the embedding requests.
+    refused: u64,
+    /// `/health` statuses after SIGTERM.
+    health_after: Vec<u16>,
+    /// Requests that got no response (never taken: connection refused or reset once the
+    /// listener closed).
+    not_taken: u64,
+}
+
+/// Starts `corestream serve --server <server>` with a queue of 4, loads it with 16 clients (so some requests are
+/// refused with 503 all along), sends SIGTERM after 1 s of load, and
+/// checks: the server drains (503 on /health, still serving), exits 0, and the request totals
+/// it logs show every request it took answered (none cancelled, none in flight), as many as
+/// the clients received.
+fn sigterm_under_load(name: &str) {
+    let _alone = one_at_a_time();
+    let mut process = Process::start(&[
+        "--server",
+        name,
+        "--textnet",
+        "--backend",
+        "tract",
+        "--drain-delay-ms",
+        "500",
+        "--queue",
+        "4",
+        "--header-timeout-ms",
+        "1000",
+        "--body-timeout-ms",
+        "1000",
+    ]);
+    let base = process.base();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let terminated = Arc::new(AtomicBool::new(false));
+    block_on(async {
+        // No connection reuse: a request on a kept-alive connection the server is closing
+        // would be neither taken nor refused.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        loop {
+            let r = client.get(format!("{base}/health")).send().await;
+            if let Ok(r) = r {
+                seen.lock().unwrap().responses += 1;
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(process.child.try_wait().unwrap().is_none(), "server exited");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The binary's own timeouts (flags): unfinished headers closed (actix-web answers 408
+        // first; no route saw the request), an unfinished body 408 from the route (counted by
+        // the server), each after about 1 s.
+        let (_, addr) = base.split_once("://").unwrap();
+        let unfinished_headers = &b"POST /v1/embeddings HTTP/1.1\r\nhost: t\r\n"[..];
+        let unfinished_body =
+            &b"POST /v1/embeddings HTTP/1.1\r\nhost: t\r\ncontent-length: 50\r\n\r\n{"[..];
+        for (partial, counted) in [(unfinished_headers, false), (unfinished_body, true)] {
+            let (outcome, took) = status_after(addr, partial);
+            let expected = if counted {
+                matches!(outcome, Ok(408))
+            } else {
+                matches!(
+                    outcome.as_ref().map_err(String::as_str),
+                    Err("closed") | Ok(408)
+                )
+            };
+            assert!(expected, "{name}: {outcome:?} after {took:?}");
+            assert!(
+                took > Duration::from_millis(500) && took < Duration::from_secs(5),
+                "{name}: {outcome:?} after {took:?} (timeouts 1 s)"
+            );
+            if counted {
+                seen.lock().unwrap().responses += 1;
+            }
+        }
+        let load: Vec<_> = (0..16)
+            .map(|i| {
+                let (client, base, seen, terminated) = (
+                    client.clone(),
+                    base.clone(),
+                    Arc::clone(&seen),
+                    Arc::clone(&terminated),
+                );
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        n += 1;
+                        let after = terminated.load(Ordering::SeqCst);
+                        let body = json!({ "input": format!("client {i} request {n}") });
+                        let sent = client
+                            .post(format!("{base}/v1/embeddings"))
+                            .json(&body)
+                            .send()
+                            .await;
+                        let Ok(response) = sent else {
+                            let mut seen = seen.lock().unwrap();
+                            assert!(after || terminated.load(Ordering::SeqCst), "{sent:?}");
+                            seen.not_taken += 1;
+                            // Refused: the listener is closed; the server is going.
+                            if sent.as_ref().err().is_some_and(reqwest::Error::is_connect) {
+                                return;
+                            }
+                            continue;
+                        };
+                        let status = response.status().as_u16();
+                        let value: Value = response.json().await.unwrap();
+                        let mut seen = seen.lock().unwrap();
+                        seen.responses += 1;
+                        match (status, after) {
+                            (200, false) => seen.ok_before += 1,
+                            (200, true) => seen.ok_after += 1,
+                            (503, _) => seen.refused += 1,
+                            _ => panic!("{status}: {value}"),
+                        }
+                        if status == 200 {
+                            assert_eq!(
+                                value["data"][0]["embedding"].as_array().unwrap().len(),
+                                512
+                            );
+                        }
+                    }
+                    panic!("client {i}: the server still took connections 30 s on");
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        terminated.store(true, Ordering::SeqCst);
+        let kill = Command::new("kill")
+            .args(["-TERM", &process.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        // During the drain delay (500 ms): /health is 503, embeddings are still served.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(r) = client.get(format!("{base}/health")).send().await {
+                let mut seen = seen.lock().unwrap();
+                seen.responses += 1;
+                seen.health_after.push(r.status().as_u16());
+            }
+        }
+        for client in load {
+            client.await.unwrap();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{name} exited with {status}");
+    let totals = process.wait_log("http request totals");
+    let seen = seen.lock().unwrap();
+    let (started, answered) = (totals["started"].as_u64(), totals["answered"].as_u64());
+    assert_eq!(totals["cancelled"], 0, "{totals} {seen:?}");
+    assert_eq!(totals["in_flight"], 0, "{totals} {seen:?}");
+    assert_eq!(started, answered, "{totals} {seen:?}");
+    assert_eq!(answered, Some(seen.responses), "{totals} {seen:?}");
+    assert!(seen.ok_before >= 16, "{seen:?}");
+    assert!(
+        seen.ok_after >= 1,
+        "no request served while draining: {seen:?}"
+    );
+    assert!(seen.health_after.contains(&503), "{seen:?}");
+    eprintln!(
+        "{name}: SIGTERM under 16 clients: server took {} requests and answered all \
+         ({} x 200 before, {} x 200 while draining, {} x 503); {} attempts after the listener \
+         closed got no connection; exit 0",
+        seen.responses, seen.ok_before, seen.ok_after, seen.refused, seen.not_taken
+    );
+}
+
+#[test]
+fn axum_sigterm_under_load() {
+    sigterm_under_load("axum");
+}
+
+#[test]
+fn actix_sigterm_under_load() {
+    sigterm_under_load("actix");
+}

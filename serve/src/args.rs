@@ -1,0 +1,166 @@
+//! The flags of `corestream serve`, each also read from an environment variable (for
+//! containers): what to serve, on which backend and streams, with which batch and request
+//! limits, on which server, and the client timeouts and drain.
+
+use std::path::PathBuf;
+
+use corestream::Streams;
+
+use crate::model::Pooling;
+
+/// The HTTP server the service runs on; both serve the same routes over the same core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Server {
+    /// axum on hyper, with hyper-util's connection loop (the default).
+    #[default]
+    Axum,
+    /// actix-web (needs the crate's feature `actix`, on by default).
+    Actix,
+}
+
+/// Flags of the embedding service; each also reads an environment variable.
+///
+/// ```
+/// use clap::Parser;
+/// use corestream_serve::Args;
+///
+/// #[derive(Parser)]
+/// struct Command {
+///     #[command(flatten)]
+///     serve: Args,
+/// }
+///
+/// let command = Command::parse_from(["serve", "--model", "models/minilm", "--streams", "2"]);
+/// assert_eq!(command.serve.streams, corestream::Streams::Count(2));
+/// assert_eq!(command.serve.server, corestream_serve::Server::Axum);
+/// ```
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The model: a Hugging Face model directory as text-embeddings-inference takes it
+    /// (tokenizer.json, onnx/model.onnx or model.onnx, 1_Pooling/config.json,
+    /// sentence_bert_config.json), or an ONNX file (with --tokenizer, or the tokenizer.json
+    /// beside it).
+    #[arg(
+        long,
+        visible_alias = "model-id",
+        env = "CORESTREAM_MODEL",
+        value_name = "DIR|FILE.onnx"
+    )]
+    pub model: Option<PathBuf>,
+    /// The tokenizer file (a Hugging Face tokenizer.json) of an ONNX file given to --model.
+    #[arg(long, env = "CORESTREAM_TOKENIZER", value_name = "FILE.json")]
+    pub tokenizer: Option<PathBuf>,
+    /// The model's name in answers, /info and metrics. Default: the model directory's name.
+    #[arg(long, env = "CORESTREAM_SERVED_MODEL_NAME", value_name = "NAME")]
+    pub served_model_name: Option<String>,
+    /// Pooling, overriding the model's 1_Pooling/config.json: mean, cls, max or last-token.
+    #[arg(long, env = "CORESTREAM_POOLING", value_name = "MODE")]
+    pub pooling: Option<Pooling>,
+    /// Without --model: a folder holding paraphrase-MiniLM-L3-v2.onnx and tokenizer.json, as
+    /// scripts/fetch-models.sh leaves it (or any model directory).
+    #[arg(
+        long,
+        env = "CORESTREAM_MODELS",
+        default_value = "models",
+        value_name = "DIR"
+    )]
+    pub models: PathBuf,
+    /// Serve the bundled ExampleNet1 stand-in instead (no download needed; its vectors carry
+    /// no meaning).
+    #[arg(long, env = "CORESTREAM_TEXTNET")]
+    pub textnet: bool,
+    /// Inference backend: ort (ONNX Runtime) or tract. Default (also when empty or `auto`):
+    /// ort when the ONNX Runtime library is found, else tract.
+    #[arg(long, env = "CORESTREAM_BACKEND", value_name = "ort|tract")]
+    pub backend: Option<String>,
+    /// Streams: `auto` (one per CPU this process may use) or a number; the CPUs are shared out
+    /// among them and each stream is pinned to its share.
+    #[arg(
+        long,
+        env = "CORESTREAM_STREAMS",
+        default_value = "auto",
+        value_name = "auto|N"
+    )]
+    pub streams: Streams,
+    /// Most rows (inputs) per model call.
+    #[arg(
+        long,
+        env = "CORESTREAM_MAX_BATCH",
+        default_value_t = 16,
+        value_name = "ROWS"
+    )]
+    pub max_batch: usize,
+    /// Most tokens per model call (rows x longest row). Default: max-batch x the model's
+    /// maximum input length (the row limit binds first).
+    #[arg(long, env = "CORESTREAM_MAX_BATCH_TOKENS", value_name = "TOKENS")]
+    pub max_batch_tokens: Option<usize>,
+    /// Most inputs in one request (413 beyond).
+    #[arg(
+        long,
+        env = "CORESTREAM_MAX_CLIENT_BATCH",
+        default_value_t = 32,
+        value_name = "N"
+    )]
+    pub max_client_batch: usize,
+    /// How long an idle stream may wait for a fuller batch, in milliseconds.
+    #[arg(
+        long,
+        env = "CORESTREAM_MAX_WAIT_MS",
+        default_value_t = 0,
+        value_name = "MS"
+    )]
+    pub max_wait_ms: u64,
+    /// Most requests waiting; more get 503.
+    #[arg(
+        long,
+        env = "CORESTREAM_QUEUE",
+        default_value_t = 256,
+        value_name = "N"
+    )]
+    pub queue: usize,
+    /// Truncate over-long inputs when a request does not say (default: answer 413).
+    #[arg(long, env = "CORESTREAM_TRUNCATE")]
+    pub truncate: bool,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CORESTREAM_BIND",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR:PORT"
+    )]
+    pub bind: String,
+    /// The HTTP server: axum (default) or actix (actix-web).
+    #[arg(long, value_enum, env = "CORESTREAM_SERVER", default_value_t = Server::Axum)]
+    pub server: Server,
+    /// Threads of the HTTP server: tokio workers for axum (default: one per CPU), actix-web
+    /// workers, each an event loop, for actix (default: 1, leaving the cores to the streams).
+    #[arg(long, env = "CORESTREAM_HTTP_WORKERS", value_name = "N")]
+    pub http_workers: Option<usize>,
+    /// After SIGTERM, answer 503 on /health for this long (so load balancers stop routing
+    /// here) while still serving, then stop accepting connections and finish what is in
+    /// flight.
+    #[arg(
+        long,
+        env = "CORESTREAM_DRAIN_DELAY_MS",
+        default_value_t = 0,
+        value_name = "MS"
+    )]
+    pub drain_delay_ms: u64,
+    /// How long a client may take to send a request's headers, in milliseconds (then the
+    /// connection is closed; actix-web answers 408 first).
+    #[arg(
+        long,
+        env = "CORESTREAM_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_name = "MS"
+    )]
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a request body, in milliseconds (then 408).
+    #[arg(
+        long,
+        env = "CORESTREAM_BODY_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_name = "MS"
+    )]
+    pub body_timeout_ms: u64,
+}

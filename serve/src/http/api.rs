@@ -1,0 +1,224 @@
+//! The service's wire format, independent of the HTTP framework: request and response bodies of
+//! every route (serde) with their OpenAPI schemas (utoipa), and the two error shapes: OpenAI's
+//! `{"error": {"message", "type", "code"}}` on `/v1/embeddings`, text-embeddings-inference's
+//! `{"error", "error_type"}` everywhere else (its `error` string is also what the original
+//! `{"texts"}` route answered).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use crate::service::info::Info;
+
+/// `POST /v1/embeddings` (OpenAI). Unknown fields are ignored, as OpenAI-compatible servers do.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OpenAiRequest {
+    /// A text, a list of texts, a list of token ids, or a list of lists of token ids (ids of
+    /// this model's tokenizer, `0..vocab`).
+    pub input: OpenAiInput,
+    /// Any model name: the served model answers and its id is echoed in `model`.
+    #[allow(dead_code)] // accepted, not used
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `float` (default) or `base64`: each vector as little-endian f32 bytes in base64, as
+    /// OpenAI sends it (the official clients ask for base64).
+    #[serde(default)]
+    pub encoding_format: Option<EncodingFormat>,
+    /// The output size: only the model's own dimension (`GET /info`) is accepted.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub dimensions: Option<u64>,
+    /// Ignored (OpenAI's end-user id).
+    #[allow(dead_code)] // accepted, not used
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Extension: truncate over-long inputs instead of answering 413 (default: the server's
+    /// `--truncate`).
+    #[serde(default)]
+    pub truncate: Option<bool>,
+}
+
+/// OpenAI's `input`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OpenAiInput {
+    /// One text.
+    Text(String),
+    /// Several texts.
+    Texts(Vec<String>),
+    /// One input as token ids.
+    Tokens(Vec<u32>),
+    /// Several inputs as token ids.
+    TokenLists(Vec<Vec<u32>>),
+}
+
+/// How vectors are encoded in OpenAI responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    /// A JSON list of numbers.
+    Float,
+    /// Base64 of the little-endian f32 bytes.
+    Base64,
+}
+
+/// `POST /v1/embeddings` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OpenAiResponse {
+    /// Always `list`.
+    pub object: String,
+    /// One entry per input, in input order.
+    pub data: Vec<OpenAiEmbedding>,
+    /// The served model's id.
+    pub model: String,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// One vector of an OpenAI answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OpenAiEmbedding {
+    /// Always `embedding`.
+    pub object: String,
+    /// The unit-length vector: numbers, or a base64 string with `encoding_format: base64`.
+    pub embedding: EmbeddingValue,
+    /// Its input's position.
+    pub index: usize,
+}
+
+/// A vector as numbers or as base64.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingValue {
+    /// `encoding_format: float`.
+    Float(Vec<f32>),
+    /// `encoding_format: base64`.
+    Base64(String),
+}
+
+/// Tokens counted for a request (special tokens included, after truncation).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    /// Tokens of all inputs.
+    pub prompt_tokens: usize,
+    /// The same (embeddings produce no tokens).
+    pub total_tokens: usize,
+}
+
+/// OpenAI's error body.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OpenAiError {
+    /// What went wrong.
+    pub error: OpenAiErrorDetail,
+}
+
+/// OpenAI's error details.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    /// What was wrong and what is allowed.
+    pub message: String,
+    /// `invalid_request_error`, `overloaded_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A machine-readable code (`invalid_json`, `input_too_long`, `too_many_inputs`, ...).
+    pub code: Option<String>,
+}
+
+/// `POST /embed`: text-embeddings-inference's body, or the original `{"texts"}`. Only the
+/// OpenAPI schema: the handler picks the form by its keys, for clearer errors.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbedRequest {
+    /// text-embeddings-inference: answered with a bare list of vectors.
+    Tei(TeiRequest),
+    /// The original form: answered with `{"model", "dim", "embeddings"}`, unit vectors.
+    Texts(TextsRequest),
+}
+
+/// text-embeddings-inference's `/embed` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeiRequest {
+    /// A text or a list of texts.
+    pub inputs: TeiInput,
+    /// Unit-length vectors (default true).
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Truncate over-long inputs instead of answering 413 (default: the server's `--truncate`).
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    /// Which end truncation keeps: `Right` (default) cuts the end, `Left` the start.
+    #[serde(default)]
+    pub truncation_direction: Option<TruncationDirection>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// text-embeddings-inference's `inputs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum TeiInput {
+    /// One text.
+    Text(String),
+    /// Several texts.
+    Texts(Vec<String>),
+}
+
+/// Which end of an over-long input is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+pub enum TruncationDirection {
+    /// Cut the start.
+    Left,
+    /// Cut the end.
+    Right,
+}
+
+/// The original `/embed` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextsRequest {
+    /// The texts.
+    pub texts: Vec<String>,
+}
+
+/// Answer to `{"texts"}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EmbedResponse {
+    /// The served model's id.
+    pub model: String,
+    /// Length of each vector.
+    pub dim: usize,
+    /// One unit vector per text.
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+/// What `POST /embed` answers: a bare list for `{"inputs"}`, an object for `{"texts"}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbedAnswer {
+    /// text-embeddings-inference's answer: one vector per input.
+    Tei(Vec<Vec<f32>>),
+    /// The original answer.
+    Texts(EmbedResponse),
+}
+
+/// text-embeddings-inference's error body (also the original service's).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TeiError {
+    /// What was wrong and what is allowed.
+    pub error: String,
+    /// `Validation`, `Overloaded`, `Unhealthy` or `Backend`.
+    pub error_type: String,
+}
+
+/// `GET /health`, `/health/live`, `/health/ready`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok`, `loading`, `failed` or `draining`.
+    pub status: String,
+    /// Why it is not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,119 @@
+//! The axum adapter: every route of [`crate::http::handlers`] on an axum `Router`, the body read as
+//! bytes (at most [`BODY_LIMIT`], within the service's body timeout) and the
+//! framework-neutral [`Reply`] turned into a response; and [`serve`], the connection loop
+//! with the timeouts `axum::serve` does not set.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
+use crate::http::handlers::{
+    declared_over_limit, handle, BodyError, Method, Reply, Route, BODY_LIMIT,
+};
+use crate::service::state::Service;
+
+fn response(reply: Reply) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, reply.content_type)
+        .body(Body::from(reply.body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// The body of `request`, at most [`BODY_LIMIT`] bytes: a declared length over it is refused
+/// before reading, a chunked body as soon as it passes the limit (`DefaultBodyLimit`).
+async fn read_body(request: Request) -> Result<Bytes, BodyError> {
+    let declared = request.headers().get(header::CONTENT_LENGTH);
+    if declared_over_limit(declared.map(|v| v.as_bytes())) {
+        return Err(BodyError::TooLarge);
+    }
+    Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                BodyError::TooLarge
+            } else {
+                BodyError::Failed(rejection.body_text())
+            }
+        })
+}
+
+/// The service's routes: `POST /v1/embeddings`, `POST /embed`, `GET /info`, `GET /health`,
+/// `GET /health/live`, `GET /health/ready`, `GET /metrics`, `GET /openapi.json`.
+pub fn router(service: Arc<Service>) -> Router {
+    let mut router = Router::new();
+    for route in Route::ALL {
+        let handler = move |State(service): State<Arc<Service>>, request: Request| async move {
+            response(handle(&service, route, read_body(request)).await)
+        };
+        router = router.route(
+            route.path(),
+            match route.method() {
+                Method::Get => get(handler),
+                Method::Post => post(handler),
+            },
+        );
+    }
+    router
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(service)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets every
+/// connection finish the request it is on, and returns when all are closed.
+///
+/// What `axum::serve` does, plus a header read timeout (`header_timeout`: a client that
+/// connects and never finishes its headers, slowloris, is disconnected after it;
+/// `axum::serve` sets no timer, so such a client holds its connection for ever). Accept
+/// errors (out of file descriptors under a connection flood) pause accepting for 50 ms
+/// instead of ending the server.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; pausing 50 ms");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

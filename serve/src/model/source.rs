@@ -1,0 +1,131 @@
+//! Where a model's files are: a Hugging Face model directory laid out as text-embeddings-
+//! inference takes it, an ONNX file with a tokenizer file, or the bundled stand-in.
+//!
+//! In a directory, the ONNX file is `onnx/model.onnx` or `model.onnx`, the tokenizer
+//! `tokenizer.json`, the pooling `1_Pooling/config.json` and the longest input
+//! `sentence_bert_config.json` (or the other files [`crate::model::tokenizer`] names). The
+//! folder of earlier releases (`--models DIR` holding `paraphrase-MiniLM-L3-v2.onnx` and
+//! `tokenizer.json`) is read too.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::pooling::Pooling;
+
+/// The file name of the model `--models DIR` (earlier releases' flag) names.
+pub const LEGACY_ONNX: &str = "paraphrase-MiniLM-L3-v2.onnx";
+
+/// The files of one embedding model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// The model's name, as `/info` and the answers' `model` field give it: the directory's
+    /// name, or the ONNX file's stem.
+    pub name: String,
+    /// The ONNX file.
+    pub onnx: PathBuf,
+    /// The Hugging Face `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// How token vectors become one vector.
+    pub pooling: Pooling,
+    /// Where [`pooling`](Self::pooling) was read (`1_Pooling/config.json` or `default`).
+    pub pooling_source: String,
+}
+
+fn missing(path: &Path, what: &str) -> corestream::Error {
+    corestream::Error::ModelLoad {
+        model: path.display().to_string(),
+        message: what.to_owned(),
+    }
+}
+
+fn existing(path: PathBuf, what: &str) -> corestream::Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(missing(&path, &format!("no {what} here")))
+    }
+}
+
+impl ModelFiles {
+    /// The model at `path`: a directory (see the module documentation), or an ONNX file whose
+    /// tokenizer is `tokenizer` (or the `tokenizer.json` beside it).
+    pub fn locate(path: &Path, tokenizer: Option<&Path>) -> corestream::Result<ModelFiles> {
+        if path.is_dir() {
+            let mut files = ModelFiles::from_dir(path)?;
+            if let Some(tokenizer) = tokenizer {
+                files.tokenizer = existing(tokenizer.to_owned(), "tokenizer file")?;
+            }
+            Ok(files)
+        } else {
+            let tokenizer = match tokenizer {
+                Some(t) => t.to_owned(),
+                None => path.with_file_name("tokenizer.json"),
+            };
+            ModelFiles::from_files(path, &tokenizer)
+        }
+    }
+
+    /// The model of the Hugging Face model directory `dir`.
+    pub fn from_dir(dir: &Path) -> corestream::Result<ModelFiles> {
+        let onnx = ["onnx/model.onnx", "model.onnx", LEGACY_ONNX]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                missing(
+                    dir,
+                    "no ONNX model: expected onnx/model.onnx or model.onnx (as Hugging Face \
+                     model repositories ship them), or pass --model FILE.onnx",
+                )
+            })?;
+        let tokenizer = existing(dir.join("tokenizer.json"), "tokenizer.json")?;
+        let (pooling, pooling_source) = Pooling::from_dir(dir).map_err(|m| missing(dir, &m))?;
+        let name = if onnx.ends_with(LEGACY_ONNX) {
+            "paraphrase-MiniLM-L3-v2".to_owned()
+        } else {
+            name_of(dir)
+        };
+        Ok(ModelFiles {
+            name,
+            onnx,
+            tokenizer,
+            pooling,
+            pooling_source,
+        })
+    }
+
+    /// The ONNX file `onnx` with the tokenizer file `tokenizer`; pooling as the ONNX file's
+    /// directory (or its parent, for `DIR/onnx/model.onnx`) declares it.
+    pub fn from_files(onnx: &Path, tokenizer: &Path) -> corestream::Result<ModelFiles> {
+        let onnx = existing(onnx.to_owned(), "ONNX file")?;
+        let tokenizer = existing(tokenizer.to_owned(), "tokenizer file")?;
+        let dir = onnx.parent().unwrap_or(Path::new("."));
+        let model_dir = if dir.ends_with("onnx") {
+            dir.parent().unwrap_or(dir)
+        } else {
+            dir
+        };
+        let (pooling, pooling_source) =
+            Pooling::from_dir(model_dir).map_err(|m| missing(model_dir, &m))?;
+        let name = if model_dir != dir || onnx.file_name() == Some("model.onnx".as_ref()) {
+            name_of(model_dir)
+        } else {
+            onnx.file_stem()
+                .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
+        };
+        Ok(ModelFiles {
+            name,
+            onnx,
+            tokenizer,
+            pooling,
+            pooling_source,
+        })
+    }
+}
+
+/// A directory's name (`.` and `..` resolved), `model` when it has none.
+fn name_of(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".to_owned())
+}

@@ -1,0 +1,62 @@
+//! Why a request failed, in the service's terms: a [`FailureKind`], a stable code and a message.
+//! The HTTP layer (`crate::http`) maps the kind to a status and each API's error shape; nothing
+//! here knows about HTTP.
+
+/// What kind of failure, from the client's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The request is malformed or asks for something the model cannot do (HTTP 400).
+    Invalid,
+    /// The request is over a size limit: body, inputs or input length (HTTP 413).
+    TooLarge,
+    /// The client did not send its body in time (HTTP 408).
+    Timeout,
+    /// The service cannot take the request now: loading, overloaded or draining (HTTP 503).
+    Unavailable,
+    /// The model or the tokenizer failed (HTTP 500).
+    Internal,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// `invalid_json`, `invalid_request`, `too_many_inputs`, `input_too_long`,
+    /// `invalid_dimensions`, `request_timeout`, `overloaded`, `unavailable`, `tokenizer_error`
+    /// or `model_error`.
+    pub code: &'static str,
+    /// What was wrong and what is allowed.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, code: &'static str, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// [`FailureKind::Invalid`].
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Failure {
+        Failure::new(FailureKind::Invalid, code, message)
+    }
+
+    /// [`FailureKind::TooLarge`].
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Failure {
+        Failure::new(FailureKind::TooLarge, code, message)
+    }
+
+    /// [`FailureKind::Unavailable`].
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Failure {
+        Failure::new(FailureKind::Unavailable, code, message)
+    }
+
+    /// [`FailureKind::Internal`].
+    pub fn internal(code: &'static str, message: impl Into<String>) -> Failure {
+        Failure::new(FailureKind::Internal, code, message)
+    }
+}

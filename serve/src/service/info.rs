@@ -1,0 +1,39 @@
+//! What `GET /info` answers: the served model and how it is served (backend, streams and their
+//! CPUs, batch limits, input length), decided when the model is loaded.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `GET /info`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Info {
+    /// The served model.
+    pub model_id: String,
+    /// Length of each vector.
+    pub dimension: usize,
+    /// Longest input in tokens, special tokens included.
+    pub max_input_length: usize,
+    /// Where `max_input_length` was read.
+    pub max_input_length_source: String,
+    /// The inference backend (`ort` with its library version, or `tract`).
+    pub backend: String,
+    /// Streams serving the model.
+    pub streams: usize,
+    /// The CPUs of each stream, e.g. `CpuPool[0]`.
+    pub stream_cpus: Vec<String>,
+    /// Most rows in one model call.
+    pub max_batch: usize,
+    /// Most tokens (rows x longest row) in one model call (0: batches by rows alone).
+    pub max_batch_tokens: usize,
+    /// Most inputs in one request.
+    pub max_client_batch_size: usize,
+    /// Most requests waiting; more answer 503.
+    pub queue_capacity: usize,
+    /// Whether over-long inputs are truncated when a request does not say.
+    pub auto_truncate: bool,
+    /// How token vectors become one vector: `mean`, `cls`, `max`, `last-token`, or `none` for
+    /// a model that answers one vector per input itself.
+    pub pooling: String,
+    /// The service's (corestream's) version.
+    pub version: String,
+}

@@ -1,0 +1,188 @@
+//! Loading a model and serving it: backend choice, model files and tokenizer, streams, the
+//! `Batcher` (token budget, grouping, name), and the `/info` figures, from the [`Args`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corestream::batch::Rows;
+use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
+
+use crate::args::Args;
+use crate::model::embedder::{self, Backend};
+use crate::model::{ModelFiles, TextEmbedder, TextNet, TextTokenizer};
+use crate::service::info::Info;
+use crate::service::state::Loaded;
+
+/// How a model is served: streams and batching.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// The CPUs of all streams.
+    pub pool: CpuPool,
+    /// How many streams.
+    pub streams: Streams,
+    /// Most rows per model call.
+    pub max_batch: usize,
+    /// Most tokens per model call; `None`: `max_batch` x the maximum input length.
+    pub max_batch_tokens: Option<usize>,
+    /// How long an idle stream may wait for a fuller batch.
+    pub max_wait: Duration,
+    /// Most requests waiting.
+    pub queue: usize,
+    /// Most inputs per request.
+    pub max_client_batch: usize,
+    /// Truncate when a request does not say.
+    pub auto_truncate: bool,
+    /// Batch by rows alone: no token budget, no grouping by length (the comparison point of
+    /// `benches/serve.rs`).
+    pub count_only: bool,
+}
+
+impl BatchOptions {
+    /// The options `args` give, on every allowed CPU.
+    pub fn from_args(args: &Args) -> corestream::Result<BatchOptions> {
+        Ok(BatchOptions {
+            pool: CpuPool::all()?,
+            streams: args.streams,
+            max_batch: args.max_batch,
+            max_batch_tokens: args.max_batch_tokens,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            queue: args.queue,
+            max_client_batch: args.max_client_batch,
+            auto_truncate: args.truncate,
+            count_only: false,
+        })
+    }
+}
+
+/// The padded length of one row of a request: its longest input, in tokens.
+pub fn longest(ids: &Rows<Vec<u32>>) -> usize {
+    ids.0.iter().map(Vec::len).max().unwrap_or(0)
+}
+
+/// Serves `model` (with `tokenizer`) behind a `Batcher` named `model_id` on streams as
+/// `options` say. The recorder of the `metrics` facade must be installed before: the batcher
+/// registers its metrics when built.
+pub fn serve_model<M>(
+    model: M,
+    tokenizer: TextTokenizer,
+    model_id: &str,
+    backend: String,
+    options: &BatchOptions,
+) -> corestream::Result<Loaded>
+where
+    M: Module<Input = Rows<Vec<u32>>, Output = Rows<Vec<f32>>>,
+{
+    // The dimension, from one direct call (which also warms the model up).
+    let probe = tokenizer
+        .encode("dimension probe")
+        .map_err(corestream::Error::InvalidConfig)?;
+    let dimension = model
+        .forward(Rows(vec![probe]))
+        .map_err(corestream::Error::Module)?
+        .0
+        .first()
+        .map_or(0, Vec::len);
+    let max_input_length = tokenizer.max_input_length();
+    let max_batch_tokens = options
+        .max_batch_tokens
+        .unwrap_or(options.max_batch * max_input_length);
+    let msm = MultiStreamModule::builder(model)
+        .pool(options.pool.clone())
+        .num_streams(options.streams)
+        .build()?;
+    let stream_cpus = msm.pools().iter().map(ToString::to_string).collect();
+    let streams = msm.num_streams();
+    let mut builder = Batcher::builder(msm)
+        .name(model_id)
+        .max_batch(options.max_batch)
+        .max_wait(options.max_wait)
+        .queue_capacity(options.queue);
+    if !options.count_only {
+        builder = builder.max_batch_tokens(max_batch_tokens).tokens(longest);
+    }
+    let batcher = builder.build()?;
+    let info = Info {
+        model_id: model_id.to_owned(),
+        dimension,
+        max_input_length,
+        max_input_length_source: tokenizer.max_input_length_source().to_owned(),
+        backend,
+        streams,
+        stream_cpus,
+        max_batch: options.max_batch,
+        max_batch_tokens: if options.count_only {
+            0
+        } else {
+            max_batch_tokens
+        },
+        max_client_batch_size: options.max_client_batch,
+        queue_capacity: options.queue,
+        auto_truncate: options.auto_truncate,
+        pooling: "none".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let batcher = Arc::new(batcher);
+    let stats = Arc::clone(&batcher);
+    Ok(Loaded {
+        embedder: batcher,
+        tokenizer: Arc::new(tokenizer),
+        info,
+        stats: Some(Arc::new(move || stats.stats())),
+    })
+}
+
+/// The backend `args` ask for, or the default (ONNX Runtime when found, else tract).
+pub fn backend(args: &Args) -> corestream::Result<Backend> {
+    let explicit = match args.backend.as_deref().map(str::trim) {
+        None | Some("" | "auto") => None,
+        Some(name) => Some(
+            name.parse::<Backend>()
+                .map_err(|e| corestream::Error::InvalidConfig(format!("--backend: {e}")))?,
+        ),
+    };
+    Ok(embedder::backend_or_default(explicit))
+}
+
+/// The files of the model `args` name: `--model` (a directory or an ONNX file, with
+/// `--tokenizer`), else the folder `--models` (earlier releases' flag).
+pub fn model_files(args: &Args) -> corestream::Result<ModelFiles> {
+    let mut files = match &args.model {
+        Some(path) => ModelFiles::locate(path, args.tokenizer.as_deref()),
+        None => ModelFiles::from_dir(&args.models).map_err(|e| match e {
+            corestream::Error::ModelLoad { model, message } => corestream::Error::ModelLoad {
+                model,
+                message: format!(
+                    "{message} (pass --model DIR with a Hugging Face model directory, run \
+                     scripts/fetch-models.sh, or pass --textnet for the bundled stand-in)"
+                ),
+            },
+            e => e,
+        }),
+    }?;
+    if let Some(pooling) = args.pooling {
+        files.pooling = pooling;
+        files.pooling_source = "--pooling".to_owned();
+    }
+    if let Some(name) = &args.served_model_name {
+        files.name.clone_from(name);
+    }
+    Ok(files)
+}
+
+/// Loads the model `args` name (see [`model_files`], or the bundled TextNet with
+/// `--textnet`) and serves it.
+pub fn load(args: &Args) -> corestream::Result<Loaded> {
+    let options = BatchOptions::from_args(args)?;
+    let backend = backend(args)?;
+    if args.textnet {
+        let (model, tokenizer) = TextNet::load_with_tokenizer(backend)?;
+        let name = args.served_model_name.as_deref().unwrap_or("textnet");
+        serve_model(model, tokenizer, name, backend.describe(), &options)
+    } else {
+        let files = model_files(args)?;
+        let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend)?;
+        let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), &options)?;
+        loaded.info.pooling = files.pooling.to_string();
+        Ok(loaded)
+    }
+}

@@ -1,0 +1,21 @@
+//! The service layer, independent of the HTTP framework: the state every handler shares
+//! ([`Service`]: health, request accounting, the loaded model), loading a model behind its
+//! pinned streams and `Batcher` ([`load`]), the request path (validation, tokenisation with the
+//! length policy, the batcher call, normalisation) with its [`Failure`]s, and telemetry (logs,
+//! spans, Prometheus metrics). HTTP statuses are the HTTP layer's business
+//! ([`crate::http`]); a failure here has a [`FailureKind`].
+
+pub mod failure;
+pub mod health;
+pub mod info;
+pub mod load;
+pub mod requests;
+pub mod state;
+pub mod telemetry;
+
+pub use failure::{Failure, FailureKind};
+pub use health::{Health, State};
+pub use info::Info;
+pub use load::{serve_model, BatchOptions};
+pub use requests::Requests;
+pub use state::{Embedder, Loaded, Service};

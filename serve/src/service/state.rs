@@ -1,0 +1,352 @@
+//! The service's state and its embedding path, independent of the HTTP framework: validation,
+//! tokenisation with the length policy (413 or truncation), the batcher call, normalisation.
+//! The axum router (`app.rs`) and the actix-web app (`examples/actix_embed`) are thin adapters
+//! over [`crate::http::handlers`], which call this.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use corestream::batch::Rows;
+use corestream::{Error, Infer};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::model::tokenizer::{Keep, TextTokenizer};
+use crate::service::failure::Failure;
+use crate::service::health::{Health, State};
+use crate::service::info::Info;
+use crate::service::requests::Requests;
+
+/// Texts (or token ids) in, one unnormalised vector per row out: a `Batcher`, or the naive
+/// baseline of the load generator.
+pub type Embedder = Arc<dyn Infer<Rows<Vec<u32>>, Rows<Vec<f32>>>>;
+
+/// A loaded model, ready to serve.
+pub struct Loaded {
+    /// The model behind its batcher.
+    pub embedder: Embedder,
+    /// Its tokenizer and maximum input length.
+    pub tokenizer: Arc<TextTokenizer>,
+    /// What `GET /info` answers.
+    pub info: Info,
+    /// The batcher's counters (rows and tokens per batch, latency), when a batcher serves.
+    pub stats: Option<Arc<dyn Fn() -> corestream::BatcherStats + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("tokenizer", &self.tokenizer)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Requests with more text than this (bytes, all inputs) are tokenised off the HTTP threads.
+pub const INLINE_TOKENIZE_BYTES: usize = 16 << 10;
+
+/// How long a client may take to send a request body, by default (`--body-timeout-ms`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers share: health, the request counters, the loaded model (once loaded),
+/// the metrics renderer.
+pub struct Service {
+    /// Loading, ready, failed or draining.
+    pub health: Health,
+    /// Requests started, answered and cancelled.
+    pub requests: Requests,
+    body_timeout: Duration,
+    /// Large requests tokenised at once (one per CPU).
+    tokenizing: Arc<Semaphore>,
+    loaded: OnceLock<Loaded>,
+    metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+/// One request's inputs after tokenisation.
+#[derive(Debug)]
+pub struct Tokenized {
+    /// Token ids per input, within the model's maximum length.
+    pub ids: Vec<Vec<u32>>,
+    /// Their total count (OpenAI's `usage`).
+    pub tokens: usize,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("health", &self.health.state())
+            .field("body_timeout", &self.body_timeout)
+            .field("loaded", &self.loaded.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service still loading its model; `metrics` renders `GET /metrics`.
+    pub fn new(metrics: Arc<dyn Fn() -> String + Send + Sync>) -> Service {
+        Service {
+            health: Health::default(),
+            requests: Requests::default(),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            tokenizing: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
+            loaded: OnceLock::new(),
+            metrics,
+        }
+    }
+
+    /// The same service, giving clients `timeout` to send a request body (then 408).
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Service {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send a request body.
+    pub fn body_timeout(&self) -> Duration {
+        self.body_timeout
+    }
+
+    /// A ready service (what tests and the load generator serve).
+    #[allow(dead_code)]
+    pub fn ready(loaded: Loaded, metrics: Arc<dyn Fn() -> String + Send + Sync>) -> Service {
+        let service = Service::new(metrics);
+        service.set_loaded(loaded);
+        service
+    }
+
+    /// The model is loaded: serve it (ready unless draining).
+    pub fn set_loaded(&self, loaded: Loaded) {
+        if self.loaded.set(loaded).is_ok() {
+            self.health.set(State::Ready, None);
+        }
+    }
+
+    /// The model could not be loaded: `/health` answers 503 with `message`.
+    pub fn set_failed(&self, message: String) {
+        self.health.set(State::Failed, Some(message));
+    }
+
+    /// Logs the request counters and the batcher's (at shutdown).
+    pub fn log_final_stats(&self) {
+        let requests = self.requests.counts();
+        tracing::info!(
+            started = requests.started,
+            answered = requests.answered,
+            cancelled = requests.cancelled,
+            in_flight = requests.in_flight(),
+            "http request totals"
+        );
+        if let Some(stats) = self.loaded.get().and_then(|l| l.stats.as_ref()) {
+            let s = stats();
+            tracing::info!(
+                completed = s.completed,
+                failed = s.failed,
+                rejected = s.rejected,
+                batches = s.batches,
+                rows = s.batch_rows,
+                padded_tokens = s.batch_tokens,
+                tokens = s.batch_tokens_unpadded,
+                "batcher totals"
+            );
+        }
+    }
+
+    /// Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        (self.metrics)()
+    }
+
+    /// The loaded model, or a 503 saying why there is none.
+    pub fn loaded(&self) -> Result<&Loaded, Failure> {
+        self.loaded.get().ok_or_else(|| {
+            let why = match self.health.state() {
+                State::Failed => format!(
+                    "the model failed to load: {}",
+                    self.health.message().unwrap_or_default()
+                ),
+                State::Draining => "the service is shutting down".to_owned(),
+                _ => "the model is still loading; retry shortly".to_owned(),
+            };
+            Failure::unavailable("unavailable", why)
+        })
+    }
+
+    /// Checks the number of inputs: at least one, at most `max_client_batch_size`.
+    pub fn check_count(&self, loaded: &Loaded, n: usize) -> Result<(), Failure> {
+        let max = loaded.info.max_client_batch_size;
+        if n == 0 {
+            return Err(Failure::bad_request(
+                "invalid_request",
+                "the input list is empty; send at least one input",
+            ));
+        }
+        if n > max {
+            return Err(Failure::too_large(
+                "too_many_inputs",
+                format!(
+                    "{n} inputs in one request; at most {max} are allowed (--max-client-batch)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tokenises `texts` and applies the length policy: over-long inputs are cut when
+    /// `truncate` (or the server's `--truncate` when `None`) says so, else a 413.
+    ///
+    /// Requests of up to [`INLINE_TOKENIZE_BYTES`] of text are tokenised here, on the HTTP
+    /// thread (microseconds). Larger ones (up to the 2 MiB body limit: about a second of a
+    /// core for a WordPiece tokenizer) go to tokio's blocking pool, at most one per CPU at a
+    /// time, so a few large bodies cannot stall the HTTP threads: health probes and small
+    /// requests keep being answered.
+    pub async fn tokenize(
+        &self,
+        loaded: &Loaded,
+        texts: Vec<String>,
+        truncate: Option<bool>,
+        keep: Keep,
+    ) -> Result<Tokenized, Failure> {
+        self.check_count(loaded, texts.len())?;
+        let span = tracing::debug_span!("tokenize", inputs = texts.len());
+        let bytes: usize = texts.iter().map(String::len).sum();
+        let ids = if bytes <= INLINE_TOKENIZE_BYTES {
+            span.in_scope(|| encode_all(&loaded.tokenizer, &texts))
+        } else {
+            // The permit moves into the blocking task: a request dropped meanwhile (its
+            // client left) does not free the place while its tokenisation still runs.
+            let permit = Arc::clone(&self.tokenizing)
+                .acquire_owned()
+                .await
+                .map_err(|_| Failure::unavailable("unavailable", "the service is shutting down"))?;
+            let tokenizer = Arc::clone(&loaded.tokenizer);
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                span.in_scope(|| encode_all(&tokenizer, &texts))
+            })
+            .await
+            .map_err(|e| {
+                Failure::internal("tokenizer_error", format!("tokenisation failed: {e}"))
+            })?
+        }?;
+        self.limit(loaded, ids, truncate, keep)
+    }
+
+    /// Checks inputs given as token ids: each id below the vocabulary size, each input
+    /// non-empty, and the length policy as for texts.
+    pub fn token_ids(
+        &self,
+        loaded: &Loaded,
+        ids: Vec<Vec<u32>>,
+        truncate: Option<bool>,
+    ) -> Result<Tokenized, Failure> {
+        self.check_count(loaded, ids.len())?;
+        let vocab = loaded.tokenizer.vocab_size();
+        for (i, row) in ids.iter().enumerate() {
+            if row.is_empty() {
+                return Err(Failure::bad_request(
+                    "invalid_request",
+                    format!("input {i} has no tokens; send at least one token id"),
+                ));
+            }
+            if let Some(&bad) = row.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Failure::bad_request(
+                    "invalid_request",
+                    format!(
+                        "input {i}: token id {bad} is not in the model's vocabulary (0..{vocab})"
+                    ),
+                ));
+            }
+        }
+        self.limit(loaded, ids, truncate, Keep::Start)
+    }
+
+    fn limit(
+        &self,
+        loaded: &Loaded,
+        mut ids: Vec<Vec<u32>>,
+        truncate: Option<bool>,
+        keep: Keep,
+    ) -> Result<Tokenized, Failure> {
+        let max = loaded.info.max_input_length;
+        let truncate = truncate.unwrap_or(loaded.info.auto_truncate);
+        for (i, row) in ids.iter_mut().enumerate() {
+            if row.len() > max {
+                if !truncate {
+                    return Err(Failure::too_large(
+                        "input_too_long",
+                        format!(
+                            "input {i} is {} tokens long; the model takes at most {max} \
+                             (send \"truncate\": true, or start the server with --truncate, \
+                             to cut it)",
+                            row.len()
+                        ),
+                    ));
+                }
+                loaded.tokenizer.truncate(row, max, keep);
+            }
+        }
+        let tokens = ids.iter().map(Vec::len).sum();
+        Ok(Tokenized { ids, tokens })
+    }
+
+    /// Runs the inputs through the batcher: one vector per input, unit length when
+    /// `normalize`.
+    pub async fn embed(
+        &self,
+        loaded: &Loaded,
+        input: Tokenized,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, Failure> {
+        let model = loaded.info.model_id.as_str();
+        let rows = input.ids.len();
+        metrics::counter!("corestream_embed_inputs_total", "model" => model.to_owned())
+            .increment(rows as u64);
+        metrics::counter!("corestream_embed_tokens_total", "model" => model.to_owned())
+            .increment(input.tokens as u64);
+        let span = tracing::info_span!("infer", model, rows, tokens = input.tokens);
+        match loaded
+            .embedder
+            .infer(Rows(input.ids))
+            .instrument(span)
+            .await
+        {
+            Ok(Rows(vectors)) if vectors.len() == rows => Ok(if normalize {
+                vectors
+                    .into_iter()
+                    .map(crate::model::embedder::normalize)
+                    .collect()
+            } else {
+                vectors
+            }),
+            Ok(Rows(vectors)) => Err(Failure::internal(
+                "model_error",
+                format!(
+                    "the model answered {} vectors for {rows} inputs",
+                    vectors.len()
+                ),
+            )),
+            Err(e @ Error::Overloaded { .. }) => Err(Failure::unavailable(
+                "overloaded",
+                format!("{e}; retry later or elsewhere"),
+            )),
+            Err(e @ Error::Shutdown) => Err(Failure::unavailable("unavailable", e.to_string())),
+            Err(e) => {
+                tracing::error!(error = %e, "inference failed");
+                Err(Failure::internal("model_error", e.to_string()))
+            }
+        }
+    }
+}
+
+/// Token ids of each text, or a 400 naming what the tokenizer refused.
+fn encode_all(tokenizer: &TextTokenizer, texts: &[String]) -> Result<Vec<Vec<u32>>, Failure> {
+    texts
+        .iter()
+        .map(|t| {
+            tokenizer
+                .encode(t)
+                .map_err(|m| Failure::bad_request("invalid_request", m))
+        })
+        .collect()
+}

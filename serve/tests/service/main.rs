@@ -1,0 +1,19 @@
+//! The embedding service (`corestream-serve`) end to end over HTTP on 127.0.0.1, on both of
+//! its servers: one test binary, so that every helper of `support.rs` is used.
+//!
+//! - `axum_server.rs` and `actix_server.rs`: the same scenarios on each server (concurrent
+//!   requests equal to unbatched results, base64, limits and validation, 503 on a full queue,
+//!   `/info`, `/openapi.json`, health, metrics, spans, the official `openai` Python client),
+//!   on the bundled TextNet and on MiniLM-L3 when `models/` is fetched, each on tract and ONNX
+//!   Runtime;
+//! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process.
+//!
+//! The `corestream serve` command as a process (a Hugging Face model directory, SIGTERM under
+//! load) is tested by the command's crate, `cli/tests/serve.rs`.
+
+#[macro_use]
+mod support;
+
+mod actix_server;
+mod axum_server;
+mod faults;
