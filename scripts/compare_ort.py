@@ -13,7 +13,7 @@ busy `sh` loop per allowed CPU, same priority), started and stopped around each 
 Besides items/s it reports the p99 of one call (Python's free-running mode: of one run) of each
 side's best configuration per batch (the lowest p99 of the rounds).
 
-Usage (after `cargo build --release --features cli`, scripts/fetch-models.sh and
+Usage (after `cargo build --release -p corestream-cli`, scripts/fetch-models.sh and
 scripts/fetch-onnxruntime.sh, `pip install onnxruntime==1.32.0 numpy`):
   python3 scripts/compare_ort.py --rounds 3 --seconds 1 [--cotenant] [--python PYTHON]
 """

@@ -2,7 +2,7 @@
 # Fuzzes corestream with cargo-fuzz (libFuzzer + AddressSanitizer): each target for SECONDS,
 # one after the other, then minimises the committed corpus fuzz/corpus/<target>/ together
 # with the new inputs (libFuzzer -set_cover_merge=1 on edge coverage: it stays small).
-# tests/fuzz_corpus.rs replays that corpus on stable in every `cargo test`.
+# fuzz/checks/tests/corpus.rs replays that corpus on stable in every `cargo test`.
 #
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]     # default: 60 s each, every target
 #   bash scripts/fuzz.sh 0 [TARGET...]             # only minimise the committed corpora
@@ -47,18 +47,19 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 cd fuzz
 # Only the backends the chosen targets load are built (tract and ONNX Runtime take most of
 # the build time under the sanitizer): the core targets alone build into target/light, each
-# backend into its own folder (service_body's extra features share tract's).
+# backend into its own folder (service_body's feature `service` builds corestream-serve,
+# which loads both backends).
 features=()
 for t in "${targets[@]}"; do
     case "$t" in
         model_tract) features+=(tract) ;;
         model_ort) features+=(ort) ;;
-        service_body) features+=(tract metrics tracing) ;;
+        service_body) features+=(service) ;;
     esac
 done
 feature_list=$(printf '%s\n' "${features[@]}" | sort -u | paste -sd, -)
 case ",$feature_list," in
-    *,ort,*tract,* | *,tract,*ort,*) target_dir=target ;;
+    *,service,* | *,ort,*tract,* | *,tract,*ort,*) target_dir=target ;;
     *,tract,*) target_dir=target/tract ;;
     *,ort,*) target_dir=target/ort ;;
     *) target_dir=target/light ;;

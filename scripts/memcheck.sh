@@ -40,17 +40,22 @@ export PROPTEST_CASES=${PROPTEST_CASES:-32}
 
 out=target/memcheck
 rm -rf "$out" && mkdir -p "$out"
-# The same features as the README's test command, so the build is shared with it.
-cargo test --all-features --no-run --message-format=json \
-    --lib --test task --test multi_stream --test batch --test tract --test omp \
+# The README's test command, so the build is shared with it (a no-op after it); the core
+# crate's library tests and the test files below are run.
+cargo test --workspace --all-features --no-run --message-format=json \
     2>"$out/build.log" >"$out/build.json" || { tail -30 "$out/build.log"; exit 1; }
 mapfile -t bins < <(python3 - "$out/build.json" <<'PY'
-import json, sys
+import json, os, sys
+root = os.path.abspath("Cargo.toml")  # the corestream crate's manifest
+wanted = {"lib": {"corestream"}, "test": {"task", "multi_stream", "batch", "tract", "omp"}}
 for line in open(sys.argv[1]):
     msg = json.loads(line)
-    if msg.get("reason") == "compiler-artifact" and msg.get("profile", {}).get("test") \
-            and msg.get("executable"):
-        print(msg["target"]["name"] + " " + msg["executable"])
+    if msg.get("reason") != "compiler-artifact" or not msg.get("executable") \
+            or not msg.get("profile", {}).get("test") or msg.get("manifest_path") != root:
+        continue
+    target = msg["target"]
+    if any(target["name"] in wanted.get(kind, ()) for kind in target["kind"]):
+        print(target["name"] + " " + msg["executable"])
 PY
 )
 

@@ -26,7 +26,9 @@ model_args=(--textnet)
 if [ -s models/paraphrase-MiniLM-L3-v2.onnx ] && [ -s models/tokenizer.json ]; then
     model_args=(--models models)
 fi
-cargo build --quiet -p corestream-cli --bin corestream
+# The README's test command builds the command too (target/debug/corestream): the same
+# build, a no-op after it.
+cargo test --quiet --workspace --all-features --no-run
 
 pid=""
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; }

@@ -8,6 +8,7 @@
 
 use corestream_serve::Server;
 
+use crate::scenarios;
 use crate::support::{self, Kind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +16,7 @@ async fn textnet_end_to_end() {
     let _shared = support::shared().await;
     for backend in support::backends("textnet_end_to_end") {
         eprintln!("textnet on {backend}");
-        support::end_to_end(
+        scenarios::end_to_end(
             support::launcher(Server::Actix),
             Kind::TextNet,
             backend,
@@ -33,7 +34,7 @@ async fn minilm_end_to_end() {
     }
     for backend in support::backends("minilm_end_to_end") {
         eprintln!("MiniLM-L3 on {backend}");
-        support::end_to_end(
+        scenarios::end_to_end(
             support::launcher(Server::Actix),
             Kind::MiniLm,
             backend,

@@ -14,6 +14,7 @@ use corestream::batch::Rows;
 use corestream::Module;
 use corestream_serve::Server;
 
+use crate::scenarios;
 use crate::support::{self, Kind, Model};
 use corestream_serve::model::tokenizer;
 use corestream_serve::model::{embedder, Backend, Keep, TextTokenizer};
@@ -47,7 +48,7 @@ async fn textnet_end_to_end() {
     let backends = support::backends("textnet_end_to_end");
     for &backend in &backends {
         eprintln!("textnet on {backend}");
-        support::end_to_end(
+        scenarios::end_to_end(
             support::launcher(Server::Axum),
             Kind::TextNet,
             backend,
@@ -98,7 +99,7 @@ async fn minilm_end_to_end() {
             "{backend}: {}",
             cos(&v[0], &v[2])
         );
-        support::end_to_end(
+        scenarios::end_to_end(
             support::launcher(Server::Axum),
             Kind::MiniLm,
             backend,

@@ -17,3 +17,4 @@ mod support;
 mod actix_server;
 mod axum_server;
 mod faults;
+mod scenarios;
