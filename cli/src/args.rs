@@ -9,7 +9,6 @@ use corestream::backend::ort as ort_backend;
 use corestream::backend::{Backend, ORT_MISSING_NOTE};
 use corestream::{CpuPool, Streams};
 
-use crate::measure::Trial;
 use crate::Fail;
 
 // === the shared options ===
@@ -58,26 +57,6 @@ impl RunArgs {
             return Ok(None);
         }
         Ok(Some(corestream::Cotenant::start(&CpuPool::all()?)?))
-    }
-
-    /// The trial of `batch` rows on `streams` with `backend` and the fixed
-    /// `--max-rows-per-run` and `--spin`.
-    pub fn trial(
-        &self,
-        backend: Backend,
-        streams: Streams,
-        batch: usize,
-        duration: Duration,
-    ) -> Trial {
-        Trial {
-            backend,
-            streams,
-            batch,
-            rows_per_run: self.max_rows_per_run,
-            spin: self.spin.unwrap_or(corestream::DEFAULT_SPIN),
-            pin_caller: self.pin_caller,
-            duration,
-        }
     }
 
     /// The backend a backend-specific option asks for, when no `--backend` is given; an error

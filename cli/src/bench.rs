@@ -11,7 +11,7 @@ use corestream::{CpuPool, Streams, Topology};
 use serde_json::{json, Value};
 
 use crate::args::{check_streams, parse_batches, parse_duration, parse_streams, RunArgs};
-use crate::measure::{measure, progress, Measurement};
+use crate::measure::{measure, progress, Measurement, Trial};
 use crate::model::ModelSource;
 use crate::{topology, Fail};
 
@@ -55,7 +55,7 @@ pub fn run(args: BenchArgs) -> Result<i32, Fail> {
             bar.set_message(format!("streams {streams} batch {batch}"));
             measured.push(measure(
                 &source,
-                args.run.trial(backend, streams, batch, args.duration),
+                Trial::new(&args.run, backend, streams, batch, args.duration),
             )?);
             bar.inc(1);
         }

@@ -70,8 +70,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Find the stream count and batch size with the highest throughput within a p99 bound.
     Tune(tune::TuneArgs),
-    /// Serve a model over HTTP: OpenAI /v1/embeddings and text-embeddings-inference /embed,
-    /// /info (see `corestream serve --help`).
+    /// Serve an embedding model over HTTP (OpenAI /v1/embeddings, text-embeddings-inference
+    /// /embed and /info, /health, /metrics) from a Hugging Face model directory, on pinned
+    /// streams. Every flag also reads an environment variable.
     Serve(corestream_serve::Args),
 }
 

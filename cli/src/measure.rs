@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use corestream::backend::Backend;
 use corestream::{CpuPool, MultiStreamModule, Streams};
 
+use crate::args::RunArgs;
 use crate::model::{make_inputs, ModelSource};
 use crate::Fail;
 
@@ -25,6 +26,28 @@ pub struct Trial {
     pub pin_caller: bool,
     /// Measuring time (plus a tenth of it to warm up).
     pub duration: Duration,
+}
+
+impl Trial {
+    /// The trial of `batch` rows on `streams` with `backend` and the fixed
+    /// `--max-rows-per-run`, `--spin` and `--pin-caller` of `args`.
+    pub fn new(
+        args: &RunArgs,
+        backend: Backend,
+        streams: Streams,
+        batch: usize,
+        duration: Duration,
+    ) -> Trial {
+        Trial {
+            backend,
+            streams,
+            batch,
+            rows_per_run: args.max_rows_per_run,
+            spin: args.spin.unwrap_or(corestream::DEFAULT_SPIN),
+            pin_caller: args.pin_caller,
+            duration,
+        }
+    }
 }
 
 /// A measured [`Trial`].

@@ -95,8 +95,7 @@ fn grid_search(
             bar.set_message(format!("{backend}: streams {n} batch {batch}"));
             let m = measure(
                 source,
-                args.run
-                    .trial(backend, Streams::Count(n), batch, args.duration),
+                Trial::new(&args.run, backend, Streams::Count(n), batch, args.duration),
             )?;
             bar.inc(1);
             let (rate, p99) = (m.items_per_s, m.p99_ms);
