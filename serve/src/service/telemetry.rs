@@ -21,12 +21,14 @@ pub const TOKENS_BUCKETS: [f64; 11] = [
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default `info`),
 /// `CORESTREAM_LOG_FORMAT` is `text` (default) or `json` (one JSON object per line, with the
-/// current span and its parents). Logs go to stderr.
+/// current span and its parents). Logs go to stderr, coloured only when it is a terminal.
 pub fn init_tracing() -> Result<(), String> {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let format = std::env::var("CORESTREAM_LOG_FORMAT").unwrap_or_default();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format.as_str() {
         "" | "text" => builder.try_init(),
