@@ -458,3 +458,92 @@ fn minilm_i64_inputs_same_through_every_session_kind() {
         model.weight_sharing()
     );
 }
+
+/// The folder where the optimised graph of shared weights is written is fresh, private and
+/// unguessable: another local user's folders at the names earlier releases used
+/// (`corestream-ort-{pid}-{n}`), with symbolic links planted for `model.onnx` and
+/// `weights.bin`, are neither used nor followed, and the folder used is mode 0700.
+#[test]
+fn shared_weights_folder_is_private_and_ignores_planted_links() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    let _s = serial();
+    if !have_ort() {
+        return;
+    }
+    let Some(cpus) = two_cpus() else { return };
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = victim_dir.path().join("victim");
+    std::fs::write(&victim, b"do not touch").unwrap();
+    let tmp = std::env::temp_dir();
+    let planted: Vec<_> = (0..8)
+        .map(|n| tmp.join(format!("corestream-ort-{}-{n}", std::process::id())))
+        .collect();
+    for dir in &planted {
+        std::fs::create_dir_all(dir).unwrap();
+        for name in ["model.onnx", "weights.bin"] {
+            let _ = std::fs::remove_file(dir.join(name));
+            symlink(&victim, dir.join(name)).unwrap();
+        }
+    }
+    let before: BTreeSet<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+
+    let model = std::sync::Arc::new(OrtModel::load(asset("examplenet1.onnx")).unwrap());
+    let msm = MultiStreamModule::builder(std::sync::Arc::clone(&model))
+        .pool(CpuPool::new(cpus).unwrap())
+        .num_streams(Streams::Count(1))
+        .build()
+        .unwrap();
+    let x = input(&[4, 64, 3, 3], 3);
+    let want = reference(&asset("examplenet1.onnx"), std::slice::from_ref(&x));
+    let y = msm.forward_sync(vec![Tensor::from(x)]).unwrap();
+    assert_close(&y[0], &want[0], "examplenet1 with shared weights");
+    assert!(
+        matches!(model.weight_sharing(), Some(Ok(_))),
+        "{:?}",
+        model.weight_sharing()
+    );
+
+    // The folder the model made: new, named corestream-ort-*, private.
+    let made: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !before.contains(p))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("corestream-ort-"))
+        })
+        .collect();
+    assert!(
+        !made.is_empty(),
+        "no shared-weights folder in {}",
+        tmp.display()
+    );
+    for dir in &made {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+    // The planted links were neither followed nor replaced.
+    assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch");
+    for dir in &planted {
+        for name in ["model.onnx", "weights.bin"] {
+            let meta = std::fs::symlink_metadata(dir.join(name)).unwrap();
+            assert!(
+                meta.file_type().is_symlink(),
+                "{}",
+                dir.join(name).display()
+            );
+        }
+    }
+    drop(msm);
+    drop(model);
+    for dir in made {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    for dir in planted {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

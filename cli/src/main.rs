@@ -2,15 +2,15 @@
 //! stream count and batch size, and serve a model over HTTP.
 //!
 //! - `corestream topology [--json]`: nodes, physical cores with SMT siblings, allowed CPUs, the
-//!   pools corestream would make, and the OpenMP runtime found ([`topology`]).
+//!   pools corestream would make, and the OpenMP runtime found ([`topology`](mod@topology)).
 //! - `corestream bench [MODEL.onnx] [--backend ort|tract] [--input name=1x3x224x224 ...]
 //!   [--batch 1,8,16] [--streams auto,1,2] [--duration 10s] [--json FILE]`: items/s and latency
 //!   p50/p99 for every batch x streams combination; without a model it runs the bundled
-//!   ExampleNet1 ([`bench`]).
+//!   ExampleNet1 ([`bench`](mod@bench)).
 //! - `corestream tune MODEL.onnx [--backend ort|tract] [--latency-p99 20ms]`: the backend,
 //!   stream count and batch size with the highest throughput within the latency bound, and the
-//!   builder code that uses it ([`tune`]).
-//! - `corestream serve ...`: the embedding service of the `corestream-serve` crate ([`serve`]).
+//!   builder code that uses it ([`tune`](mod@tune)).
+//! - `corestream serve ...`: the embedding service of the `corestream-serve` crate ([`serve`](mod@serve)).
 //!
 //! The backend: `--backend ort` (ONNX Runtime, `corestream::backend::ort`) or `--backend tract`
 //! (`corestream::backend::tract`). Without `--backend`, a backend-specific option picks its

@@ -539,8 +539,8 @@ struct SharedWeights {
     graph: PathBuf,
     initializers: Vec<(String, Arc<DynValue>)>,
     bytes: usize,
-    /// Holds the folder of `graph` for the model's life.
-    _dir: TempDir,
+    /// Holds the folder of `graph` for the model's life (removed on drop).
+    _dir: tempfile::TempDir,
 }
 
 impl fmt::Debug for SharedWeights {
@@ -549,15 +549,6 @@ impl fmt::Debug for SharedWeights {
             .field("initializers", &self.initializers.len())
             .field("bytes", &self.bytes)
             .finish()
-    }
-}
-
-/// Removes a folder when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -625,15 +616,18 @@ impl Settings {
 
     /// Optimises the graph once and loads its initialisers (see [`SharedWeights`]).
     fn prepare_shared_weights(&self) -> Result<SharedWeights, String> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let rt = RUNTIME.get().ok_or("ONNX Runtime is not loaded")?;
-        let dir = TempDir(std::env::temp_dir().join(format!(
-            "corestream-ort-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        )));
-        std::fs::create_dir_all(&dir.0).map_err(|e| e.to_string())?;
-        let graph_path = dir.0.join("model.onnx");
+        // A fresh folder only this user can enter (mode 0700), under a random name that must
+        // not exist yet: another local user can neither pre-create it nor plant files or
+        // symbolic links in it for ONNX Runtime or the sparse rewrite below to follow.
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("corestream-ort-");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let dir = builder
+            .tempdir()
+            .map_err(|e| format!("cannot create a private temporary folder: {e}"))?;
+        let graph_path = dir.path().join("model.onnx");
         let make = || -> Result<(), String> {
             let e = |e: ::ort::Error<SessionBuilder>| e.to_string();
             let mut b = Session::builder(&rt.env)
@@ -665,16 +659,18 @@ impl Settings {
         };
         panic::catch_unwind(AssertUnwindSafe(make)).map_err(|p| panic_message(p.as_ref()))??;
         let graph = std::fs::read(&graph_path).map_err(|e| e.to_string())?;
-        let weights_path = dir.0.join("weights.bin");
+        let weights_path = dir.path().join("weights.bin");
         let weights = std::fs::read(&weights_path).unwrap_or_default();
         let mut initializers = Vec::new();
         let mut total = 0;
         for init in super::onnx_proto::initializers(&graph)? {
             let bytes: &[u8] = match &init.external {
                 Some((location, offset, length)) if location == "weights.bin" => {
-                    let end = length.map_or(weights.len(), |l| offset + l);
-                    weights
-                        .get(*offset..end)
+                    let end = match length {
+                        None => Some(weights.len()),
+                        Some(l) => offset.checked_add(*l),
+                    };
+                    end.and_then(|end| weights.get(*offset..end))
                         .ok_or_else(|| format!("initialiser {:?} is out of range", init.name))?
                 }
                 Some((location, ..)) => {

@@ -26,7 +26,7 @@ pub enum Keep {
 
 /// A model's tokenizer with the longest input the model takes.
 pub enum TextTokenizer {
-    /// A HuggingFace tokenizer; special tokens ([CLS] ... [SEP]) are added.
+    /// A HuggingFace tokenizer; special tokens (`[CLS]` ... `[SEP]`) are added.
     Hf {
         /// The tokenizer, with its own padding and truncation turned off.
         tokenizer: Box<tokenizers::Tokenizer>,
@@ -168,7 +168,7 @@ impl TextTokenizer {
     }
 
     /// Cuts `ids` to `max` tokens keeping `keep`'s end; a HuggingFace tokenizer's first and
-    /// last tokens ([CLS], [SEP]) stay in place.
+    /// last tokens (`[CLS]`, `[SEP]`) stay in place.
     pub fn truncate(&self, ids: &mut Vec<u32>, max: usize, keep: Keep) {
         if ids.len() <= max {
             return;
