@@ -74,8 +74,10 @@ pub fn router(service: Arc<Service>) -> Router {
 /// connection finish the request it is on, and returns when all are closed.
 ///
 /// What `axum::serve` does, plus a header read timeout (`header_timeout`: a client that
-/// connects and never finishes its headers, slowloris, is disconnected after it;
-/// `axum::serve` sets no timer, so such a client holds its connection for ever). Accept
+/// connects and never finishes its headers, slowloris, or sends nothing at all, is
+/// disconnected after it; `axum::serve` sets no timer, so such a client holds its connection
+/// for ever). HTTP/1.1 only: an HTTP/2 prior-knowledge (h2c) preface is refused, since hyper
+/// bounds no HTTP/2 connection's idle time. Accept
 /// errors (out of file descriptors under a connection flood) pause accepting for 50 ms
 /// instead of ending the server.
 pub async fn serve(
@@ -84,7 +86,11 @@ pub async fn serve(
     header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only: hyper-util's version detection reads the first bytes with no timer, and
+    // HTTP/2 (h2c) has no header or idle timeout, so either would let a client hold a
+    // connection (a descriptor) for ever by sending nothing (hyperium/hyper#3756). With
+    // HTTP/1 alone the header read timeout runs from the connection's start.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -105,7 +111,7 @@ pub async fn serve(
         };
         let service = TowerToHyperService::new(router.clone());
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

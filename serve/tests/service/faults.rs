@@ -648,8 +648,58 @@ fn block_on<F: Future>(f: F) -> F::Output {
 
 /// Every in-process scenario against one server, one after the other; `prefix` names their
 /// batchers.
+/// Connections that send nothing (20 of them), and one that sends HTTP/2's prior-knowledge
+/// preface (h2c) and then nothing: each is closed within a few header timeouts, so idle
+/// sockets cannot pile up until the server runs out of descriptors.
+async fn idle_connections(launch: Launch, name: &str, header_timeout: Duration) {
+    let server = Server::start(launch, name, Duration::ZERO, 256, 16, Duration::from_secs(10));
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(connect(&server.addr).await.unwrap());
+    }
+    let mut h2c = connect(&server.addr).await.unwrap();
+    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    idle.push(h2c);
+    let start = Instant::now();
+    let deadline = header_timeout * 3;
+    let mut closed = 0;
+    for stream in &mut idle {
+        let left = deadline.saturating_sub(start.elapsed());
+        // A closed connection reads end of stream (after a 408, on actix-web); an open one
+        // times out.
+        let mut buf = [0u8; 1024];
+        let outcome = loop {
+            match tokio::time::timeout(left, stream.read(&mut buf)).await {
+                Err(_) => break "open",
+                Ok(Ok(0) | Err(_)) => break "closed",
+                Ok(Ok(_)) => continue,
+            }
+        };
+        if outcome == "closed" {
+            closed += 1;
+        }
+    }
+    let took = start.elapsed();
+    assert_eq!(
+        closed,
+        idle.len(),
+        "{name}: {closed} of {} idle connections closed within {deadline:?} (header timeout \
+         {header_timeout:?})",
+        idle.len()
+    );
+    assert!(took >= header_timeout / 2, "{name}: closed after {took:?}");
+    eprintln!(
+        "{name}: {} idle connections (one after an h2c preface) closed after {took:?} (header \
+         timeout {header_timeout:?})",
+        idle.len()
+    );
+    server.settle().await;
+    assert_eq!(server.healthy_request().await, 200);
+}
+
 async fn all_faults(launch: Launch, prefix: &str, header_timeout: Duration) {
     let name = |scenario: &str| format!("{prefix}-{scenario}");
+    idle_connections(launch, &name("idle"), header_timeout).await;
     client_disconnects(launch, &name("disconnect")).await;
     bodies_over_the_limit(launch, &name("body-limit")).await;
     slow_clients(launch, &name("slow-client"), header_timeout).await;

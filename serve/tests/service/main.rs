@@ -6,7 +6,8 @@
 //!   `/info`, `/openapi.json`, health, metrics, spans, the official `openai` Python client),
 //!   on the bundled TextNet and on MiniLM-L3 when `models/` is fetched, each on tract and ONNX
 //!   Runtime;
-//! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process.
+//! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
+//! - `accounting.rs`: request counters and the rate-limited cancellation log.
 //!
 //! The `corestream serve` command as a process (a Hugging Face model directory, SIGTERM under
 //! load) is tested by the command's crate, `cli/tests/serve.rs`.
@@ -14,6 +15,7 @@
 #[macro_use]
 mod support;
 
+mod accounting;
 mod actix_server;
 mod axum_server;
 mod faults;
