@@ -5,7 +5,8 @@
 //!   `sentence_bert_config.json`; the fetched MiniLM-L3 files, `scripts/fetch-models.sh`):
 //!   `/info`, `/v1/embeddings` and `/embed` answer, the startup line says what was chosen,
 //!   `--model FILE.onnx --tokenizer FILE.json` serves the same vectors, `--pooling cls`
-//!   other ones, and a directory without a model leaves `/health` at 503 with the reason.
+//!   other ones, and a directory without a model leaves `/health` at 503 (the reason in the
+//!   log, not in the answer).
 //! - SIGTERM under load on both servers: every request the server took is answered (200, or
 //!   503 while draining), none cancelled or lost; the server exits 0.
 
@@ -299,7 +300,7 @@ fn serves_a_hugging_face_model_directory() {
 }
 
 #[test]
-fn a_directory_without_a_model_answers_503_with_the_reason() {
+fn a_directory_without_a_model_answers_503_and_logs_the_reason() {
     let _alone = one_at_a_time();
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(empty.path().join("tokenizer.json"), "{}").unwrap();
@@ -313,9 +314,17 @@ fn a_directory_without_a_model_answers_503_with_the_reason() {
         std::thread::sleep(Duration::from_millis(50));
         body = call(&format!("{base}/health"), None).1;
     }
+    // Clients learn that the load failed, not the server's paths; the log says why.
     let message = body["message"].as_str().unwrap_or_default();
-    assert!(message.contains("no ONNX model"), "{body}");
-    assert!(message.contains("onnx/model.onnx"), "{body}");
+    assert!(message.contains("failed to load"), "{body}");
+    assert!(
+        !message.contains(&*empty.path().to_string_lossy()),
+        "{body}"
+    );
+    let logged = process.wait_log("model load failed");
+    let error = logged["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no ONNX model"), "{logged}");
+    assert!(error.contains("onnx/model.onnx"), "{logged}");
     let (status, _) = call(
         &format!("{base}/v1/embeddings"),
         Some(json!({"input": "x"})),

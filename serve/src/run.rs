@@ -47,22 +47,12 @@ fn start(args: &Args) -> Result<Arc<Service>, Error> {
 /// Loads the model on a thread of its own (the listener is already open), then logs the one
 /// line that says what was chosen, or why loading failed.
 fn load_in_background(service: &Arc<Service>, args: &Args, workers: usize) {
-    let (loading, args) = (Arc::clone(service), args.clone());
-    let spawned = std::thread::Builder::new()
-        .name("corestream-load".into())
-        .spawn(move || match load::load(&args) {
-            Ok(loaded) => {
-                log_choice(&loaded, &args, workers);
-                loading.set_loaded(loaded);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "model load failed: /health answers 503");
-                loading.set_failed(e.to_string());
-            }
-        });
-    if let Err(e) = spawned {
-        service.set_failed(format!("cannot start the loading thread: {e}"));
-    }
+    let args = args.clone();
+    service.load_in_background(move || {
+        let loaded = load::load(&args)?;
+        log_choice(&loaded, &args, workers);
+        Ok(loaded)
+    });
 }
 
 fn log_choice(loaded: &Loaded, args: &Args, workers: usize) {

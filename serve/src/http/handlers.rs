@@ -4,6 +4,8 @@
 //! `#[utoipa::path]` attributes are the OpenAPI document's source (see `openapi.rs`).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -211,6 +213,23 @@ fn body_failure(route: Route, e: BodyError) -> Reply {
     )
 }
 
+/// A new request id: unique in this process, not guessable from the last one alone.
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: OnceLock<u64> = OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        u64::from(std::process::id()) << 32 | u64::from(nanos)
+    });
+    // A bijective mix of a counter: distinct for 2^64 requests.
+    let mut x = NEXT.fetch_add(1, Ordering::Relaxed) ^ seed;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("{:016x}", x ^ (x >> 31))
+}
+
 /// `f` in the error shape of `route`: OpenAI's for `/v1/embeddings`, text-embeddings-
 /// inference's for the others.
 fn route_failure(route: Route, f: Failure) -> Reply {
@@ -252,7 +271,23 @@ fn tei_type(f: &Failure) -> &'static str {
     }
 }
 
+/// What a client is told of `f`: an internal failure (the model's or the tokenizer's own
+/// error, which may name files or libraries) is logged with a request id, and the client gets
+/// only its code and that id; other failures are the client's own doing and say so.
+fn told(mut f: Failure) -> Failure {
+    if f.kind == FailureKind::Internal {
+        let id = request_id();
+        tracing::error!(request_id = %id, code = f.code, error = %f.message, "request failed");
+        f.message = format!(
+            "internal error ({}); request id {id}: the server's log has the details",
+            f.code
+        );
+    }
+    f
+}
+
 fn openai_failure(f: Failure) -> Reply {
+    let f = told(f);
     Reply::json(
         status(f.kind),
         &OpenAiError {
@@ -266,6 +301,7 @@ fn openai_failure(f: Failure) -> Reply {
 }
 
 fn tei_failure(f: Failure) -> Reply {
+    let f = told(f);
     Reply::json(
         status(f.kind),
         &TeiError {

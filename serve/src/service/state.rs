@@ -42,6 +42,9 @@ impl std::fmt::Debug for Loaded {
     }
 }
 
+/// What clients are told about a failed model load (the reason is in the server's log).
+pub const LOAD_FAILED: &str = "the model failed to load; the server's log says why";
+
 /// Requests with more text than this (bytes, all inputs) are tokenised off the HTTP threads.
 pub const INLINE_TOKENIZE_BYTES: usize = 16 << 10;
 
@@ -123,8 +126,57 @@ impl Service {
     }
 
     /// The model could not be loaded: `/health` answers 503 with `message`.
+    ///
+    /// `message` (the load error: file paths, library messages) goes to the log; `/health`
+    /// and the answers say only that the load failed, so that clients learn nothing about the
+    /// server's files.
     pub fn set_failed(&self, message: String) {
-        self.health.set(State::Failed, Some(message));
+        tracing::error!(error = %message, "model load failed: /health answers 503");
+        self.health.set(State::Failed, Some(LOAD_FAILED.to_owned()));
+    }
+
+    /// Runs `load` on a thread of its own and makes the service ready with what it returns,
+    /// or failed (`/health` 503, liveness included, so an orchestrator restarts it) when it
+    /// returns an error, panics, or the thread cannot start: the service never stays
+    /// "loading" for ever.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use corestream_serve::service::{Service, State};
+    ///
+    /// let service = Arc::new(Service::new(Arc::new(String::new)));
+    /// let loader = service.load_in_background(|| panic!("a bug in the loader"));
+    /// loader.expect("a loading thread").join().unwrap(); // the panic was caught
+    /// assert_eq!(service.health.state(), State::Failed);
+    /// ```
+    pub fn load_in_background(
+        self: &Arc<Self>,
+        load: impl FnOnce() -> corestream::Result<Loaded> + Send + 'static,
+    ) -> Option<std::thread::JoinHandle<()>> {
+        let loading = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("corestream-load".into())
+            .spawn(
+                move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
+                    Ok(Ok(loaded)) => loading.set_loaded(loaded),
+                    Ok(Err(e)) => loading.set_failed(e.to_string()),
+                    Err(panic) => {
+                        let why = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".to_owned());
+                        loading.set_failed(format!("the model loader panicked: {why}"));
+                    }
+                },
+            );
+        match spawned {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                self.set_failed(format!("cannot start the loading thread: {e}"));
+                None
+            }
+        }
     }
 
     /// Logs the request counters and the batcher's (at shutdown).
@@ -161,10 +213,7 @@ impl Service {
     pub fn loaded(&self) -> Result<&Loaded, Failure> {
         self.loaded.get().ok_or_else(|| {
             let why = match self.health.state() {
-                State::Failed => format!(
-                    "the model failed to load: {}",
-                    self.health.message().unwrap_or_default()
-                ),
+                State::Failed => LOAD_FAILED.to_owned(),
                 State::Draining => "the service is shutting down".to_owned(),
                 _ => "the model is still loading; retry shortly".to_owned(),
             };

@@ -15,8 +15,11 @@ fn concurrent_events_give_one_report_per_period_and_lose_none() {
     let (reported, lines) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let threads: Vec<_> = (0..8)
         .map(|_| {
-            let (reports, reported, lines) =
-                (Arc::clone(&reports), Arc::clone(&reported), Arc::clone(&lines));
+            let (reports, reported, lines) = (
+                Arc::clone(&reports),
+                Arc::clone(&reported),
+                Arc::clone(&lines),
+            );
             std::thread::spawn(move || {
                 for _ in 0..10_000 {
                     if let Some(n) = reports.note(t0) {

@@ -7,7 +7,8 @@
 //!   on the bundled TextNet and on MiniLM-L3 when `models/` is fetched, each on tract and ONNX
 //!   Runtime;
 //! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
-//! - `accounting.rs`: request counters and the rate-limited cancellation log.
+//! - `accounting.rs`: request counters and the rate-limited cancellation log;
+//! - `lifecycle.rs`: a loader that fails or panics leaves the service failed.
 //!
 //! The `corestream serve` command as a process (a Hugging Face model directory, SIGTERM under
 //! load) is tested by the command's crate, `cli/tests/serve.rs`.
@@ -19,4 +20,5 @@ mod accounting;
 mod actix_server;
 mod axum_server;
 mod faults;
+mod lifecycle;
 mod scenarios;
