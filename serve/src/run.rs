@@ -1,7 +1,8 @@
 //! [`run`]: the service as `corestream serve` runs it. Logs and metrics are set up, the
 //! listener opens at once and the model loads in the background (`/health` answers 503 until
-//! it is ready, and for good, with the error, if it fails to load); Ctrl-C or SIGTERM marks
-//! the service draining (`/health` 503), keeps serving for `--drain-delay-ms`, then stops
+//! it is ready, and for good if it fails to load: the reason goes to the log); Ctrl-C or
+//! SIGTERM marks the service draining (`/health` 503), keeps serving for `--drain-delay-ms`,
+//! then stops
 //! accepting connections and finishes the requests in flight; the request totals logged at
 //! exit show none was lost.
 
@@ -19,7 +20,7 @@ use crate::service::{load, telemetry, Loaded, Service, State};
 ///
 /// Logs or metrics already set up in this process, the address cannot be bound, or
 /// `--server actix` in a build without feature `actix`. A model that fails to load is not an
-/// error here: the service keeps answering `/health` with 503 and the reason, as a container
+/// error here: the service keeps answering `/health` with 503 (the reason in the log), as a container
 /// orchestrator expects.
 pub fn run(args: Args) -> Result<(), Error> {
     match args.server {

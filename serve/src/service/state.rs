@@ -125,7 +125,7 @@ impl Service {
         }
     }
 
-    /// The model could not be loaded: `/health` answers 503 with `message`.
+    /// The model could not be loaded: `/health` answers 503.
     ///
     /// `message` (the load error: file paths, library messages) goes to the log; `/health`
     /// and the answers say only that the load failed, so that clients learn nothing about the
