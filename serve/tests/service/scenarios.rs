@@ -549,7 +549,7 @@ pub async fn openai_python_client(launch: Launch, kind: Kind, name: &str) {
     let base = launch(service(model, tokenizer, name, &options(256, 16)));
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/scripts/openai_client_check.py"
+        "/../scripts/openai_client_check.py"
     );
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&python)
