@@ -646,8 +646,6 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Every in-process scenario against one server, one after the other; `prefix` names their
-/// batchers.
 /// Connections that send nothing (20 of them), and one that sends HTTP/2's prior-knowledge
 /// preface (h2c) and then nothing: each is closed within a few header timeouts, so idle
 /// sockets cannot pile up until the server runs out of descriptors.
@@ -706,6 +704,8 @@ async fn idle_connections(launch: Launch, name: &str, header_timeout: Duration) 
     assert_eq!(server.healthy_request().await, 200);
 }
 
+/// Every in-process scenario against one server, one after the other; `prefix` names their
+/// batchers.
 async fn all_faults(launch: Launch, prefix: &str, header_timeout: Duration) {
     let name = |scenario: &str| format!("{prefix}-{scenario}");
     idle_connections(launch, &name("idle"), header_timeout).await;
