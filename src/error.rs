@@ -178,6 +178,17 @@ pub enum Error {
     #[error("the stream shut down before answering this request")]
     Shutdown,
 
+    /// Every serve loop of the batcher has ended on a panic outside any model call (see
+    /// [`BatcherHealth`](crate::BatcherHealth)): nothing is left to answer.
+    #[error(
+        "no serve loop is left: all {streams} ended on a panic outside any model call; \
+         the batcher must be rebuilt (a liveness probe on Batcher::health restarts the process)"
+    )]
+    NotServing {
+        /// The batcher's streams.
+        streams: usize,
+    },
+
     /// A bounded queue is full; try again later.
     #[error("overloaded: the queue is full ({capacity} requests waiting); retry later")]
     Overloaded {

@@ -45,7 +45,7 @@
 //! | placement | [`CpuPool`], [`pin()`], [`PinGuard`], [`batch::split_sizes`] |
 //! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`], [`DEFAULT_SPIN`], [`current_stream`], [`StreamInfo`] |
 //! | model | [`Module`], [`module_fn`], [`FnModule`], [`Infer`], [`Hint`], [`Batch`] ([`batch`]), [`MultiStreamModule`], [`MultiStreamModuleBuilder`], [`Streams`], [`ForwardFuture`], [`PartsFuture`] |
-//! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`LATENCY_BUCKETS`], `BatcherService` (feature `tower`; spans with feature `tracing`, metrics with feature `metrics`) |
+//! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`BatcherHealth`], [`LATENCY_BUCKETS`], `BatcherService` (feature `tower`; spans with feature `tracing`, metrics with feature `metrics`) |
 //! | backends | [`backend`]: [`backend::Tensor`], [`backend::ElementType`], [`backend::InputSpec`], `backend::ort` (feature `ort`), `backend::tract` (feature `tract`) |
 //! | errors | [`Error`], [`Result`], [`BoxError`] |
 //! | measuring | [`Cotenant`]: a controlled busy neighbour on chosen CPUs; [`bundled`]: the small ONNX model the docs, `corestream bench` and the service's stand-in run |
@@ -88,7 +88,9 @@ pub mod backend;
 pub use batch::{Batch, Hint};
 #[cfg(feature = "tower")]
 pub use batcher::BatcherService;
-pub use batcher::{Batcher, BatcherBuilder, BatcherStats, LATENCY_BUCKETS};
+pub use batcher::{
+    Batcher, BatcherBuilder, BatcherHealth, BatcherProblem, BatcherStats, LATENCY_BUCKETS,
+};
 pub use context::{current_stream, StreamInfo};
 pub use cotenant::Cotenant;
 pub use error::{BoxError, Error, Result};

@@ -54,16 +54,19 @@ use crate::stream::{panic_message, Executor, WakeHook};
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{mpsc, oneshot, Condvar, Mutex, MutexGuard};
 
+mod health;
 mod select;
 #[cfg(feature = "tower")]
 mod service;
 mod stats;
 mod telemetry;
 
+pub use health::{BatcherHealth, BatcherProblem};
 #[cfg(feature = "tower")]
 pub use service::BatcherService;
 pub use stats::{BatcherStats, LATENCY_BUCKETS};
 
+use health::Activity;
 use select::Limits;
 use stats::{BatchShape, Counters};
 use telemetry::{Queued, StreamTelemetry, Telemetry};
@@ -192,6 +195,9 @@ struct Shared<M: Module> {
     taking: CachePadded<AtomicBool>,
     /// Serve loops that have not ended (or whose work has not been dropped unrun).
     loops: Mutex<usize>,
+    /// Which streams are in a batch since when, and serve loops running or ended (see
+    /// [`BatcherHealth`]).
+    activity: Activity,
     loop_ended: Condvar,
     max_batch: usize,
     /// The token budget of a batch, if any.
@@ -283,6 +289,11 @@ where
         if shared.closed.load(Ordering::Acquire) {
             return TaskFuture::failed(Error::Shutdown);
         }
+        if shared.activity.serving() == 0 {
+            return TaskFuture::failed(Error::NotServing {
+                streams: shared.activity.streams(),
+            });
+        }
         if !shared.reserve() {
             // Requests whose callers left do not hold places.
             shared.purge();
@@ -339,6 +350,13 @@ where
         shared.places.accepted.fetch_add(1, Ordering::Relaxed);
         shared.telemetry.accepted();
         shared.announce();
+        // The last serve loop may have died after the check in `infer` and failed what was
+        // queued before this request arrived: then nothing would ever take it (see
+        // `LoopEnded`; both sides store, fence, then look).
+        fence(Ordering::SeqCst);
+        if shared.activity.serving() == 0 && !shared.closed.load(Ordering::Acquire) {
+            shared.fail_queued();
+        }
         TaskFuture::pending(rx, None)
     }
 
@@ -356,6 +374,27 @@ where
             shared.places.len.load(Ordering::Acquire),
             shared.places.accepted.load(Ordering::Relaxed),
         )
+    }
+
+    /// Whether the serve loops are alive and making progress: loops running and ended, the
+    /// oldest queued request's wait, the longest-running batch. A liveness probe should fail
+    /// on [`BatcherHealth::problem`] (the struct has an example). Takes the queue's lock
+    /// once, to look at the waiting requests.
+    pub fn health(&self) -> BatcherHealth {
+        let shared = &*self.shared;
+        let mut queue = shared.lock();
+        shared.drain(&mut queue);
+        let live = queue
+            .requests
+            .iter()
+            .filter(|r| !r.ticket.reply.is_canceled());
+        let (queued, oldest) = live.fold((0, None), |(n, oldest): (usize, Option<Instant>), r| {
+            let t = r.ticket.enqueued;
+            (n + 1, Some(oldest.map_or(t, |o| o.min(t))))
+        });
+        shared.leave(&queue);
+        drop(queue);
+        shared.activity.snapshot(queued, oldest)
     }
 
     /// The batcher's name (see [`BatcherBuilder::name`], which has an example).
@@ -545,6 +584,25 @@ where
         self.arrived.notify_all();
     }
 
+    /// Fails every queued request with [`Error::NotServing`]: no serve loop is left to answer
+    /// them.
+    fn fail_queued(&self) {
+        let mut queue = self.lock();
+        self.drain(&mut queue);
+        let failed: Vec<Request<M>> = queue.requests.drain(..).collect();
+        queue.rows = 0;
+        queue.tokens = 0;
+        drop(queue);
+        self.release(failed.len());
+        let streams = self.activity.streams();
+        for request in failed {
+            let _ = request
+                .ticket
+                .reply
+                .send(Err(Error::NotServing { streams }));
+        }
+    }
+
     /// Blocks until at most `left` serve loops are still running.
     fn wait_for_loops(&self, left: usize) {
         let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
@@ -572,8 +630,14 @@ where
             match self.next_work(exec) {
                 // Empty when every request taken had been cancelled meanwhile.
                 Work::Batch(batch) if batch.is_empty() => {}
-                Work::Batch(batch) => self.run(exec, &telemetry, batch),
-                Work::Direct => exec.run_queued(),
+                Work::Batch(batch) => {
+                    let _running = self.activity.running(index);
+                    self.run(exec, &telemetry, batch);
+                }
+                Work::Direct => {
+                    let _running = self.activity.running(index);
+                    exec.run_queued();
+                }
                 Work::Closed => break,
             }
         }
@@ -858,8 +922,23 @@ where
             return;
         }
         let sizes: Vec<usize> = tickets.iter().map(|t| t.rows).collect();
-        // Copies to rerun one by one if the batch as a whole fails.
-        let copies = inputs.clone();
+        // Copies to rerun one by one if the batch as a whole fails. The input's `Clone` is the
+        // caller's code: a panic there fails this batch's requests, not the serve loop.
+        let copies = match panic::catch_unwind(AssertUnwindSafe(|| inputs.clone())) {
+            Ok(copies) => copies,
+            Err(payload) => {
+                let why = panic_message(payload.as_ref());
+                let failed = tickets
+                    .into_iter()
+                    .map(|t| {
+                        let e = Error::Panicked(format!("cloning a batch's inputs: {why}"));
+                        (t, Err(e))
+                    })
+                    .collect();
+                self.answer(telemetry, failed);
+                return;
+            }
+        };
         let n = tickets.len();
         // `exec.forward` catches the model's panics; this catches those of `Batch` code.
         let parts = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -1090,6 +1169,7 @@ where
             closed: AtomicBool::new(false),
             taking: CachePadded::new(AtomicBool::new(false)),
             loops: Mutex::new(0),
+            activity: Activity::new(self.module.num_streams()),
             loop_ended: Condvar::new(),
             max_batch: self.max_batch,
             max_batch_tokens: self.max_batch_tokens,
@@ -1113,6 +1193,7 @@ where
         });
         let tasks = module.tasks();
         *shared.loops.lock().unwrap_or_else(|e| e.into_inner()) = tasks.len();
+        shared.activity.started(tasks.len());
         let mut started = Ok(());
         for task in tasks {
             task.set_wake_hook(Some(Arc::clone(&hook)));
@@ -1182,10 +1263,28 @@ impl Drop for PollSlot<'_> {
 }
 
 /// Held by one serve loop; its drop counts the loop as ended.
-struct LoopEnded<M: Module>(Arc<Shared<M>>);
+struct LoopEnded<M>(Arc<Shared<M>>)
+where
+    M: Module,
+    M::Input: Batch + Clone,
+    M::Output: Batch;
 
-impl<M: Module> Drop for LoopEnded<M> {
+impl<M> Drop for LoopEnded<M>
+where
+    M: Module,
+    M::Input: Batch + Clone,
+    M::Output: Batch,
+{
     fn drop(&mut self) {
+        // A loop that ends while the batcher is open died (a panic outside any model call).
+        // When it was the last, nothing will take what is queued: fail it, and `infer`
+        // refuses from now on (see the other side in `send`).
+        let open = !self.0.closed.load(Ordering::Acquire);
+        let left = self.0.activity.loop_gone(open);
+        fence(Ordering::SeqCst);
+        if open && left == 0 {
+            self.0.fail_queued();
+        }
         let mut loops = self.0.loops.lock().unwrap_or_else(|e| e.into_inner());
         *loops -= 1;
         drop(loops);
