@@ -38,7 +38,7 @@ use corestream::batch::Rows;
 use corestream::{CpuPool, Module, MultiStreamModule, Streams};
 use corestream_serve::http::axum as app;
 use corestream_serve::model::{embedder, Backend, TextTokenizer};
-use corestream_serve::service::{serve_model, BatchOptions, Loaded, Service};
+use corestream_serve::service::{serve_model, BatchOptions, Loaded, Monitor, Service};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 const SENTENCES: [&str; 8] = [
@@ -232,7 +232,7 @@ fn serve(
     let (model, tokenizer) = (setup.load_model)();
     let loaded =
         serve_model(model, tokenizer, label, setup.backend.clone(), options).expect("batcher");
-    let stats = loaded.stats.clone();
+    let stats = loaded.monitor.clone();
     if let Some(s) = &stats {
         STATS
             .lock()
@@ -246,7 +246,7 @@ fn serve(
         embedder: Arc::new(embedder::Naive(Arc::new(setup.load_model.as_ref()().0))),
         tokenizer,
         info,
-        stats: None,
+        monitor: None,
     });
     (base, handle)
 }
@@ -350,7 +350,7 @@ async fn throughput(setup: &Setup, load: Load) {
     );
 }
 
-/// The batchers' counters by name (the service keeps them in `Loaded::stats`).
+/// The batchers' counters by name (the service keeps them in `Loaded::monitor`).
 fn fast_stats(name: &str) -> corestream::BatcherStats {
     STATS
         .lock()
@@ -358,12 +358,11 @@ fn fast_stats(name: &str) -> corestream::BatcherStats {
         .iter()
         .rev()
         .find(|(n, _)| n == name)
-        .map(|(_, f)| f())
+        .map(|(_, m)| m.stats())
         .expect("a served batcher of that name")
 }
 
-static STATS: std::sync::Mutex<Vec<(String, StatsFn)>> = std::sync::Mutex::new(Vec::new());
-type StatsFn = Arc<dyn Fn() -> corestream::BatcherStats + Send + Sync>;
+static STATS: std::sync::Mutex<Vec<(String, Arc<dyn Monitor>)>> = std::sync::Mutex::new(Vec::new());
 
 fn served_batch(s: &corestream::BatcherStats) -> f64 {
     s.batch_rows as f64 / s.batches.max(1) as f64

@@ -3,6 +3,7 @@
 //! limits, on which server, and the client timeouts and drain.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use corestream::Streams;
 
@@ -163,4 +164,44 @@ pub struct Args {
         value_name = "MS"
     )]
     pub body_timeout_ms: u64,
+    /// Request body bytes held at once, in MiB: each request reserves its body's size (its
+    /// Content-Length, or the 2 MiB limit for a chunked body) until it is answered; one that
+    /// cannot within the body timeout gets 503.
+    #[arg(
+        long,
+        env = "CORESTREAM_BODY_BUDGET_MIB",
+        default_value_t = 64,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(2..=1 << 20)
+    )]
+    pub body_budget_mib: u64,
+    /// Answer 504 to a request not answered this long after its body arrived (e.g. `30s`,
+    /// `1500ms`; a bare number is seconds). Default: no limit.
+    #[arg(long, env = "CORESTREAM_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub request_timeout: Option<Duration>,
+    /// Call the service stuck (`/health/live` and `/health` 503, so that an orchestrator
+    /// restarts it) once a model call has run, or a request has waited for a stream, this long
+    /// (e.g. `60s`; a bare number is seconds). A serve loop that ended makes it stuck at once.
+    #[arg(
+        long,
+        env = "CORESTREAM_STUCK_AFTER",
+        default_value = "60s",
+        value_name = "DURATION",
+        value_parser = duration
+    )]
+    pub stuck_after: Duration,
+}
+
+/// A duration flag: `humantime`'s `30s`, `1500ms`, `2m`, or a bare number of seconds.
+fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let parsed = match text.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|e| e.to_string()),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| format!("{e}: give a duration such as 30s, 1500ms or 2m"))?;
+    if parsed.is_zero() {
+        return Err("the duration must be above zero".to_owned());
+    }
+    Ok(parsed)
 }

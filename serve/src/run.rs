@@ -41,7 +41,10 @@ fn start(args: &Args) -> Result<Arc<Service>, Error> {
     let prometheus = telemetry::install_prometheus().map_err(Error::Telemetry)?;
     Ok(Arc::new(
         Service::new(telemetry::renderer(prometheus))
-            .with_body_timeout(Duration::from_millis(args.body_timeout_ms)),
+            .with_body_timeout(Duration::from_millis(args.body_timeout_ms))
+            .with_body_budget(usize::try_from(args.body_budget_mib << 20).unwrap_or(usize::MAX))
+            .with_request_timeout(args.request_timeout)
+            .with_stuck_after(args.stuck_after),
     ))
 }
 

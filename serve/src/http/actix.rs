@@ -18,9 +18,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::http::handlers::{
-    declared_over_limit, handle, BodyError, Method, Reply, Route, BODY_LIMIT,
-};
+use crate::http::handlers::{handle, BodyError, BodySize, Method, Reply, Route, BODY_LIMIT};
 use crate::service::state::Service;
 
 fn response(reply: Reply) -> HttpResponse {
@@ -31,13 +29,9 @@ fn response(reply: Reply) -> HttpResponse {
     .body(reply.body)
 }
 
-/// The body of a request, at most [`BODY_LIMIT`] bytes: a declared length over it is refused
-/// before reading, a chunked body as soon as it passes the limit.
-async fn read_body(request: HttpRequest, payload: web::Payload) -> Result<web::Bytes, BodyError> {
-    let declared = request.headers().get(header::CONTENT_LENGTH);
-    if declared_over_limit(declared.map(|v| v.as_bytes())) {
-        return Err(BodyError::TooLarge);
-    }
+/// The body of a request, at most [`BODY_LIMIT`] bytes (a chunked body is refused as soon as it
+/// passes the limit; [`handle`] refuses a declared length over it before reading).
+async fn read_body(payload: web::Payload) -> Result<web::Bytes, BodyError> {
     match payload.to_bytes_limited(BODY_LIMIT).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => Err(BodyError::Failed(e.to_string())),
@@ -91,7 +85,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
                             request: HttpRequest,
                             payload: web::Payload| async move {
             let peer = request.conn_data::<Peer>().cloned();
-            let reply = handle(&service, route, read_body(request, payload));
+            let size = BodySize::from_headers(
+                request
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .map(|v| v.as_bytes()),
+                request.headers().contains_key(header::TRANSFER_ENCODING),
+            );
+            let reply = handle(&service, route, size, read_body(payload));
             match peer {
                 // Dropping `reply` cancels the request (counted as such) when the client left.
                 Some(peer) => tokio::select! {

@@ -37,8 +37,10 @@ pub struct OpenAiRequest {
     pub truncate: Option<bool>,
 }
 
-/// OpenAI's `input`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// OpenAI's `input`. Deserialised by a visitor that reads each form straight into its
+/// vectors and stops at `--max-client-batch` inputs (see [`crate::http::bounded`]), not by
+/// serde's untagged buffering.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum OpenAiInput {
     /// One text.
@@ -156,8 +158,8 @@ fn yes() -> bool {
     true
 }
 
-/// text-embeddings-inference's `inputs`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// text-embeddings-inference's `inputs` (deserialised as [`OpenAiInput`] is).
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum TeiInput {
     /// One text.
@@ -180,7 +182,21 @@ pub enum TruncationDirection {
 #[serde(deny_unknown_fields)]
 pub struct TextsRequest {
     /// The texts.
+    #[serde(deserialize_with = "crate::http::bounded::list")]
     pub texts: Vec<String>,
+}
+
+/// What `POST /embed` is parsed into: either form's fields, so that the body is read once,
+/// without an intermediate JSON tree; the handler then checks that the fields make one form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EmbedBody {
+    pub(crate) inputs: Option<TeiInput>,
+    #[serde(default, deserialize_with = "crate::http::bounded::optional_list")]
+    pub(crate) texts: Option<Vec<String>>,
+    pub(crate) normalize: Option<bool>,
+    pub(crate) truncate: Option<bool>,
+    pub(crate) truncation_direction: Option<TruncationDirection>,
 }
 
 /// Answer to `{"texts"}`.

@@ -18,9 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
-use crate::http::handlers::{
-    declared_over_limit, handle, BodyError, Method, Reply, Route, BODY_LIMIT,
-};
+use crate::http::handlers::{handle, BodyError, BodySize, Method, Reply, Route, BODY_LIMIT};
 use crate::service::state::Service;
 
 fn response(reply: Reply) -> Response {
@@ -31,13 +29,10 @@ fn response(reply: Reply) -> Response {
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-/// The body of `request`, at most [`BODY_LIMIT`] bytes: a declared length over it is refused
-/// before reading, a chunked body as soon as it passes the limit (`DefaultBodyLimit`).
+/// The body of `request`, at most [`BODY_LIMIT`] bytes (`DefaultBodyLimit`: a chunked body is
+/// refused as soon as it passes the limit; [`handle`] refuses a declared length over it before
+/// reading).
 async fn read_body(request: Request) -> Result<Bytes, BodyError> {
-    let declared = request.headers().get(header::CONTENT_LENGTH);
-    if declared_over_limit(declared.map(|v| v.as_bytes())) {
-        return Err(BodyError::TooLarge);
-    }
     Bytes::from_request(request, &())
         .await
         .map_err(|rejection| {
@@ -55,7 +50,14 @@ pub fn router(service: Arc<Service>) -> Router {
     let mut router = Router::new();
     for route in Route::ALL {
         let handler = move |State(service): State<Arc<Service>>, request: Request| async move {
-            response(handle(&service, route, read_body(request)).await)
+            let size = BodySize::from_headers(
+                request
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .map(|v| v.as_bytes()),
+                request.headers().contains_key(header::TRANSFER_ENCODING),
+            );
+            response(handle(&service, route, size, read_body(request)).await)
         };
         router = router.route(
             route.path(),

@@ -9,18 +9,20 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use base64::Engine as _;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument;
 
 use crate::http::api::{
-    EmbedAnswer, EmbedRequest, EmbedResponse, EmbeddingValue, EncodingFormat, HealthBody, Info,
-    OpenAiEmbedding, OpenAiError, OpenAiErrorDetail, OpenAiInput, OpenAiRequest, OpenAiResponse,
-    TeiError, TeiInput, TeiRequest, TextsRequest, TruncationDirection, Usage,
+    EmbedAnswer, EmbedBody, EmbedRequest, EmbedResponse, EmbeddingValue, EncodingFormat,
+    HealthBody, Info, OpenAiEmbedding, OpenAiError, OpenAiErrorDetail, OpenAiInput, OpenAiRequest,
+    OpenAiResponse, TeiError, TeiInput, TruncationDirection, Usage,
 };
+use crate::http::bounded::{self, ParseError};
 use crate::http::openapi::ApiDoc;
 use crate::model::tokenizer::Keep;
 use crate::service::health::State;
-use crate::service::{Failure, FailureKind, Service};
+use crate::service::{Failure, FailureKind, Loaded, Service};
 
 /// The largest request body accepted (larger: 413 from the framework).
 pub const BODY_LIMIT: usize = 2 << 20;
@@ -112,13 +114,37 @@ impl Route {
     }
 }
 
-/// Whether a request's declared `Content-Length` is over [`BODY_LIMIT`]: such a body is
-/// refused (413) before any of it is read, instead of waiting for bytes that will be refused.
-pub fn declared_over_limit(content_length: Option<&[u8]>) -> bool {
-    content_length
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > BODY_LIMIT as u64)
+/// What an adapter knows of a request's body before reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySize {
+    /// Its length: the `Content-Length`, or 0 for a request without a body.
+    Exact(u64),
+    /// Not known ahead (a chunked body).
+    Unknown,
+}
+
+impl BodySize {
+    /// From the request's headers: its `Content-Length` (raw value), and whether it has a
+    /// `Transfer-Encoding` (HTTP/1.1: without either, a request has no body). An unreadable
+    /// length is `Unknown`: the framework refuses such a request anyway.
+    pub fn from_headers(content_length: Option<&[u8]>, transfer_encoding: bool) -> BodySize {
+        match content_length {
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(BodySize::Unknown, BodySize::Exact),
+            None if transfer_encoding => BodySize::Unknown,
+            None => BodySize::Exact(0),
+        }
+    }
+
+    /// The bytes to reserve for it: a body of unknown length may reach [`BODY_LIMIT`].
+    fn reserve(self) -> usize {
+        match self {
+            BodySize::Exact(n) => usize::try_from(n).unwrap_or(usize::MAX).min(BODY_LIMIT),
+            BodySize::Unknown => BODY_LIMIT,
+        }
+    }
 }
 
 /// Why a request body could not be read (the adapters' body readers say).
@@ -130,15 +156,19 @@ pub enum BodyError {
     Failed(String),
 }
 
-/// Answers `route` for the body `read_body` yields, inside a span `http_request` (route,
-/// status), counted in [`Service::requests`] (cancelled if this future is dropped before it
-/// answers), in `corestream_http_requests_total{route,status}` and
-/// `corestream_http_request_duration_seconds{route}`. A body that takes longer than
-/// [`Service::body_timeout`] to arrive is a 408, one over [`BODY_LIMIT`] a 413, in the route's
-/// error shape.
+/// Answers `route` for the body `read_body` yields (of `size`), inside a span `http_request`
+/// (route, status), counted in [`Service::requests`] (cancelled if this future is dropped
+/// before it answers), in `corestream_http_requests_total{route,status}` and
+/// `corestream_http_request_duration_seconds{route}`. In the route's error shape: a body
+/// declared over [`BODY_LIMIT`] is a 413 before any of it is read; one that cannot have its
+/// size reserved from the service's [`BodyBudget`](crate::service::BodyBudget) within
+/// [`Service::body_timeout`] a 503 before it is read; one that takes longer than that to
+/// arrive a 408, one over the limit a 413; a request not answered within
+/// [`Service::request_timeout`] a 504.
 pub async fn handle<B: AsRef<[u8]>>(
     service: &Service,
     route: Route,
+    size: BodySize,
     read_body: impl Future<Output = Result<B, BodyError>>,
 ) -> Reply {
     let ticket = service.requests.start(route.path());
@@ -149,8 +179,26 @@ pub async fn handle<B: AsRef<[u8]>>(
     );
     let start = Instant::now();
     let reply = async {
+        if matches!(size, BodySize::Exact(n) if n > BODY_LIMIT as u64) {
+            return body_failure(route, BodyError::TooLarge);
+        }
         let timeout = service.body_timeout();
-        let body = match tokio::time::timeout(timeout, read_body).await {
+        let deadline = Instant::now() + timeout;
+        // Held until the request is answered: its body and what is parsed from it.
+        let Some(_reserved) = service.bodies.reserve(size.reserve(), deadline).await else {
+            return route_failure(
+                route,
+                Failure::unavailable(
+                    "overloaded",
+                    format!(
+                        "the server holds as many request bytes as it may ({} MiB, \
+                         --body-budget-mib); retry later",
+                        service.bodies.bytes() >> 20
+                    ),
+                ),
+            );
+        };
+        let body = match tokio::time::timeout_at(deadline.into(), read_body).await {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => return body_failure(route, e),
             Err(_) => {
@@ -169,8 +217,10 @@ pub async fn handle<B: AsRef<[u8]>>(
         };
         let body = body.as_ref();
         match route {
-            Route::OpenAiEmbeddings => openai_embeddings(service, body).await,
-            Route::Embed => embed(service, body).await,
+            Route::OpenAiEmbeddings => {
+                within(service, route, openai_embeddings(service, body)).await
+            }
+            Route::Embed => within(service, route, embed(service, body)).await,
             Route::Info => info(service),
             Route::Health => health(service),
             Route::Ready => ready(service),
@@ -195,6 +245,32 @@ pub async fn handle<B: AsRef<[u8]>>(
     metrics::histogram!("corestream_http_request_duration_seconds", "route" => route.path())
         .record(start.elapsed().as_secs_f64());
     reply
+}
+
+/// `answer`, or a 504 if it is not ready within [`Service::request_timeout`] (then dropped:
+/// a request still queued is cancelled, one running is not waited for).
+async fn within(service: &Service, route: Route, answer: impl Future<Output = Reply>) -> Reply {
+    let Some(limit) = service.request_timeout() else {
+        return answer.await;
+    };
+    match tokio::time::timeout(limit, answer).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            metrics::counter!("corestream_request_timeouts_total", "route" => route.path())
+                .increment(1);
+            route_failure(
+                route,
+                Failure::new(
+                    FailureKind::Deadline,
+                    "request_timeout",
+                    format!(
+                        "the request was not answered within {} ms (--request-timeout)",
+                        limit.as_millis()
+                    ),
+                ),
+            )
+        }
+    }
 }
 
 fn body_failure(route: Route, e: BodyError) -> Reply {
@@ -247,6 +323,7 @@ pub fn status(kind: FailureKind) -> u16 {
         FailureKind::TooLarge => 413,
         FailureKind::Internal => 500,
         FailureKind::Unavailable => 503,
+        FailureKind::Deadline => 504,
     }
 }
 
@@ -255,6 +332,7 @@ fn openai_type(kind: FailureKind) -> &'static str {
     match kind {
         FailureKind::Unavailable => "overloaded_error",
         FailureKind::Internal => "server_error",
+        FailureKind::Deadline => "timeout_error",
         FailureKind::Invalid | FailureKind::Timeout | FailureKind::TooLarge => {
             "invalid_request_error"
         }
@@ -266,7 +344,7 @@ fn tei_type(f: &Failure) -> &'static str {
     match (f.kind, f.code) {
         (FailureKind::Unavailable, "overloaded") => "Overloaded",
         (FailureKind::Unavailable, _) => "Unhealthy",
-        (FailureKind::Internal, _) => "Backend",
+        (FailureKind::Internal | FailureKind::Deadline, _) => "Backend",
         _ => "Validation",
     }
 }
@@ -355,8 +433,26 @@ fn json_object(body: &[u8]) -> Result<&str, Failure> {
     Ok(text)
 }
 
+/// Parses a body for `loaded`'s limits: a list of inputs stops being read past
+/// `--max-client-batch` (413), other failures are `invalid` (400).
+fn parse_body<T: DeserializeOwned>(
+    text: &str,
+    loaded: &Loaded,
+    invalid: impl FnOnce(serde_json::Error) -> Failure,
+) -> Result<T, Failure> {
+    bounded::parse(text, loaded.info.max_client_batch_size).map_err(|e| match e {
+        ParseError::TooManyInputs { max } => Failure::too_large(
+            "too_many_inputs",
+            format!("more than {max} inputs in one request; at most {max} are allowed (--max-client-batch)"),
+        ),
+        ParseError::Json(e) => invalid(e),
+    })
+}
+
 async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
-    let request: OpenAiRequest = serde_json::from_str(json_object(body)?).map_err(|e| {
+    let text = json_object(body)?;
+    let loaded = service.loaded()?;
+    let request: OpenAiRequest = parse_body(text, loaded, |e| {
         Failure::bad_request(
             "invalid_json",
             format!(
@@ -366,7 +462,6 @@ async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
             ),
         )
     })?;
-    let loaded = service.loaded()?;
     let dim = loaded.info.dimension;
     if let Some(d) = request.dimensions.filter(|&d| d != dim as u64) {
         return Err(Failure::bad_request(
@@ -448,40 +543,61 @@ fn invalid_embed_body(e: impl std::fmt::Display) -> Failure {
 }
 
 async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
-    let value: serde_json::Value =
-        serde_json::from_str(json_object(body)?).map_err(invalid_embed_body)?;
-    let texts_form = value.get("texts").is_some() && value.get("inputs").is_none();
-    if texts_form {
-        let request: TextsRequest = serde_json::from_value(value).map_err(invalid_embed_body)?;
-        let loaded = service.loaded()?;
-        let input = service
-            .tokenize(loaded, request.texts, None, Keep::Start)
-            .await?;
-        let embeddings = service.embed(loaded, input, true).await?;
-        return Ok(Reply::json(
-            200,
-            &EmbedResponse {
-                model: loaded.info.model_id.clone(),
-                dim: loaded.info.dimension,
-                embeddings,
-            },
-        ));
-    }
-    let request: TeiRequest = serde_json::from_value(value).map_err(invalid_embed_body)?;
+    let text = json_object(body)?;
     let loaded = service.loaded()?;
-    let texts = match request.inputs {
-        TeiInput::Text(t) => vec![t],
-        TeiInput::Texts(t) => t,
-    };
-    let keep = match request.truncation_direction {
-        Some(TruncationDirection::Left) => Keep::End,
-        _ => Keep::Start,
-    };
-    let input = service
-        .tokenize(loaded, texts, request.truncate, keep)
-        .await?;
-    let vectors = service.embed(loaded, input, request.normalize).await?;
-    Ok(Reply::json(200, &vectors))
+    let body: EmbedBody = parse_body(text, loaded, invalid_embed_body)?;
+    match body {
+        EmbedBody {
+            inputs: None,
+            texts: Some(texts),
+            normalize: None,
+            truncate: None,
+            truncation_direction: None,
+        } => {
+            let input = service.tokenize(loaded, texts, None, Keep::Start).await?;
+            let embeddings = service.embed(loaded, input, true).await?;
+            Ok(Reply::json(
+                200,
+                &EmbedResponse {
+                    model: loaded.info.model_id.clone(),
+                    dim: loaded.info.dimension,
+                    embeddings,
+                },
+            ))
+        }
+        EmbedBody {
+            inputs: Some(inputs),
+            texts: None,
+            normalize,
+            truncate,
+            truncation_direction,
+        } => {
+            let texts = match inputs {
+                TeiInput::Text(t) => vec![t],
+                TeiInput::Texts(t) => t,
+            };
+            let keep = match truncation_direction {
+                Some(TruncationDirection::Left) => Keep::End,
+                _ => Keep::Start,
+            };
+            let input = service.tokenize(loaded, texts, truncate, keep).await?;
+            let vectors = service
+                .embed(loaded, input, normalize.unwrap_or(true))
+                .await?;
+            Ok(Reply::json(200, &vectors))
+        }
+        EmbedBody {
+            inputs: Some(_),
+            texts: Some(_),
+            ..
+        } => Err(invalid_embed_body(
+            "`texts` and `inputs` are two forms; send one",
+        )),
+        EmbedBody { texts: Some(_), .. } => Err(invalid_embed_body(
+            "`normalize`, `truncate` and `truncation_direction` go with `inputs`, not `texts`",
+        )),
+        EmbedBody { .. } => Err(invalid_embed_body("missing field `inputs`")),
+    }
 }
 
 /// The served model and the service's limits.
@@ -501,33 +617,47 @@ pub fn info(service: &Service) -> Reply {
     }
 }
 
-fn health_body(service: &Service) -> HealthBody {
+fn health_body(service: &Service, verdict: Result<(), String>) -> Reply {
     let state = service.health.state();
-    HealthBody {
-        status: state.name().to_owned(),
-        message: match state {
-            State::Ready => None,
-            State::Draining => Some("shutting down: finishing requests in flight".into()),
-            State::Loading => Some("loading the model".into()),
-            State::Failed => service.health.message(),
-        },
-    }
+    let (status, body) = match verdict {
+        Ok(()) => (
+            200,
+            HealthBody {
+                status: state.name().to_owned(),
+                message: None,
+            },
+        ),
+        Err(why) => (
+            503,
+            HealthBody {
+                // A stuck batcher in a ready service: its own status word.
+                status: if state == State::Ready {
+                    "stuck"
+                } else {
+                    state.name()
+                }
+                .to_owned(),
+                message: Some(why),
+            },
+        ),
+    };
+    Reply::json(status, &body)
 }
 
-/// Readiness: 200 when the streams serve, 503 while loading, after a failed load, or while
-/// draining. (`/health/ready` answers the same.)
+/// Readiness: 200 when the streams serve; 503 while loading, after a failed load, while
+/// draining, or while stuck (a serve loop ended, a model call or a queued request older than
+/// `--stuck-after`). (`/health/ready` answers the same.)
 #[utoipa::path(
     get,
     path = "/health",
     tag = "health",
     responses(
         (status = 200, description = "Ready", body = HealthBody),
-        (status = 503, description = "Loading, failed to load, or draining", body = HealthBody),
+        (status = 503, description = "Loading, failed to load, draining, or stuck", body = HealthBody),
     )
 )]
 pub fn health(service: &Service) -> Reply {
-    let status = if service.health.ready() { 200 } else { 503 };
-    Reply::json(status, &health_body(service))
+    health_body(service, service.readiness())
 }
 
 /// Readiness, for Kubernetes' `readinessProbe`: the same as `/health`.
@@ -537,26 +667,27 @@ pub fn health(service: &Service) -> Reply {
     tag = "health",
     responses(
         (status = 200, description = "Ready", body = HealthBody),
-        (status = 503, description = "Loading, failed to load, or draining", body = HealthBody),
+        (status = 503, description = "Loading, failed to load, draining, or stuck", body = HealthBody),
     )
 )]
 pub fn ready(service: &Service) -> Reply {
     health(service)
 }
 
-/// Liveness, for Kubernetes' `livenessProbe`: 503 only after a failed model load.
+/// Liveness, for Kubernetes' `livenessProbe`: 503 after a failed model load, or while stuck
+/// (a serve loop ended, a model call or a queued request older than `--stuck-after`: a
+/// restart cures both); 200 while loading, ready or draining.
 #[utoipa::path(
     get,
     path = "/health/live",
     tag = "health",
     responses(
         (status = 200, description = "Alive (ready, loading or draining)", body = HealthBody),
-        (status = 503, description = "The model failed to load: restart", body = HealthBody),
+        (status = 503, description = "The model failed to load, or its streams are stuck: restart", body = HealthBody),
     )
 )]
 pub fn live(service: &Service) -> Reply {
-    let status = if service.health.live() { 200 } else { 503 };
-    Reply::json(status, &health_body(service))
+    health_body(service, service.liveness())
 }
 
 /// Prometheus metrics: the batchers' (per model and stream) and the HTTP requests'.

@@ -7,7 +7,8 @@
 pub mod actix;
 pub mod api;
 pub mod axum;
+pub mod bounded;
 pub mod handlers;
 pub mod openapi;
 
-pub use handlers::{handle, status, BodyError, Method, Reply, Route, BODY_LIMIT};
+pub use handlers::{handle, status, BodyError, BodySize, Method, Reply, Route, BODY_LIMIT};

@@ -11,8 +11,13 @@
 //! table (512 for BERT models).
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use corestream::Error;
+
+/// Texts longer than this that must be tokenised whole (see
+/// [`TextTokenizer::encode_within`]) are tokenised one at a time.
+const WHOLE_ALONE_BYTES: usize = 64 << 10;
 
 /// Which end of an over-long input truncation keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -167,6 +172,57 @@ impl TextTokenizer {
         }
     }
 
+    /// The token ids of `text` as [`encode`](Self::encode) gives them, or, when the text is
+    /// longer than `max` tokens, a list longer than `max` whose `keep` end is the full list's
+    /// (so [`truncate`](Self::truncate) to `max` gives the same ids, and the length check the
+    /// same verdict), without tokenising the whole text.
+    ///
+    /// A HuggingFace tokenizer's working memory is hundreds of bytes per character (measured:
+    /// ~450 MiB for one 2 MiB text with MiniLM's), so a long text is tokenised from its `keep`
+    /// end in pieces, each twice the last and cut at whitespace where there is some, until
+    /// one holds more than `max + 1` tokens and its `max` tokens at the `keep` end are those
+    /// of the piece twice as long: what lies past the cut no longer changes them (a cut
+    /// changes only the word it falls in, for BERT's, SentencePiece's and byte-level BPE's
+    /// tokenizers alike). A text that never settles is tokenised whole, as before.
+    pub fn encode_within(&self, text: &str, max: usize, keep: Keep) -> Result<Vec<u32>, String> {
+        if matches!(self, TextTokenizer::Bytes { .. }) {
+            return self.encode(text);
+        }
+        let cut = |len: usize| match keep {
+            Keep::Start => &text[..boundary_after(text, len)],
+            Keep::End => &text[boundary_before(text, text.len().saturating_sub(len))..],
+        };
+        let end = |ids: &[u32]| -> Vec<u32> {
+            match keep {
+                Keep::Start => ids[..max].to_vec(),
+                Keep::End => ids[ids.len() - max..].to_vec(),
+            }
+        };
+        // Room for `max` tokens of up to 16 bytes each in the first piece.
+        let mut piece = max.saturating_add(2).saturating_mul(16).max(4096);
+        while piece.saturating_mul(2) < text.len() {
+            let part = cut(piece);
+            let ids = self.encode(part)?;
+            if ids.len() > max.saturating_add(1) {
+                let longer = self.encode(cut(piece * 2))?;
+                if longer.len() > max && end(&ids) == end(&longer) {
+                    return Ok(ids);
+                }
+            }
+            piece = piece.saturating_mul(2);
+        }
+        if text.len() <= WHOLE_ALONE_BYTES {
+            return self.encode(text);
+        }
+        // A long text whose tokens never settled (one long word, a run of whitespace): its
+        // whole tokenisation runs alone in the process, so that its working memory is paid
+        // once at a time, not once per CPU. (Texts this long are tokenised on tokio's
+        // blocking pool, never on an HTTP thread.)
+        static WHOLE: Mutex<()> = Mutex::new(());
+        let _alone = WHOLE.lock().unwrap_or_else(|e| e.into_inner());
+        self.encode(text)
+    }
+
     /// Cuts `ids` to `max` tokens keeping `keep`'s end; a HuggingFace tokenizer's first and
     /// last tokens (`[CLS]`, `[SEP]`) stay in place.
     pub fn truncate(&self, ids: &mut Vec<u32>, max: usize, keep: Keep) {
@@ -190,4 +246,31 @@ impl TextTokenizer {
             }
         }
     }
+}
+
+/// Where a prefix of about `at` bytes ends: at the first whitespace at or after `at` when
+/// there is one within 1 KiB (the prefix keeps whole words), else at the char boundary at or
+/// after `at`.
+fn boundary_after(text: &str, at: usize) -> usize {
+    let mut chars = text.char_indices().skip_while(|&(i, _)| i < at).peekable();
+    let first = chars.peek().map_or(text.len(), |&(i, _)| i);
+    chars
+        .take_while(|&(i, _)| i < at + 1024)
+        .find(|&(_, c)| c.is_whitespace())
+        .map_or(first, |(i, _)| i)
+}
+
+/// Where a suffix of about `text.len() - at` bytes starts: just past the last whitespace at
+/// or before `at` when there is one within 1 KiB, else at the char boundary at or before `at`.
+fn boundary_before(text: &str, at: usize) -> usize {
+    let start = (0..=at)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    text[..start]
+        .char_indices()
+        .rev()
+        .take_while(|&(i, _)| i + 1024 >= start)
+        .find(|&(_, c)| c.is_whitespace())
+        .map_or(start, |(i, c)| i + c.len_utf8())
 }

@@ -15,6 +15,8 @@ pub enum FailureKind {
     Unavailable,
     /// The model or the tokenizer failed (HTTP 500).
     Internal,
+    /// The request was not answered within `--request-timeout` (HTTP 504).
+    Deadline,
 }
 
 /// Why a request failed.

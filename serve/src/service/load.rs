@@ -11,7 +11,7 @@ use crate::args::Args;
 use crate::model::embedder::{self, Backend};
 use crate::model::{ModelFiles, TextEmbedder, TextNet, TextTokenizer};
 use crate::service::info::Info;
-use crate::service::state::Loaded;
+use crate::service::state::{Embedder, Loaded};
 
 /// How a model is served: streams and batching.
 #[derive(Debug, Clone)]
@@ -122,12 +122,11 @@ where
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let batcher = Arc::new(batcher);
-    let stats = Arc::clone(&batcher);
     Ok(Loaded {
-        embedder: batcher,
+        embedder: Arc::clone(&batcher) as Embedder,
         tokenizer: Arc::new(tokenizer),
         info,
-        stats: Some(Arc::new(move || stats.stats())),
+        monitor: Some(batcher),
     })
 }
 

@@ -5,6 +5,7 @@
 //! spans, Prometheus metrics). HTTP statuses are the HTTP layer's business
 //! ([`crate::http`]); a failure here has a [`FailureKind`].
 
+pub mod budget;
 pub mod failure;
 pub mod health;
 pub mod info;
@@ -13,9 +14,10 @@ pub mod requests;
 pub mod state;
 pub mod telemetry;
 
+pub use budget::BodyBudget;
 pub use failure::{Failure, FailureKind};
 pub use health::{Health, State};
 pub use info::Info;
 pub use load::{serve_model, BatchOptions};
 pub use requests::Requests;
-pub use state::{Embedder, Loaded, Service};
+pub use state::{Embedder, Loaded, Monitor, Service};

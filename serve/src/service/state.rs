@@ -3,15 +3,17 @@
 //! The axum router (`app.rs`) and the actix-web app (`examples/actix_embed`) are thin adapters
 //! over [`crate::http::handlers`], which call this.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use corestream::batch::Rows;
-use corestream::{Error, Infer};
+use corestream::{Batch, Batcher, BatcherHealth, BatcherStats, Error, Infer, Module};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::model::tokenizer::{Keep, TextTokenizer};
+use crate::service::budget::BodyBudget;
 use crate::service::failure::Failure;
 use crate::service::health::{Health, State};
 use crate::service::info::Info;
@@ -29,8 +31,31 @@ pub struct Loaded {
     pub tokenizer: Arc<TextTokenizer>,
     /// What `GET /info` answers.
     pub info: Info,
-    /// The batcher's counters (rows and tokens per batch, latency), when a batcher serves.
-    pub stats: Option<Arc<dyn Fn() -> corestream::BatcherStats + Send + Sync>>,
+    /// The batcher's counters and liveness, when a batcher serves.
+    pub monitor: Option<Arc<dyn Monitor>>,
+}
+
+/// What the service watches of the batcher behind a model: its counters (rows and tokens per
+/// batch, latency) and its liveness (serve loops, the oldest wait, the longest run).
+pub trait Monitor: Send + Sync {
+    /// The counters.
+    fn stats(&self) -> BatcherStats;
+    /// The liveness.
+    fn health(&self) -> BatcherHealth;
+}
+
+impl<M> Monitor for Batcher<M>
+where
+    M: Module,
+    M::Input: Batch + Clone,
+    M::Output: Batch,
+{
+    fn stats(&self) -> BatcherStats {
+        Batcher::stats(self)
+    }
+    fn health(&self) -> BatcherHealth {
+        Batcher::health(self)
+    }
 }
 
 impl std::fmt::Debug for Loaded {
@@ -51,6 +76,13 @@ pub const INLINE_TOKENIZE_BYTES: usize = 16 << 10;
 /// How long a client may take to send a request body, by default (`--body-timeout-ms`).
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Request body bytes held at once, by default (`--body-budget-mib`).
+pub const DEFAULT_BODY_BUDGET: usize = 64 << 20;
+
+/// How long a model call may run, or a request wait for a stream, before the service calls
+/// itself stuck (`/health/live` 503), by default (`--stuck-after`).
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(60);
+
 /// What the handlers share: health, the request counters, the loaded model (once loaded),
 /// the metrics renderer.
 pub struct Service {
@@ -59,6 +91,12 @@ pub struct Service {
     /// Requests started, answered and cancelled.
     pub requests: Requests,
     body_timeout: Duration,
+    /// Request body bytes held at once.
+    pub bodies: BodyBudget,
+    request_timeout: Option<Duration>,
+    stuck_after: Duration,
+    /// Whether the last look found the batcher stuck (its change is logged, not each look).
+    stuck: AtomicBool,
     /// Large requests tokenised at once (one per CPU).
     tokenizing: Arc<Semaphore>,
     loaded: OnceLock<Loaded>,
@@ -91,6 +129,10 @@ impl Service {
             health: Health::default(),
             requests: Requests::default(),
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            bodies: BodyBudget::new(DEFAULT_BODY_BUDGET),
+            request_timeout: None,
+            stuck_after: DEFAULT_STUCK_AFTER,
+            stuck: AtomicBool::new(false),
             tokenizing: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             )),
@@ -108,6 +150,76 @@ impl Service {
     /// How long a client may take to send a request body.
     pub fn body_timeout(&self) -> Duration {
         self.body_timeout
+    }
+
+    /// The same service, holding at most `bytes` of request bodies at once (see
+    /// [`BodyBudget`]).
+    pub fn with_body_budget(mut self, bytes: usize) -> Service {
+        self.bodies = BodyBudget::new(bytes);
+        self
+    }
+
+    /// The same service, answering 504 to a request not answered within `timeout` (`None`:
+    /// no limit, the default).
+    pub fn with_request_timeout(mut self, timeout: Option<Duration>) -> Service {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a request may take once its body has arrived, if limited.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout
+    }
+
+    /// The same service, calling itself stuck (liveness and readiness 503) once a model call
+    /// has run, or a request waited for a stream, longer than `after`.
+    pub fn with_stuck_after(mut self, after: Duration) -> Service {
+        self.stuck_after = after;
+        self
+    }
+
+    /// Why the loaded model's batcher cannot be trusted to answer, if so (see
+    /// [`BatcherHealth::problem`]): a serve loop ended, a model call or a queued request older
+    /// than `--stuck-after`. The change from healthy to stuck and back is logged once.
+    pub fn stuck(&self) -> Option<String> {
+        let problem = self
+            .loaded
+            .get()
+            .and_then(|l| l.monitor.as_ref())
+            .and_then(|m| m.health().problem(self.stuck_after))
+            .map(|p| p.to_string());
+        let was = self.stuck.swap(problem.is_some(), Ordering::Relaxed);
+        match (&problem, was) {
+            (Some(why), false) => {
+                tracing::error!(problem = %why, "the model's streams are stuck: /health/live answers 503");
+            }
+            (None, true) => tracing::warn!("the model's streams answer again"),
+            _ => {}
+        }
+        problem
+    }
+
+    /// Readiness: ready (loaded, not draining) and not [`stuck`](Self::stuck); else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.health.ready() {
+            return Err(self
+                .health
+                .message()
+                .unwrap_or_else(|| self.health.state().name().to_owned()));
+        }
+        self.stuck().map_or(Ok(()), Err)
+    }
+
+    /// Liveness: not failed to load and not [`stuck`](Self::stuck); else why not. Loading
+    /// and draining are alive (a restart would not help them).
+    pub fn liveness(&self) -> Result<(), String> {
+        if !self.health.live() {
+            return Err(self
+                .health
+                .message()
+                .unwrap_or_else(|| self.health.state().name().to_owned()));
+        }
+        self.stuck().map_or(Ok(()), Err)
     }
 
     /// A ready service (what tests and the load generator serve).
@@ -189,8 +301,8 @@ impl Service {
             in_flight = requests.in_flight(),
             "http request totals"
         );
-        if let Some(stats) = self.loaded.get().and_then(|l| l.stats.as_ref()) {
-            let s = stats();
+        if let Some(monitor) = self.loaded.get().and_then(|l| l.monitor.as_ref()) {
+            let s = monitor.stats();
             tracing::info!(
                 completed = s.completed,
                 failed = s.failed,
@@ -204,8 +316,24 @@ impl Service {
         }
     }
 
-    /// Prometheus text.
+    /// Prometheus text, with the batcher's liveness gauges brought up to date first:
+    /// `corestream_serve_loops{model}` (running), `corestream_serve_loops_ended{model}`,
+    /// `corestream_oldest_queued_seconds{model}`, `corestream_longest_batch_seconds{model}`.
     pub fn render_metrics(&self) -> String {
+        if let Some(loaded) = self.loaded.get() {
+            if let Some(monitor) = &loaded.monitor {
+                let h = monitor.health();
+                let model = loaded.info.model_id.clone();
+                metrics::gauge!("corestream_serve_loops", "model" => model.clone())
+                    .set(h.serving as f64);
+                metrics::gauge!("corestream_serve_loops_ended", "model" => model.clone())
+                    .set(h.ended as f64);
+                metrics::gauge!("corestream_oldest_queued_seconds", "model" => model.clone())
+                    .set(h.oldest_wait.map_or(0.0, |d| d.as_secs_f64()));
+                metrics::gauge!("corestream_longest_batch_seconds", "model" => model)
+                    .set(h.longest_run.map_or(0.0, |d| d.as_secs_f64()));
+            }
+        }
         (self.metrics)()
     }
 
@@ -260,7 +388,7 @@ impl Service {
         let span = tracing::debug_span!("tokenize", inputs = texts.len());
         let bytes: usize = texts.iter().map(String::len).sum();
         let ids = if bytes <= INLINE_TOKENIZE_BYTES {
-            span.in_scope(|| encode_all(&loaded.tokenizer, &texts))
+            span.in_scope(|| encode_all(&loaded.tokenizer, &texts, keep))
         } else {
             // The permit moves into the blocking task: a request dropped meanwhile (its
             // client left) does not free the place while its tokenisation still runs.
@@ -271,7 +399,7 @@ impl Service {
             let tokenizer = Arc::clone(&loaded.tokenizer);
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                span.in_scope(|| encode_all(&tokenizer, &texts))
+                span.in_scope(|| encode_all(&tokenizer, &texts, keep))
             })
             .await
             .map_err(|e| {
@@ -325,9 +453,9 @@ impl Service {
                     return Err(Failure::too_large(
                         "input_too_long",
                         format!(
-                            "input {i} is {} tokens long; the model takes at most {max} \
-                             (send \"truncate\": true, or start the server with --truncate, \
-                             to cut it)",
+                            "input {i} is at least {} tokens long; the model takes at most \
+                             {max} (send \"truncate\": true, or start the server with \
+                             --truncate, to cut it)",
                             row.len()
                         ),
                     ));
@@ -388,13 +516,19 @@ impl Service {
     }
 }
 
-/// Token ids of each text, or a 400 naming what the tokenizer refused.
-fn encode_all(tokenizer: &TextTokenizer, texts: &[String]) -> Result<Vec<Vec<u32>>, Failure> {
+/// Token ids of each text, enough of them to apply the length policy (see
+/// [`TextTokenizer::encode_within`]), or a 400 naming what the tokenizer refused.
+fn encode_all(
+    tokenizer: &TextTokenizer,
+    texts: &[String],
+    keep: Keep,
+) -> Result<Vec<Vec<u32>>, Failure> {
+    let max = tokenizer.max_input_length();
     texts
         .iter()
         .map(|t| {
             tokenizer
-                .encode(t)
+                .encode_within(t, max, keep)
                 .map_err(|m| Failure::bad_request("invalid_request", m))
         })
         .collect()

@@ -117,7 +117,13 @@ impl Server {
     }
 
     fn stats(&self) -> corestream::BatcherStats {
-        (self.service.loaded().unwrap().stats.as_ref().unwrap())()
+        self.service
+            .loaded()
+            .unwrap()
+            .monitor
+            .as_ref()
+            .unwrap()
+            .stats()
     }
 
     /// Waits until no request is in flight and the batcher's queue is empty and every request

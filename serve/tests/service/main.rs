@@ -8,7 +8,10 @@
 //!   Runtime;
 //! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
 //! - `accounting.rs`: request counters and the rate-limited cancellation log;
-//! - `lifecycle.rs`: a loader that fails or panics leaves the service failed.
+//! - `lifecycle.rs`: a loader that fails or panics leaves the service failed;
+//! - `stuck.rs`: a model call that does not return (504 after --request-timeout, liveness 503
+//!   after --stuck-after), serve loops that ended, the body budget;
+//! - `tokenizer.rs`: long texts tokenised in pieces give the ids of whole tokenisation.
 //!
 //! The `corestream serve` command as a process (a Hugging Face model directory, SIGTERM under
 //! load) is tested by the command's crate, `cli/tests/serve.rs`.
@@ -22,3 +25,5 @@ mod axum_server;
 mod faults;
 mod lifecycle;
 mod scenarios;
+mod stuck;
+mod tokenizer;
