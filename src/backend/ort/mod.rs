@@ -53,8 +53,11 @@
 //!   made from the optimised graph with optimisation off and those values supplied
 //!   (`AddInitializer`, which ONNX Runtime uses in place). Measured on ResNet-18 (47 MB of
 //!   weights): a second two-CPU stream adds ~5 MB of RSS with sharing, ~50 MB without
-//!   ([`OrtModelBuilder::share_weights`], [`OrtModel::weight_sharing`]). Per-stream sessions
-//!   live as long as the model.
+//!   ([`OrtModelBuilder::share_weights`], [`OrtModel::weight_sharing`]). A stream's session
+//!   lives as long as the stream: it is released (its threads with it) when the stream stops,
+//!   i.e. when its [`Task`](crate::Task) or [`MultiStreamModule`](crate::MultiStreamModule) is
+//!   dropped, so a model serving streams that come and go holds the sessions of the running
+//!   ones only ([`OrtModel::session_count`]).
 //!
 //! No ONNX Runtime thread pool spans more than one stream's CPUs.
 //!

@@ -19,7 +19,7 @@ use super::run::{
     element_type, pin_as_thread_zero, standard_layout, tensor_ref, to_tensor, RunSession,
 };
 use super::session::{release_free_memory, Optimization, Settings, Source};
-use crate::context::current_stream;
+use crate::context::{current_stream, StreamInfo};
 use crate::error::{BoxError, Error, Result};
 use crate::module::Module;
 use crate::stream::panic_message;
@@ -181,7 +181,7 @@ impl OrtModelBuilder {
             output_cnames,
             first: Mutex::new(Some(session)),
             shared: OnceLock::new(),
-            streams: Mutex::new(HashMap::new()),
+            streams: Arc::default(),
         })
     }
 }
@@ -201,9 +201,13 @@ pub struct OrtModel {
     first: Mutex<Option<RunSession>>,
     /// One intra-op thread: plain calls and every one-CPU stream.
     shared: OnceLock<RunSession>,
-    /// Sessions of streams with several CPUs, by stream id.
-    streams: Mutex<HashMap<u64, Arc<RunSession>>>,
+    /// Sessions of running streams with several CPUs, by stream id: each is removed when its
+    /// stream stops (see [`OrtModel::stream_session`]).
+    streams: Arc<StreamSessions>,
 }
+
+/// The sessions of multi-CPU streams, by stream id.
+type StreamSessions = Mutex<HashMap<u64, Arc<RunSession>>>;
 
 impl fmt::Debug for OrtModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -259,8 +263,11 @@ impl OrtModel {
         self.outputs.iter().map(String::as_str).collect()
     }
 
-    /// The number of sessions created so far (one shared one-thread session, plus one per
-    /// multi-CPU stream that has run the model).
+    /// The number of sessions the model holds: one shared one-thread session, plus one per
+    /// running multi-CPU stream that has run the model. A stream's session is released when
+    /// the stream stops (its [`Task`](crate::Task) or
+    /// [`MultiStreamModule`](crate::MultiStreamModule) is dropped), so streams that come and
+    /// go over one model do not accumulate sessions.
     pub fn session_count(&self) -> usize {
         let first = self.first.lock().map_or(0, |f| usize::from(f.is_some()));
         let streams = self.streams.lock().map_or(0, |s| s.len());
@@ -301,12 +308,18 @@ impl OrtModel {
         Ok(self.shared.get_or_init(|| session))
     }
 
-    /// This stream's own session (created on the stream thread on its first call).
-    fn stream_session(&self, id: u64, cpus: &[usize]) -> Result<Arc<RunSession>> {
+    /// This stream's own session, created on its first call (on the stream thread, or on a
+    /// caller running a part of the stream's work) and kept until the stream stops: an end
+    /// hook on the stream ([`StreamInfo::on_end`]) removes it from the map, so the map holds
+    /// the sessions of running streams only, however many streams the model has served.
+    /// A call on a stream that has stopped already (e.g. from a task the model spawned) gets
+    /// a session for that call only.
+    fn stream_session(&self, stream: &StreamInfo) -> Result<Arc<RunSession>> {
+        let id = stream.id();
         if let Some(s) = self.streams.lock().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(s);
         }
-        let session = Arc::new(self.settings.session(cpus)?);
+        let session = Arc::new(self.settings.session(stream.pool().cpus())?);
         // The build-time session is not needed by a model whose streams all own sessions; a
         // later one-thread caller creates the shared one again.
         if self.shared.get().is_none() {
@@ -316,7 +329,32 @@ impl OrtModel {
                 }
             }
         }
-        if let Ok(mut map) = self.streams.lock() {
+        let Ok(mut map) = self.streams.lock() else {
+            return Ok(session);
+        };
+        if let Some(existing) = map.get(&id) {
+            // A concurrent first call of the same stream won: use its session.
+            return Ok(Arc::clone(existing));
+        }
+        // Registered under the map's lock: the hook (which takes the lock) then runs after the
+        // insert below, never before it. `on_end` runs hooks outside its own lock, so the two
+        // locks are never taken in the other order.
+        let weak = Arc::downgrade(&self.streams);
+        let registered = stream.on_end(move || {
+            let Some(streams) = weak.upgrade() else {
+                return; // the model is gone, and its sessions with it
+            };
+            let removed = streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            if removed.is_some() {
+                // The session (unless a call still holds it) and its threads go here.
+                drop(removed);
+                release_free_memory();
+            }
+        });
+        if registered {
             map.insert(id, Arc::clone(&session));
         }
         Ok(session)
@@ -356,9 +394,8 @@ impl Module for OrtModel {
         let stream = current_stream().filter(|s| s.pool().len() > 1);
         let run = || match &stream {
             Some(s) => {
-                let cpus = s.pool().cpus();
-                let session = self.stream_session(s.id(), cpus)?;
-                pin_as_thread_zero(cpus);
+                let session = self.stream_session(s)?;
+                pin_as_thread_zero(s.pool().cpus());
                 self.run_on(&session, inputs)
             }
             None => self.run_on(self.shared_session()?, inputs),
