@@ -131,7 +131,8 @@ pub fn load_library(explicit: Option<&Path>) -> Result<&'static Library> {
 }
 
 /// Checks that `path` is an ONNX Runtime library `ort` can use, without `ort`: opens it,
-/// resolves `OrtGetApiBase`, reads the version and asks for the C API level.
+/// resolves `OrtGetApiBase`, reads the version and asks for the C API level. An accepted
+/// library stays loaded for the process; a rejected one is unloaded again.
 fn probe_library(path: &Path) -> Result<Library, String> {
     let canonical = std::fs::canonicalize(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_owned(),
@@ -145,9 +146,22 @@ fn probe_library(path: &Path) -> Result<Library, String> {
     // dynamic loader itself rejects files that are not shared objects (text files etc.).
     let lib = unsafe { libloading::Library::new(&canonical) }
         .map_err(|e| format!("not a loadable shared library: {e}"))?;
-    // Never unloaded: `ort` opens the same file next (the loader counts references), and ONNX
-    // Runtime does not support being unloaded. A rejected library stays mapped, unused.
-    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    // A rejected library is unloaded again when `lib` drops on this early return (no ONNX
+    // Runtime state was made in it: only `OrtGetApiBase`, `GetVersionString` and `GetApi`
+    // were called).
+    let version = check_api(&lib)?;
+    // Never unloaded once accepted: `ort` opens the same file next (the loader counts
+    // references), and ONNX Runtime does not support being unloaded.
+    std::mem::forget(lib);
+    Ok(Library {
+        path: canonical,
+        version,
+    })
+}
+
+/// Resolves `OrtGetApiBase` in `lib`, reads the version and asks for the C API level `ort`
+/// uses; returns the version.
+fn check_api(lib: &libloading::Library) -> Result<String, String> {
     type GetApiBase = unsafe extern "system" fn() -> *const ::ort::sys::OrtApiBase;
     // SAFETY: the symbol's type is the one ONNX Runtime's C API declares:
     // `const OrtApiBase* OrtGetApiBase(void)`.
@@ -159,8 +173,14 @@ fn probe_library(path: &Path) -> Result<Library, String> {
         return Err("OrtGetApiBase returned null".into());
     }
     // SAFETY: `base` is non-null and points to ONNX Runtime's static `OrtApiBase`, whose
-    // `GetVersionString` returns a static NUL-terminated string.
-    let version = unsafe { CStr::from_ptr(((*base).GetVersionString)()) }
+    // `GetVersionString` takes no argument and returns a static NUL-terminated string (or
+    // null, checked below).
+    let version = unsafe { ((*base).GetVersionString)() };
+    if version.is_null() {
+        return Err("GetVersionString returned null".into());
+    }
+    // SAFETY: `version` is non-null and NUL-terminated (above); it is copied at once.
+    let version = unsafe { CStr::from_ptr(version) }
         .to_string_lossy()
         .into_owned();
     let minor = version
@@ -181,10 +201,7 @@ fn probe_library(path: &Path) -> Result<Library, String> {
             ::ort::sys::ORT_API_VERSION
         ));
     }
-    Ok(Library {
-        path: canonical,
-        version,
-    })
+    Ok(version)
 }
 
 /// Hands a checked library to `ort` and creates the process's environment.
