@@ -10,11 +10,11 @@ use ::ort::environment::Environment;
 use crate::error::{Error, Result};
 use crate::stream::panic_message;
 
-/// Where `scripts/fetch-onnxruntime.sh` puts the library: the last place looked at.
-pub const FETCHED_LIBRARY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/target/onnxruntime/libonnxruntime.so"
-);
+/// Where `scripts/fetch-onnxruntime.sh` puts the library, relative to the corestream
+/// repository's root. Looked for at run time, never at a path fixed when corestream was built:
+/// in the folders above the running executable ([`fetched_library_near`]), then in the current
+/// folder (see [`library_candidates`]).
+pub const FETCHED_LIBRARY: &str = "target/onnxruntime/libonnxruntime.so";
 
 /// The oldest ONNX Runtime accepted: `1.{MIN_MINOR_VERSION}` (the C API level `ort` uses).
 pub const MIN_MINOR_VERSION: u32 = ::ort::MINOR_VERSION;
@@ -47,14 +47,36 @@ pub(super) struct Runtime {
 pub(super) static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 static RUNTIME_INIT: Mutex<()> = Mutex::new(());
 
-fn fetch_hint() -> String {
+/// How to get a library; without an explicit path, also where the executable's folders were
+/// searched in vain.
+fn fetch_hint(explicit: Option<&Path>) -> String {
+    let searched = match (explicit, std::env::current_exe()) {
+        (None, Ok(exe)) if fetched_library_near(&exe).is_none() => {
+            format!("no folder above {} has {FETCHED_LIBRARY}; ", exe.display())
+        }
+        _ => String::new(),
+    };
     format!(
-        "run scripts/fetch-onnxruntime.sh in the corestream repository (it puts ONNX Runtime {}+ at {FETCHED_LIBRARY}), or set ORT_DYLIB_PATH to a libonnxruntime.so",
+        "{searched}run scripts/fetch-onnxruntime.sh in the corestream repository (it puts ONNX Runtime {}+ at {FETCHED_LIBRARY} there), or set ORT_DYLIB_PATH to a libonnxruntime.so",
         format_args!("1.{MIN_MINOR_VERSION}")
     )
 }
 
-/// The places looked at, in order, for `explicit` (see the [module docs](super)).
+/// The places looked at, in order, for `explicit` (see the [module docs](super)): `explicit`
+/// alone when given; else `ORT_DYLIB_PATH` when set, the fetched library nearest above the
+/// running executable when there is one ([`fetched_library_near`]), and [`FETCHED_LIBRARY`]
+/// in the current folder.
+///
+/// ```
+/// use corestream::backend::ort::{library_candidates, FETCHED_LIBRARY};
+///
+/// let explicit = std::path::Path::new("/opt/onnxruntime/lib/libonnxruntime.so");
+/// assert_eq!(library_candidates(Some(explicit)), [explicit]);
+/// let default = library_candidates(None);
+/// let here = std::env::current_dir()?.join(FETCHED_LIBRARY);
+/// assert!(default.contains(&here));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(path) = explicit {
         return vec![path.to_path_buf()];
@@ -63,8 +85,45 @@ pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(env) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
         out.push(PathBuf::from(env));
     }
-    out.push(PathBuf::from(FETCHED_LIBRARY));
+    if let Some(near) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| fetched_library_near(&exe))
+    {
+        out.push(near);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        let here = cwd.join(FETCHED_LIBRARY);
+        if !out.contains(&here) {
+            out.push(here);
+        }
+    }
     out
+}
+
+/// The fetched library for an executable at `exe`: `dir/`[`FETCHED_LIBRARY`] for the nearest
+/// folder `dir` above `exe` where that file exists, if any. A program cargo built in a
+/// corestream checkout (`<repo>/target/release/corestream`, a test in
+/// `<repo>/target/debug/deps/`) finds the library that `scripts/fetch-onnxruntime.sh` put in
+/// `<repo>/target/onnxruntime/`, wherever the checkout is. Only looks at the file system:
+/// `exe` itself need not exist.
+///
+/// ```
+/// use corestream::backend::ort::{fetched_library_near, FETCHED_LIBRARY};
+///
+/// let repo = tempfile::tempdir()?;
+/// let exe = repo.path().join("target/release/corestream");
+/// assert_eq!(fetched_library_near(&exe), None);
+/// let lib = repo.path().join(FETCHED_LIBRARY);
+/// std::fs::create_dir_all(lib.parent().unwrap())?;
+/// std::fs::write(&lib, b"")?;
+/// assert_eq!(fetched_library_near(&exe), Some(lib));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn fetched_library_near(exe: &Path) -> Option<PathBuf> {
+    exe.ancestors()
+        .skip(1)
+        .map(|dir| dir.join(FETCHED_LIBRARY))
+        .find(|candidate| candidate.is_file())
 }
 
 /// The process's `ort` environment, once a library is loaded: to create your own `ort`
@@ -126,7 +185,7 @@ pub fn load_library(explicit: Option<&Path>) -> Result<&'static Library> {
     }
     Err(Error::OrtLibrary {
         tried,
-        hint: fetch_hint(),
+        hint: fetch_hint(explicit),
     })
 }
 

@@ -26,8 +26,16 @@
 //!
 //! 1. the path given to [`OrtModelBuilder::library`] (only that one, when given);
 //! 2. the environment variable `ORT_DYLIB_PATH`;
-//! 3. [`FETCHED_LIBRARY`]: `target/onnxruntime/libonnxruntime.so` in this crate's folder,
-//!    where `scripts/fetch-onnxruntime.sh` puts the library of the pinned PyPI wheel.
+//! 3. [`FETCHED_LIBRARY`] (`target/onnxruntime/libonnxruntime.so`, where
+//!    `scripts/fetch-onnxruntime.sh` puts the library of the pinned PyPI wheel) in the nearest
+//!    folder above the running executable that has it ([`fetched_library_near`]): a program
+//!    or test cargo built in a corestream checkout finds the checkout's library;
+//! 4. [`FETCHED_LIBRARY`] in the current folder (for a build whose `CARGO_TARGET_DIR` lies
+//!    outside the checkout, run from the checkout). A program that may be started from a
+//!    folder others can write to should name its library, or set `ORT_DYLIB_PATH`.
+//!
+//! These are found at run time ([`library_candidates`] lists them): no path of the machine
+//! that built corestream is compiled in.
 //!
 //! Each candidate is checked before `ort` sees it (opened, `OrtGetApiBase` resolved, version
 //! read, C API level requested); a missing, unloadable (e.g. not a shared library) or too old
@@ -84,8 +92,8 @@ mod run;
 mod session;
 
 pub use library::{
-    environment, library_candidates, load_library, loaded_library, Library, FETCHED_LIBRARY,
-    MIN_MINOR_VERSION,
+    environment, fetched_library_near, library_candidates, load_library, loaded_library, Library,
+    FETCHED_LIBRARY, MIN_MINOR_VERSION,
 };
 pub use model::{OrtModel, OrtModelBuilder, DEFAULT_SPIN};
 pub use session::Optimization;
