@@ -106,6 +106,19 @@ impl fmt::Debug for SharedWeights {
     }
 }
 
+/// The number of elements of a tensor of ONNX `dims`: `None` for a negative axis or a count a
+/// `usize` cannot hold (checked: the graph's dims are read from a file).
+fn element_count(dims: &[i64]) -> Option<usize> {
+    let dims = dims
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<Vec<usize>>>()?;
+    if dims.contains(&0) {
+        return Some(0);
+    }
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 /// An ONNX Runtime value of ONNX type `data_type` from little-endian bytes.
 fn initializer_value(data_type: i32, dims: &[i64], bytes: &[u8]) -> Result<DynValue, String> {
     fn make<T, const N: usize>(
@@ -116,8 +129,12 @@ fn initializer_value(data_type: i32, dims: &[i64], bytes: &[u8]) -> Result<DynVa
     where
         T: ::ort::value::PrimitiveTensorElementType + Clone + fmt::Debug + 'static,
     {
-        let n: i64 = dims.iter().product();
-        if bytes.len() != usize::try_from(n).unwrap_or(usize::MAX).saturating_mul(N) {
+        let expected = element_count(dims)
+            .and_then(|n| n.checked_mul(N))
+            .ok_or_else(|| {
+                format!("dims {dims:?} have a negative axis or more bytes than a usize counts")
+            })?;
+        if bytes.len() != expected {
             return Err(format!(
                 "{} bytes for dims {dims:?} of {N}-byte elements",
                 bytes.len()
@@ -233,7 +250,7 @@ impl Settings {
                 // Small: stays in the graph, each session has its own copy.
                 None => continue,
             };
-            total += bytes.len();
+            total = usize::saturating_add(total, bytes.len());
             let value = initializer_value(init.data_type, &init.dims, bytes)
                 .map_err(|e| format!("initialiser {:?}: {e}", init.name))?;
             initializers.push((init.name, Arc::new(value)));
@@ -335,4 +352,41 @@ fn affinities(cpus: &[usize]) -> String {
         .map(|c| (c + 1).to_string())
         .collect::<Vec<_>>()
         .join(";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_counts_are_checked() {
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[2, 3, 4]), Some(24));
+        assert_eq!(element_count(&[3, 0, i64::MAX]), Some(0));
+        assert_eq!(element_count(&[-1]), None);
+        assert_eq!(element_count(&[-1, -2]), None);
+        assert_eq!(element_count(&[i64::MAX, i64::MAX]), None);
+        assert_eq!(element_count(&[1 << 32, 1 << 32]), None);
+    }
+
+    /// Hostile dims in the optimised graph are an error that turns weight sharing off, not an
+    /// overflow panic (`dims.iter().product()`) or negative dims whose product looks right.
+    #[test]
+    fn initializers_with_hostile_dims_are_errors() {
+        for (dims, bytes) in [
+            (vec![i64::MAX, 2], 8),
+            (vec![i64::MAX, i64::MAX, 2], 8),
+            (vec![-1, -2], 8),
+            (vec![-2], 8),
+            (vec![i64::MAX], 4),
+        ] {
+            let err = initializer_value(1, &dims, &vec![0u8; bytes]).unwrap_err();
+            assert!(
+                err.contains("negative axis or more bytes"),
+                "{dims:?}: {err}"
+            );
+        }
+        let err = initializer_value(1, &[2, 3], &[0u8; 20]).unwrap_err();
+        assert_eq!(err, "20 bytes for dims [2, 3] of 4-byte elements");
+    }
 }
