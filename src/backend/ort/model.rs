@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use ::ort::session::builder::PrepackedWeights;
 use ::ort::value::ValueType;
 
-use super::super::spec::check_inputs;
-use super::super::tensor::Tensor;
-use super::super::InputSpec;
 use super::library::{load_library, Library};
 use super::run::{
     element_type, pin_as_thread_zero, standard_layout, tensor_ref, to_tensor, RunSession,
 };
 use super::session::{release_free_memory, Optimization, Settings, Source};
+use crate::backend::spec::check_inputs;
+use crate::backend::tensor::Tensor;
+use crate::backend::InputSpec;
 use crate::context::{current_stream, StreamInfo};
 use crate::error::{BoxError, Error, Result};
 use crate::module::Module;

@@ -9,7 +9,7 @@ use ::ort::value::{DynValue, DynValueRef, TensorElementType, TensorRef, ValueTyp
 use ::ort::AsPointer;
 use ndarray::IxDyn;
 
-use super::super::tensor::{Element, ElementType, Tensor};
+use crate::backend::tensor::{Element, ElementType, Tensor};
 
 pub(super) fn element_type(ty: TensorElementType) -> Option<ElementType> {
     Some(match ty {

@@ -234,7 +234,7 @@ impl Settings {
         let weights = std::fs::read(&weights_path).unwrap_or_default();
         let mut initializers = Vec::new();
         let mut total = 0;
-        for init in super::super::onnx_proto::initializers(&graph)? {
+        for init in crate::backend::onnx_proto::initializers(&graph)? {
             let bytes: &[u8] = match &init.external {
                 Some((location, offset, length)) if location == "weights.bin" => {
                     let end = match length {
