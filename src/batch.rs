@@ -159,20 +159,20 @@ fn check_dim(dim: usize, rank: usize) -> Result<()> {
 }
 
 fn check_total(rows: usize, sizes: &[usize]) -> Result<()> {
-    // Saturating: sizes that overflow a usize cannot add up to a real batch (a plain sum
-    // panicked on them; found by fuzz target `batch`).
-    let total = sizes.iter().fold(0usize, |sum, &n| sum.saturating_add(n));
-    if total == rows {
-        Ok(())
-    } else {
-        Err(Error::BatchMismatch {
-            first: total,
+    // Checked: sizes that overflow a usize add up to no batch, not even one of usize::MAX rows
+    // (a plain sum panicked on them, found by fuzz target `batch`; a saturated one equalled
+    // such a batch). The error then reports usize::MAX.
+    match sizes.iter().try_fold(0usize, |sum, &n| sum.checked_add(n)) {
+        Some(total) if total == rows => Ok(()),
+        total => Err(Error::BatchMismatch {
+            first: total.unwrap_or(usize::MAX),
             second: rows,
-        })
+        }),
     }
 }
 
-/// Row ranges `[start, end)` for consecutive sizes.
+/// Row ranges `[start, end)` for consecutive sizes: only after [`check_total`], whose checked
+/// sum bounds every `start + n` here.
 fn ranges(sizes: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
     sizes.iter().scan(0, |start, &n| {
         let range = (*start, *start + n);

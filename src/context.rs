@@ -10,7 +10,10 @@
 //! global pool, threads a model starts itself) there is none.
 
 use std::cell::RefCell;
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::pool::CpuPool;
 
@@ -30,11 +33,53 @@ use crate::pool::CpuPool;
 /// assert_eq!(task.run_sync(())?, (0, vec![0]));
 /// # Ok::<(), corestream::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct StreamInfo {
     index: usize,
     id: u64,
     pool: CpuPool,
+    /// Shared by every clone: what runs when the stream stops (see [`StreamInfo::on_end`]).
+    life: Arc<Life>,
+}
+
+/// Equal when they describe the same stream (the id is unique; the other fields follow).
+impl PartialEq for StreamInfo {
+    fn eq(&self, other: &Self) -> bool {
+        (self.index, self.id, &self.pool) == (other.index, other.id, &other.pool)
+    }
+}
+
+impl Eq for StreamInfo {}
+
+impl Hash for StreamInfo {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.index, self.id, &self.pool).hash(state);
+    }
+}
+
+/// A callback run once when its stream stops.
+type EndHook = Box<dyn FnOnce() + Send>;
+
+/// Whether a stream has stopped, and what runs when it does.
+#[derive(Default)]
+struct Life {
+    state: Mutex<LifeState>,
+}
+
+#[derive(Default)]
+struct LifeState {
+    ended: bool,
+    hooks: Vec<EndHook>,
+}
+
+impl fmt::Debug for Life {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("Life")
+            .field("ended", &state.ended)
+            .field("hooks", &state.hooks.len())
+            .finish()
+    }
 }
 
 impl StreamInfo {
@@ -45,6 +90,40 @@ impl StreamInfo {
             index,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             pool,
+            life: Arc::default(),
+        }
+    }
+
+    /// Runs `hook` once when the stream stops (its thread has exited and will run nothing
+    /// more), on the thread that stops it; returns `false`, and drops `hook` unrun, when the
+    /// stream has stopped already. For per-stream state that a shared model keeps by
+    /// [`id`](Self::id): without it, that state would outlive the stream.
+    ///
+    /// A hook must not block on its stream, and must not take a lock that is held while
+    /// calling `on_end` (hooks run after the stream's own lock is released, so taking such a
+    /// lock only orders the two).
+    #[cfg_attr(not(feature = "ort"), allow(dead_code))]
+    pub(crate) fn on_end(&self, hook: impl FnOnce() + Send + 'static) -> bool {
+        let mut state = self.life.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.ended {
+            return false;
+        }
+        state.hooks.push(Box::new(hook));
+        true
+    }
+
+    /// Marks the stream stopped and runs its [`on_end`](Self::on_end) hooks (once: later calls
+    /// do nothing). Called by the stream's owner once the stream thread has exited.
+    pub(crate) fn end(&self) {
+        let hooks = {
+            let mut state = self.life.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.ended = true;
+            std::mem::take(&mut state.hooks)
+        };
+        for hook in hooks {
+            // A failing hook must not take the stream's owner (often inside a drop) with it,
+            // nor keep the other hooks from running.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
         }
     }
 
@@ -86,4 +165,32 @@ pub(crate) fn set_current_stream(info: StreamInfo) {
 /// call itself) and returns the previous value, to be put back.
 pub(crate) fn replace_current_stream(info: Option<StreamInfo>) -> Option<StreamInfo> {
     CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn end_hooks_run_once_and_not_after_the_end() {
+        let info = StreamInfo::new(0, CpuPool::all().unwrap());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let count = || {
+            let runs = Arc::clone(&runs);
+            move || {
+                runs.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        assert!(info.on_end(count()));
+        // Clones share the stream's life; a panicking hook does not stop the others.
+        assert!(info.clone().on_end(|| panic!("a failing hook")));
+        assert!(info.on_end(count()));
+        info.clone().end();
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+        info.end();
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+        assert!(!info.on_end(count()));
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+    }
 }

@@ -288,8 +288,9 @@ pub enum Error {
         hint: String,
     },
 
-    /// A tensor's data does not fill its shape.
-    #[error("a tensor of shape {shape:?} needs {} elements, got {len}", .shape.iter().product::<usize>())]
+    /// A tensor's data does not fill its shape (or the shape has more elements than a `usize`
+    /// counts).
+    #[error("a tensor of shape {shape:?} needs {} elements, got {len}", ElementCount(.shape))]
     TensorShape {
         /// The requested shape.
         shape: Vec<usize>,
@@ -301,6 +302,22 @@ pub enum Error {
     /// A builder setting is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+}
+
+/// The number of elements of a shape, as [`Error::TensorShape`] writes it: the product, or
+/// `more than usize::MAX` when it overflows (a hostile shape must not make the message panic).
+struct ElementCount<'a>(&'a [usize]);
+
+impl std::fmt::Display for ElementCount<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.contains(&0) {
+            return f.write_str("0");
+        }
+        match self.0.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+            Some(n) => write!(f, "{n}"),
+            None => write!(f, "more than {}", usize::MAX),
+        }
+    }
 }
 
 /// A model's error becomes [`Error::Module`] (or stays the corestream [`Error`] it already

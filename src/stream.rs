@@ -6,7 +6,8 @@
 //! - every job's reply sender is either used or dropped, so every [`TaskFuture`] resolves;
 //! - jobs whose future was dropped before they start are skipped, not run;
 //! - dropping the [`Stream`] closes the channel; the thread drains what is queued, then exits,
-//!   and the drop joins it (unless the drop happens on the stream thread itself);
+//!   and the drop joins it (unless the drop happens on the stream thread itself), then runs the
+//!   stream's end hooks ([`StreamInfo::on_end`]);
 //! - crate-internal work ([`Stream::run`], e.g. a batcher's serve loop) runs on the stream thread
 //!   itself, in submission order with the jobs, and calls the model through an [`Executor`]: the
 //!   same intra-op pool, panic isolation and counters as a submitted job. While it runs, jobs
@@ -260,6 +261,9 @@ impl<M: Module> Drop for Stream<M> {
                 let _ = thread.join();
             }
         }
+        // The stream runs nothing more: per-stream state kept for it elsewhere (e.g. an ONNX
+        // Runtime session per stream, see `StreamInfo::on_end`) can go.
+        self.info.end();
     }
 }
 

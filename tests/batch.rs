@@ -216,3 +216,28 @@ fn replicated_output_takes_stream_zero() {
     assert_eq!(first, 10);
     assert_eq!(rows.len(), 2);
 }
+
+/// Part sizes whose sum overflows never add up to a batch, even one of `usize::MAX` rows (a
+/// `Rows` of a zero-sized type can be that long): the saturated sum equalled such a batch, so
+/// `[usize::MAX, 1]` passed as a split of `usize::MAX` rows and the split then ran for ever
+/// taking rows. Run on a thread with a deadline, so that the old behaviour fails, not hangs.
+#[test]
+#[allow(clippy::uninit_vec)] // about element types with bytes; `()` has none
+fn part_sizes_that_overflow_never_match_a_batch() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rows: Vec<()> = Vec::new();
+        // SAFETY: a Vec of a zero-sized type has capacity usize::MAX and no bytes to
+        // initialise; every `()` is valid.
+        unsafe { rows.set_len(usize::MAX) };
+        let rows = corestream::batch::Rows(rows);
+        let _ = tx.send(rows.split(&Hint::Dim(0), &[usize::MAX, 1]).map(|p| p.len()));
+    });
+    let result = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("split answered within 10 s");
+    assert!(
+        matches!(result, Err(Error::BatchMismatch { .. })),
+        "{result:?}"
+    );
+}

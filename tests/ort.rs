@@ -176,13 +176,20 @@ fn threads() -> HashMap<u32, (String, BTreeSet<usize>)> {
     out
 }
 
-/// Threads that appeared between two snapshots.
+/// Threads that appeared between two snapshots, started by a stream thread (`corestream-s*`,
+/// a name the threads it starts inherit, ONNX Runtime's workers included) or by this test's
+/// thread (whose name they would inherit). Threads the test harness starts meanwhile for the
+/// next tests are not counted.
 fn new_threads(
     before: &HashMap<u32, (String, BTreeSet<usize>)>,
 ) -> Vec<(u32, String, BTreeSet<usize>)> {
+    let me = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+    let me = me.trim();
     threads()
         .into_iter()
-        .filter(|(tid, _)| !before.contains_key(tid))
+        .filter(|(tid, (name, _))| {
+            !before.contains_key(tid) && (name.starts_with("corestream-s") || name == me)
+        })
         .map(|(tid, (name, cpus))| (tid, name, cpus))
         .collect()
 }
@@ -546,4 +553,65 @@ fn shared_weights_folder_is_private_and_ignores_planted_links() {
     for dir in planted {
         std::fs::remove_dir_all(dir).unwrap();
     }
+}
+
+/// A multi-CPU stream's session lives as long as the stream: streams come and go over one
+/// loaded model (a service rebuilding its `MultiStreamModule`, one `Task` per job) without the
+/// model's sessions, or ONNX Runtime's worker threads, piling up. Every stream id is new, so a
+/// model that kept a session per id ever seen grew by one session and one thread per stream.
+#[test]
+fn sessions_of_stopped_streams_are_released() {
+    let _s = serial();
+    if !have_ort() {
+        return;
+    }
+    let Some(cpus) = two_cpus() else { return };
+    let model = std::sync::Arc::new(OrtModel::load(asset("examplenet1.onnx")).unwrap());
+    let x = || vec![Tensor::from(input(&[2, 64, 3, 3], 10))];
+    // The shared one-thread session, for plain calls.
+    corestream::Module::forward(&*model, x()).unwrap();
+    assert_eq!(model.session_count(), 1);
+    let before = threads();
+    for round in 0..12 {
+        let pool = CpuPool::new(cpus.clone()).unwrap();
+        if round % 2 == 0 {
+            let task = Task::new(std::sync::Arc::clone(&model), pool).unwrap();
+            task.run_sync(x()).unwrap();
+            assert_eq!(
+                model.session_count(),
+                2,
+                "round {round}: shared + the task's"
+            );
+        } else {
+            let msm = MultiStreamModule::builder(std::sync::Arc::clone(&model))
+                .pool(pool)
+                .num_streams(Streams::Count(1))
+                .build()
+                .unwrap();
+            msm.forward_sync(x()).unwrap();
+            assert_eq!(
+                model.session_count(),
+                2,
+                "round {round}: shared + the stream's"
+            );
+        }
+        // The task or module is gone: so is its stream's session.
+        assert_eq!(model.session_count(), 1, "after round {round}");
+    }
+    // ONNX Runtime's workers of those sessions are gone too (each had one), as are the
+    // streams' own threads.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let left = loop {
+        let left = new_threads(&before);
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(left.is_empty(), "threads left behind: {left:?}");
+    // The model still serves plain calls and new streams.
+    corestream::Module::forward(&*model, x()).unwrap();
+    let task = Task::new(std::sync::Arc::clone(&model), CpuPool::new(cpus).unwrap()).unwrap();
+    task.run_sync(x()).unwrap();
+    assert_eq!(model.session_count(), 2);
 }

@@ -4,6 +4,7 @@
 //! for the process.
 #![cfg(feature = "ort")]
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use corestream::backend::ort::{self as cs_ort, OrtModel};
@@ -16,7 +17,7 @@ fn model() -> String {
     )
 }
 
-fn tried(err: &Error) -> Vec<(std::path::PathBuf, String)> {
+fn tried(err: &Error) -> Vec<(PathBuf, String)> {
     match err {
         Error::OrtLibrary { tried, .. } => tried.clone(),
         other => panic!("expected Error::OrtLibrary, got {other:?}"),
@@ -59,7 +60,7 @@ fn bad_libraries_are_typed_errors_then_a_good_one_loads() {
     // A real shared library that is not ONNX Runtime.
     if let Some(libm) = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib64/libm.so.6"]
         .iter()
-        .find(|p| std::path::Path::new(p).exists())
+        .find(|p| Path::new(p).exists())
     {
         let err = OrtModel::builder(model())
             .library(libm)
@@ -70,12 +71,19 @@ fn bad_libraries_are_typed_errors_then_a_good_one_loads() {
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert!(cs_ort::loaded_library().is_none());
 
-    // The default look-up: ORT_DYLIB_PATH, then the fetch script's folder.
+    // The default look-up: ORT_DYLIB_PATH, then the fetch script's folder above this test
+    // executable (target/debug/deps/) when it has one, then in the current folder. Found at run
+    // time: the path is relative, not this checkout's, compiled in.
+    assert!(Path::new(cs_ort::FETCHED_LIBRARY).is_relative());
     let candidates = cs_ort::library_candidates(None);
-    assert_eq!(
-        candidates.last().unwrap(),
-        std::path::Path::new(cs_ort::FETCHED_LIBRARY)
-    );
+    let here = std::env::current_dir()
+        .unwrap()
+        .join(cs_ort::FETCHED_LIBRARY);
+    assert!(candidates.contains(&here), "{candidates:?}");
+    let exe = std::env::current_exe().unwrap();
+    if let Some(near) = cs_ort::fetched_library_near(&exe) {
+        assert!(candidates.contains(&near), "{candidates:?}");
+    }
     match cs_ort::load_library(None) {
         Ok(lib) => {
             assert!(lib.version().starts_with("1."), "{lib:?}");
@@ -98,4 +106,56 @@ fn bad_libraries_are_typed_errors_then_a_good_one_loads() {
             eprintln!("skipped the loading part: {e}");
         }
     }
+}
+
+/// The fetched library is found at run time in the nearest folder above the executable that
+/// has `target/onnxruntime/libonnxruntime.so`, wherever the tree is: the path of the checkout
+/// corestream was built in used to be compiled in (`FETCHED_LIBRARY`), so a binary moved or
+/// built elsewhere looked in the wrong place.
+#[test]
+fn the_fetched_library_is_found_above_the_executable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let put = |dir: &Path| {
+        let lib = dir.join(cs_ort::FETCHED_LIBRARY);
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, b"").unwrap();
+        lib
+    };
+    let repo = root.join("checkout");
+    let test_exe = repo.join("target/debug/deps/ort_library-0123456789abcdef");
+    let release_exe = repo.join("target/release/corestream");
+    // Nothing fetched: nothing found (the executables need not exist).
+    assert_eq!(cs_ort::fetched_library_near(&test_exe), None);
+    let lib = put(&repo);
+    assert_eq!(cs_ort::fetched_library_near(&test_exe), Some(lib.clone()));
+    assert_eq!(
+        cs_ort::fetched_library_near(&release_exe),
+        Some(lib.clone())
+    );
+    // Another tree, moved or elsewhere, does not see it.
+    let elsewhere = root.join("elsewhere/bin/corestream");
+    assert_eq!(cs_ort::fetched_library_near(&elsewhere), None);
+    // The nearest folder wins: a checkout inside another tree that has a library too.
+    let inner = repo.join("vendor/corestream");
+    let inner_lib = put(&inner);
+    assert_eq!(
+        cs_ort::fetched_library_near(&inner.join("target/debug/corestream")),
+        Some(inner_lib)
+    );
+    assert_eq!(cs_ort::fetched_library_near(&test_exe), Some(lib));
+    // Only a file counts: a folder of that name, or a dangling link, is passed over.
+    let fake = root.join("a/b");
+    std::fs::create_dir_all(fake.join(cs_ort::FETCHED_LIBRARY)).unwrap();
+    let dangling = root.join("a");
+    std::fs::create_dir_all(dangling.join("target/onnxruntime")).unwrap();
+    std::os::unix::fs::symlink(
+        root.join("nowhere.so"),
+        dangling.join(cs_ort::FETCHED_LIBRARY),
+    )
+    .unwrap();
+    assert_eq!(
+        cs_ort::fetched_library_near(&fake.join("target/debug/x")),
+        None
+    );
 }

@@ -122,3 +122,30 @@ fn zeros_and_non_standard_layout_views() {
     let t = Tensor::from(array![[1.0f64, 2.0], [3.0, 4.0]].reversed_axes());
     assert_eq!(t.view::<f64>().unwrap()[[0, 1]], 3.0);
 }
+
+/// A shape whose element count overflows a usize is a typed error, and so is its message: the
+/// error's text multiplied the dims unchecked ("attempt to multiply with overflow" in debug
+/// builds, a wrapped count in release builds).
+#[test]
+fn shapes_whose_size_overflows_are_typed_errors() {
+    for shape in [
+        vec![usize::MAX, 2],
+        vec![1 << 32, 1 << 32],
+        vec![2, 3, usize::MAX / 4],
+    ] {
+        let err = Tensor::from_shape_vec(&shape, vec![0f32; 6]).unwrap_err();
+        assert!(
+            matches!(&err, Error::TensorShape { shape: s, len: 6 } if *s == shape),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("more than"), "{msg}");
+        assert!(msg.contains(&format!("{shape:?}")), "{msg}");
+    }
+    // A count that fits is still written out.
+    let err = Tensor::from_shape_vec(&[2, 3], vec![0u8; 5]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a tensor of shape [2, 3] needs 6 elements, got 5"
+    );
+}

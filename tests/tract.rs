@@ -376,3 +376,27 @@ fn a_stream_with_k_cpus_runs_tract_kernels_on_its_k_pinned_threads() {
         "tract started its own pool: {all:?}"
     );
 }
+
+/// An axis beyond i64 in a shape given to the builder is a model-load error naming it, not a
+/// wrapped (negative) dimension handed to tract.
+#[test]
+fn input_shapes_with_axes_beyond_i64_are_model_load_errors() {
+    for (shape, axis) in [
+        ("18446744073709551615,64,3,3", "18446744073709551615"),
+        ("Nx9223372036854775808x3x3", "9223372036854775808"),
+    ] {
+        let err = OnnxModel::builder(NET1)
+            .input(0, ElementType::F32, shape)
+            .build()
+            .unwrap_err();
+        match &err {
+            Error::ModelLoad { message, .. } => {
+                assert!(
+                    message.contains(axis) && message.contains("too large"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected Error::ModelLoad, got {other:?}"),
+        }
+    }
+}

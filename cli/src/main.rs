@@ -16,8 +16,9 @@
 //! (`corestream::backend::tract`). Without `--backend`, a backend-specific option picks its
 //! backend (`--max-rows-per-run`: tract, `--ort-spin`: ort); otherwise the default is `ort` when
 //! the ONNX Runtime library is found (`ORT_DYLIB_PATH`, then `target/onnxruntime/` filled by
-//! `bash scripts/fetch-onnxruntime.sh`), else `tract`, with one `note:` line on stderr saying
-//! how to fetch ONNX Runtime. `tune` without `--backend` searches both backends when ONNX
+//! `bash scripts/fetch-onnxruntime.sh`, above the executable or in the current folder), else
+//! `tract`, with one `note:` line on stderr saying how to fetch ONNX Runtime. `tune` without
+//! `--backend` searches both backends when ONNX
 //! Runtime is found. A backend-specific option with the other backend is an error.
 //!
 //! Bad input (missing file, unparsable shape, unknown input name, more streams than CPUs, ...)

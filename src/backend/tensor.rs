@@ -141,6 +141,12 @@ impl Tensor {
     /// let x = corestream::backend::Tensor::zeros::<f32>(&[8, 64, 3, 3]);
     /// assert_eq!(x.len(), 8 * 64 * 9);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// When the shape has more elements than an `isize` counts (as `ndarray` does), or the
+    /// allocation fails. For a shape from outside the program, use
+    /// [`from_shape_vec`](Tensor::from_shape_vec), which checks it.
     pub fn zeros<T: Element + Default>(shape: &[usize]) -> Tensor {
         Tensor::from(ArrayD::<T>::default(IxDyn(shape)))
     }

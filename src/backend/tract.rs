@@ -166,9 +166,10 @@ impl OnnxModel {
         else {
             return Arc::clone(&self.symbolic);
         };
-        if b == 0 || b > self.specialize_up_to {
-            return Arc::clone(&self.symbolic);
-        }
+        let rows = match i64::try_from(b) {
+            Ok(rows) if b > 0 && b <= self.specialize_up_to => rows,
+            _ => return Arc::clone(&self.symbolic),
+        };
         match self
             .specialized
             .read()
@@ -186,7 +187,7 @@ impl OnnxModel {
             }
             _ => return Arc::clone(&self.symbolic),
         }
-        let values = HashMap::from([(sym.clone(), TDim::from(b as i64))]);
+        let values = HashMap::from([(sym.clone(), TDim::from(rows))]);
         let compiled = model
             .set_symbols(&values)
             .and_then(|fixed| compile_plan(fixed, self.optimize));
@@ -591,12 +592,17 @@ fn parse_shape(text: &str, scope: &SymbolScope) -> std::result::Result<Vec<TDim>
     }
     parts
         .iter()
-        .map(|p| match p.parse::<usize>() {
-            Ok(n) => Ok(TDim::from(n as i64)),
-            Err(_) if p.chars().all(|c| c.is_ascii_alphabetic() || c == '_') => {
+        .map(|p| match p.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(TDim::from(n)),
+            // Checked, not cast: `usize::MAX as i64` is -1, a negative axis tract asserts on.
+            _ if p.chars().all(|c| c.is_ascii_digit()) => Err(format!(
+                "cannot parse shape {text:?}: axis {p} is too large (at most {})",
+                i64::MAX
+            )),
+            _ if p.chars().all(|c| c.is_ascii_alphabetic() || c == '_') => {
                 Ok(TDim::Sym(scope.sym(p)))
             }
-            Err(_) => Err(format!(
+            _ => Err(format!(
                 "cannot parse shape {text:?}: axis {p:?} is neither a number nor a name"
             )),
         })
