@@ -23,11 +23,12 @@
 //!   defaults: `<runtime>/await` (`task.submit(x).await`), `<runtime>/forward_await`
 //!   (`msm.forward(x).await` on a 2-stream `MultiStreamModule` of the same model over both
 //!   CPUs, 16 rows split 8 + 8) and `<runtime>/spawn_blocking` (that runtime's own way to run
-//!   blocking work: `tokio::task::spawn_blocking`, `smol::unblock`,
-//!   `async_std::task::spawn_blocking`, its threads pinned to the worker CPU on first use), for
+//!   blocking work: `tokio::task::spawn_blocking`, `smol::unblock`, its threads pinned to the
+//!   worker CPU on first use), for
 //!   `tokio_ct` (current-thread runtime on the bench thread), `tokio_mt` (the loop spawned on a
 //!   1-worker multi-thread runtime whose worker shares the bench thread's CPU), `smol`
-//!   (`smol::block_on`) and `async_std` (`async_std::task::block_on`).
+//!   (`smol::block_on`). async-std, measured until December 2026, is discontinued
+//!   (RUSTSEC-2025-0052) and no longer a dev-dependency; smol is its successor.
 //!
 //! Placement: with 2 or more CPUs (from `CpuPool::all()`), the bench thread is pinned to the
 //! first CPU and every worker (the stream, the raw handoff thread, tokio's blocking pool) to
@@ -258,7 +259,6 @@ enum Runtime {
     TokioCt(tokio::runtime::Runtime),
     TokioMt(tokio::runtime::Runtime),
     Smol,
-    AsyncStd,
 }
 
 impl Runtime {
@@ -267,7 +267,6 @@ impl Runtime {
             Runtime::TokioCt(_) => "tokio_ct",
             Runtime::TokioMt(_) => "tokio_mt",
             Runtime::Smol => "smol",
-            Runtime::AsyncStd => "async_std",
         }
     }
 
@@ -281,7 +280,6 @@ impl Runtime {
             Runtime::TokioCt(rt) => rt.block_on(fut),
             Runtime::TokioMt(rt) => rt.block_on(rt.spawn(fut)).expect("join"),
             Runtime::Smol => smol::block_on(fut),
-            Runtime::AsyncStd => async_std::task::block_on(fut),
         }
     }
 
@@ -296,7 +294,6 @@ impl Runtime {
                 tokio::task::spawn_blocking(job).await.expect("join")
             }
             Runtime::Smol => smol::unblock(job).await,
-            Runtime::AsyncStd => async_std::task::spawn_blocking(job).await,
         }
     }
 }
@@ -330,7 +327,6 @@ fn runtimes(c: &mut Criterion) {
         Arc::new(Runtime::TokioCt(current_thread_rt())),
         Arc::new(Runtime::TokioMt(tokio_mt)),
         Arc::new(Runtime::Smol),
-        Arc::new(Runtime::AsyncStd),
     ];
     let task = Arc::new(task(&place.worker, DEFAULT_SPIN));
     let all = CpuPool::all().expect("CpuPool::all");

@@ -38,7 +38,8 @@ esac
 if [ $# -gt 0 ]; then
     wanted=("$@")
 else
-    wanted=(lib batcher batcher_tokens batcher_metrics batcher_tower batcher_tracing
+    wanted=(lib batcher batcher_tokens batcher_metrics batcher_tower batcher_tracing batcher_health
+        batcher_dead_loop
         ort_concurrent ort backends task multi_stream caller_runs context soak_regressions)
 fi
 

@@ -2,7 +2,7 @@
 //! batcher queue), switched to [loom](https://docs.rs/loom)'s model-checked ones under
 //! `RUSTFLAGS="--cfg corestream_loom"`, as tokio (`--cfg loom`) and crossbeam
 //! (`--cfg crossbeam_loom`) do. The name is corestream's own for crossbeam's reason: the plain
-//! `loom` cfg is read by dependencies of the dev-dependencies too (smol's and async-std's
+//! `loom` cfg is read by dependencies of the dev-dependencies too (smol's
 //! event-listener, concurrent-queue and async-io), which then do not build.
 //!
 //! Normal builds use the standard library's types, `std::sync::mpsc` and `futures`' oneshot:

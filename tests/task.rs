@@ -223,7 +223,7 @@ fn works_under_every_executor() {
     let task = Task::new(module_fn(|x: u64| Ok(x + 1)), first_cpu()).unwrap();
     assert_eq!(futures::executor::block_on(task.submit(1)).unwrap(), 2);
     assert_eq!(smol::block_on(task.submit(2)).unwrap(), 3);
-    assert_eq!(async_std::task::block_on(task.submit(3)).unwrap(), 4);
+    assert_eq!(futures_lite::future::block_on(task.submit(3)).unwrap(), 4);
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(rt.block_on(task.submit(4)).unwrap(), 5);
     // A TaskFuture is 'static + Send: it can be spawned.

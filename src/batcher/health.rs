@@ -36,8 +36,9 @@ pub struct BatcherHealth {
     pub serving: usize,
     /// Serve loops that ended while the batcher was open: a panic outside any model call (in a
     /// `Clone` or `Batch` impl, a metrics recorder, a tracing subscriber) ended them. Their
-    /// streams serve no batch any more; once none is left, [`Batcher::infer`]
-    /// (super::Batcher::infer) fails with [`Error::NotServing`](crate::Error::NotServing).
+    /// streams serve no batch any more; once none is left,
+    /// [`Batcher::infer`](super::Batcher::infer) fails with
+    /// [`Error::NotServing`](crate::Error::NotServing).
     pub ended: usize,
     /// Requests waiting in the queue (their callers still there).
     pub queued: usize,
