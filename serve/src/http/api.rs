@@ -158,6 +158,15 @@ fn yes() -> bool {
     true
 }
 
+/// An optional field that may be absent but not `null`.
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// text-embeddings-inference's `inputs` (deserialised as [`OpenAiInput`] is).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -194,6 +203,8 @@ pub(crate) struct EmbedBody {
     pub(crate) inputs: Option<TeiInput>,
     #[serde(default, deserialize_with = "crate::http::bounded::optional_list")]
     pub(crate) texts: Option<Vec<String>>,
+    /// Absent is `true`; `null` is refused, as [`TeiRequest::normalize`]'s schema says.
+    #[serde(default, deserialize_with = "not_null")]
     pub(crate) normalize: Option<bool>,
     pub(crate) truncate: Option<bool>,
     pub(crate) truncation_direction: Option<TruncationDirection>,

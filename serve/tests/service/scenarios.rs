@@ -246,6 +246,11 @@ pub async fn limits_and_validation(
         r#"{"text": ["a"]}"#,
         r#"{"inputs": 3}"#,
         r#"{"inputs": "a", "normalize": "yes"}"#,
+        // `normalize` is a boolean, not nullable (schemathesis found `null` accepted).
+        r#"{"inputs": "a", "normalize": null}"#,
+        r#"{"inputs": "a", "texts": ["b"]}"#,
+        r#"{"texts": ["a"], "normalize": true}"#,
+        r#"{"texts": null}"#,
     ] {
         let (s, e) = post(&client, embed.clone(), body.to_owned()).await;
         assert_eq!(s, 400, "{body}: {e}");
