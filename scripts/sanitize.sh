@@ -106,6 +106,11 @@ case "$mode" in
         export ASAN_OPTIONS="detect_leaks=0 halt_on_error=0 exitcode=66 ${ASAN_OPTIONS:-}"
         ;;
 esac
+# No Rust backtraces: symbolising one in an instrumented binary takes about 9 s on the
+# development VM (the sanitizers' reports carry their own stacks). Tests that panic on purpose
+# wait on the panic hook, and batcher_dead_loop timed out behind it in a CI rehearsal run with
+# RUST_BACKTRACE=1.
+export RUST_BACKTRACE=0
 
 skip_args=()
 for s in "${SKIP[@]}"; do skip_args+=(--skip "$s"); done
