@@ -17,14 +17,14 @@ use crate::http::handlers;
                        health, Prometheus metrics."
     ),
     paths(
-        handlers::openai_embeddings,
-        handlers::embed,
-        handlers::info,
-        handlers::health,
-        handlers::ready,
-        handlers::live,
-        handlers::metrics,
-        handlers::openapi_json,
+        handlers::embeddings::openai_embeddings,
+        handlers::embeddings::embed,
+        handlers::probes::info,
+        handlers::probes::health,
+        handlers::probes::ready,
+        handlers::probes::live,
+        handlers::probes::metrics,
+        handlers::probes::openapi_json,
     )
 )]
 pub struct ApiDoc;

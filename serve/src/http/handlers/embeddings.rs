@@ -1,0 +1,227 @@
+//! The embedding routes: OpenAI's `POST /v1/embeddings` and text-embeddings-inference's
+//! `POST /embed`.
+
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+
+use crate::http::api::{
+    EmbedAnswer, EmbedBody, EmbedRequest, EmbedResponse, EmbeddingValue, EncodingFormat,
+    OpenAiEmbedding, OpenAiError, OpenAiInput, OpenAiRequest, OpenAiResponse, TeiError, TeiInput,
+    TruncationDirection, Usage,
+};
+use crate::http::bounded::{self, ParseError};
+use crate::http::handlers::errors::{openai_failure, tei_failure};
+use crate::http::handlers::Reply;
+use crate::model::tokenizer::Keep;
+use crate::service::{Failure, Loaded, Service};
+
+/// Little-endian f32 bytes in base64, as OpenAI sends `encoding_format: base64`.
+pub fn to_base64(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// OpenAI embeddings.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "OpenAI",
+    request_body(content = OpenAiRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One unit vector per input", body = OpenAiResponse),
+        (status = 400, description = "Bad JSON, an empty input, an unknown token id, or `dimensions` other than the model's", body = OpenAiError),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = OpenAiError),
+        (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or an input over the maximum length without truncation", body = OpenAiError),
+        (status = 503, description = "Queue full, model not loaded, or shutting down", body = OpenAiError),
+    )
+)]
+pub async fn openai_embeddings(service: &Service, body: &[u8]) -> Reply {
+    openai(service, body).await.unwrap_or_else(openai_failure)
+}
+
+/// The body as text, if it is UTF-8 (RFC 8259; checked whole, because serde_json does not
+/// check the strings of fields a request type ignores) and a JSON object (serde's derived
+/// structs also take an array, its items as the fields in order: `[["a"]]` would be read as
+/// `{"input": ["a"]}`).
+fn json_object(body: &[u8]) -> Result<&str, Failure> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Failure::bad_request("invalid_json", format!("the body is not UTF-8 JSON: {e}"))
+    })?;
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(Failure::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(text)
+}
+
+/// Parses a body for `loaded`'s limits: a list of inputs stops being read past
+/// `--max-client-batch` (413), other failures are `invalid` (400).
+fn parse_body<T: DeserializeOwned>(
+    text: &str,
+    loaded: &Loaded,
+    invalid: impl FnOnce(serde_json::Error) -> Failure,
+) -> Result<T, Failure> {
+    bounded::parse(text, loaded.info.max_client_batch_size).map_err(|e| match e {
+        ParseError::TooManyInputs { max } => Failure::too_large(
+            "too_many_inputs",
+            format!("more than {max} inputs in one request; at most {max} are allowed (--max-client-batch)"),
+        ),
+        ParseError::Json(e) => invalid(e),
+    })
+}
+
+async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+    let text = json_object(body)?;
+    let loaded = service.loaded()?;
+    let request: OpenAiRequest = parse_body(text, loaded, |e| {
+        Failure::bad_request(
+            "invalid_json",
+            format!(
+                "invalid JSON body: {e}; expected {{\"input\": \"text\" | [\"text\", ...] | \
+                 [token ids] | [[token ids], ...], \"model\": \"...\", \"encoding_format\": \
+                 \"float\" | \"base64\"}}"
+            ),
+        )
+    })?;
+    let dim = loaded.info.dimension;
+    if let Some(d) = request.dimensions.filter(|&d| d != dim as u64) {
+        return Err(Failure::bad_request(
+            "invalid_dimensions",
+            format!("dimensions {d} is not available: this model answers {dim} dimensions only"),
+        ));
+    }
+    let input = match request.input {
+        OpenAiInput::Text(t) => {
+            service
+                .tokenize(loaded, vec![t], request.truncate, Keep::Start)
+                .await
+        }
+        OpenAiInput::Texts(t) => {
+            service
+                .tokenize(loaded, t, request.truncate, Keep::Start)
+                .await
+        }
+        OpenAiInput::Tokens(ids) => service.token_ids(loaded, vec![ids], request.truncate),
+        OpenAiInput::TokenLists(ids) => service.token_ids(loaded, ids, request.truncate),
+    }?;
+    let tokens = input.tokens;
+    let vectors = service.embed(loaded, input, true).await?;
+    let base64 = request.encoding_format == Some(EncodingFormat::Base64);
+    let data = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| OpenAiEmbedding {
+            object: "embedding".into(),
+            embedding: if base64 {
+                EmbeddingValue::Base64(to_base64(&v))
+            } else {
+                EmbeddingValue::Float(v)
+            },
+            index,
+        })
+        .collect();
+    Ok(Reply::json(
+        200,
+        &OpenAiResponse {
+            object: "list".into(),
+            data,
+            model: loaded.info.model_id.clone(),
+            usage: Usage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+            },
+        },
+    ))
+}
+
+/// text-embeddings-inference's `/embed` (`{"inputs"}`: a bare list of vectors), or the original
+/// `{"texts"}` (an object with unit vectors).
+#[utoipa::path(
+    post,
+    path = "/embed",
+    tag = "text-embeddings-inference",
+    request_body(content = EmbedRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"inputs\"}`: one vector per input; `{\"texts\"}`: `{model, dim, embeddings}`", body = EmbedAnswer),
+        (status = 400, description = "Bad JSON or an empty input list", body = TeiError),
+        (status = 408, description = "The body did not arrive within --body-timeout-ms", body = TeiError),
+        (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or an input over the maximum length without truncation", body = TeiError),
+        (status = 503, description = "Queue full, model not loaded, or shutting down", body = TeiError),
+    )
+)]
+pub async fn embed(service: &Service, body: &[u8]) -> Reply {
+    embed_any(service, body).await.unwrap_or_else(tei_failure)
+}
+
+fn invalid_embed_body(e: impl std::fmt::Display) -> Failure {
+    Failure::bad_request(
+        "invalid_json",
+        format!(
+            "invalid JSON body: {e}; expected {{\"inputs\": \"text\" | [\"text\", ...], \
+             \"normalize\": true, \"truncate\": false}} or {{\"texts\": [\"...\", ...]}}"
+        ),
+    )
+}
+
+async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+    let text = json_object(body)?;
+    let loaded = service.loaded()?;
+    let body: EmbedBody = parse_body(text, loaded, invalid_embed_body)?;
+    match body {
+        EmbedBody {
+            inputs: None,
+            texts: Some(texts),
+            normalize: None,
+            truncate: None,
+            truncation_direction: None,
+        } => {
+            let input = service.tokenize(loaded, texts, None, Keep::Start).await?;
+            let embeddings = service.embed(loaded, input, true).await?;
+            Ok(Reply::json(
+                200,
+                &EmbedResponse {
+                    model: loaded.info.model_id.clone(),
+                    dim: loaded.info.dimension,
+                    embeddings,
+                },
+            ))
+        }
+        EmbedBody {
+            inputs: Some(inputs),
+            texts: None,
+            normalize,
+            truncate,
+            truncation_direction,
+        } => {
+            let texts = match inputs {
+                TeiInput::Text(t) => vec![t],
+                TeiInput::Texts(t) => t,
+            };
+            let keep = match truncation_direction {
+                Some(TruncationDirection::Left) => Keep::End,
+                _ => Keep::Start,
+            };
+            let input = service.tokenize(loaded, texts, truncate, keep).await?;
+            let vectors = service
+                .embed(loaded, input, normalize.unwrap_or(true))
+                .await?;
+            Ok(Reply::json(200, &vectors))
+        }
+        EmbedBody {
+            inputs: Some(_),
+            texts: Some(_),
+            ..
+        } => Err(invalid_embed_body(
+            "`texts` and `inputs` are two forms; send one",
+        )),
+        EmbedBody { texts: Some(_), .. } => Err(invalid_embed_body(
+            "`normalize`, `truncate` and `truncation_direction` go with `inputs`, not `texts`",
+        )),
+        EmbedBody { .. } => Err(invalid_embed_body("missing field `inputs`")),
+    }
+}

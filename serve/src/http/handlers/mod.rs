@@ -1,0 +1,277 @@
+//! The routes, independent of the HTTP framework: each takes the raw body and answers a
+//! [`Reply`] (status, content type, bytes). [`handle`] wraps every route in a tracing span and
+//! counts it in the HTTP metrics; the axum and actix-web adapters only move bytes. The
+//! `#[utoipa::path]` attributes are the OpenAPI document's source (see `openapi.rs`).
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`Route`], [`Reply`], the request's head and body, [`handle`]: the path every request takes |
+//! | `errors.rs` | a [`Failure`] in each API's error shape, and its [`status`] |
+//! | `embeddings.rs` | `POST /v1/embeddings`, `POST /embed` |
+//! | `probes.rs` | `GET /info`, health, metrics, the OpenAPI document |
+
+use std::future::Future;
+use std::time::Instant;
+
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::service::{Failure, FailureKind, Service};
+
+pub(crate) mod embeddings;
+mod errors;
+pub(crate) mod probes;
+
+pub use embeddings::{embed, openai_embeddings, to_base64};
+pub use errors::status;
+use errors::{body_failure, route_failure};
+pub use probes::{health, info, live, metrics, openapi_json, ready};
+
+/// The largest request body accepted (larger: 413 from the framework).
+pub const BODY_LIMIT: usize = 2 << 20;
+
+/// An HTTP answer, framework-neutral.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The `Content-Type` header.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn json(status: u16, value: &impl Serialize) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_vec(value).expect("response bodies serialise"),
+        }
+    }
+}
+
+/// HTTP methods the routes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+}
+
+/// Every route of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /v1/embeddings`.
+    OpenAiEmbeddings,
+    /// `POST /embed`.
+    Embed,
+    /// `GET /info`.
+    Info,
+    /// `GET /health`.
+    Health,
+    /// `GET /health/live`.
+    Live,
+    /// `GET /health/ready`.
+    Ready,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /openapi.json`.
+    OpenApi,
+}
+
+impl Route {
+    /// All routes, for the adapters to register.
+    pub const ALL: [Route; 8] = [
+        Route::OpenAiEmbeddings,
+        Route::Embed,
+        Route::Info,
+        Route::Health,
+        Route::Live,
+        Route::Ready,
+        Route::Metrics,
+        Route::OpenApi,
+    ];
+
+    /// The path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::OpenAiEmbeddings => "/v1/embeddings",
+            Route::Embed => "/embed",
+            Route::Info => "/info",
+            Route::Health => "/health",
+            Route::Live => "/health/live",
+            Route::Ready => "/health/ready",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
+        }
+    }
+
+    /// The method.
+    pub fn method(self) -> Method {
+        match self {
+            Route::OpenAiEmbeddings | Route::Embed => Method::Post,
+            _ => Method::Get,
+        }
+    }
+}
+
+/// What an adapter knows of a request's body before reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySize {
+    /// Its length: the `Content-Length`, or 0 for a request without a body.
+    Exact(u64),
+    /// Not known ahead (a chunked body).
+    Unknown,
+}
+
+impl BodySize {
+    /// From the request's headers: its `Content-Length` (raw value), and whether it has a
+    /// `Transfer-Encoding` (HTTP/1.1: without either, a request has no body). An unreadable
+    /// length is `Unknown`: the framework refuses such a request anyway.
+    pub fn from_headers(content_length: Option<&[u8]>, transfer_encoding: bool) -> BodySize {
+        match content_length {
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(BodySize::Unknown, BodySize::Exact),
+            None if transfer_encoding => BodySize::Unknown,
+            None => BodySize::Exact(0),
+        }
+    }
+
+    /// The bytes to reserve for it: a body of unknown length may reach [`BODY_LIMIT`].
+    fn reserve(self) -> usize {
+        match self {
+            BodySize::Exact(n) => usize::try_from(n).unwrap_or(usize::MAX).min(BODY_LIMIT),
+            BodySize::Unknown => BODY_LIMIT,
+        }
+    }
+}
+
+/// Why a request body could not be read (the adapters' body readers say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Longer than [`BODY_LIMIT`] (declared or sent): 413.
+    TooLarge,
+    /// The connection failed or the framework refused the body: 400.
+    Failed(String),
+}
+
+/// Answers `route` for the body `read_body` yields (of `size`), inside a span `http_request`
+/// (route, status), counted in [`Service::requests`] (cancelled if this future is dropped
+/// before it answers), in `corestream_http_requests_total{route,status}` and
+/// `corestream_http_request_duration_seconds{route}`. In the route's error shape: a body
+/// declared over [`BODY_LIMIT`] is a 413 before any of it is read; one that cannot have its
+/// size reserved from the service's [`BodyBudget`](crate::service::BodyBudget) within
+/// [`Service::body_timeout`] a 503 before it is read; one that takes longer than that to
+/// arrive a 408, one over the limit a 413; a request not answered within
+/// [`Service::request_timeout`] a 504.
+pub async fn handle<B: AsRef<[u8]>>(
+    service: &Service,
+    route: Route,
+    size: BodySize,
+    read_body: impl Future<Output = Result<B, BodyError>>,
+) -> Reply {
+    let ticket = service.requests.start(route.path());
+    let span = tracing::info_span!(
+        "http_request",
+        route = route.path(),
+        status = tracing::field::Empty
+    );
+    let start = Instant::now();
+    let reply = async {
+        if matches!(size, BodySize::Exact(n) if n > BODY_LIMIT as u64) {
+            return body_failure(route, BodyError::TooLarge);
+        }
+        let timeout = service.body_timeout();
+        let deadline = Instant::now() + timeout;
+        // Held until the request is answered: its body and what is parsed from it.
+        let Some(_reserved) = service.bodies.reserve(size.reserve(), deadline).await else {
+            return route_failure(
+                route,
+                Failure::unavailable(
+                    "overloaded",
+                    format!(
+                        "the server holds as many request bytes as it may ({} MiB, \
+                         --body-budget-mib); retry later",
+                        service.bodies.bytes() >> 20
+                    ),
+                ),
+            );
+        };
+        let body = match tokio::time::timeout_at(deadline.into(), read_body).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return body_failure(route, e),
+            Err(_) => {
+                return route_failure(
+                    route,
+                    Failure::new(
+                        FailureKind::Timeout,
+                        "request_timeout",
+                        format!(
+                            "the request body did not arrive within {} ms (--body-timeout-ms)",
+                            timeout.as_millis()
+                        ),
+                    ),
+                )
+            }
+        };
+        let body = body.as_ref();
+        match route {
+            Route::OpenAiEmbeddings => {
+                within(service, route, openai_embeddings(service, body)).await
+            }
+            Route::Embed => within(service, route, embed(service, body)).await,
+            Route::Info => info(service),
+            Route::Health => health(service),
+            Route::Ready => ready(service),
+            Route::Live => live(service),
+            Route::Metrics => metrics(service),
+            Route::OpenApi => openapi_json(),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    ticket.answered();
+    span.record("status", reply.status);
+    if reply.status >= 500 {
+        tracing::warn!(parent: &span, status = reply.status, "request failed");
+    }
+    metrics::counter!(
+        "corestream_http_requests_total",
+        "route" => route.path(),
+        "status" => reply.status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!("corestream_http_request_duration_seconds", "route" => route.path())
+        .record(start.elapsed().as_secs_f64());
+    reply
+}
+
+/// `answer`, or a 504 if it is not ready within [`Service::request_timeout`] (then dropped:
+/// a request still queued is cancelled, one running is not waited for).
+async fn within(service: &Service, route: Route, answer: impl Future<Output = Reply>) -> Reply {
+    let Some(limit) = service.request_timeout() else {
+        return answer.await;
+    };
+    match tokio::time::timeout(limit, answer).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            metrics::counter!("corestream_request_timeouts_total", "route" => route.path())
+                .increment(1);
+            route_failure(
+                route,
+                Failure::new(
+                    FailureKind::Deadline,
+                    "request_timeout",
+                    format!(
+                        "the request was not answered within {} ms (--request-timeout)",
+                        limit.as_millis()
+                    ),
+                ),
+            )
+        }
+    }
+}

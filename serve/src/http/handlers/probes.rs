@@ -1,0 +1,133 @@
+//! What operators and tools ask: `GET /info`, the health probes, Prometheus metrics and the
+//! OpenAPI document.
+
+use crate::http::api::{HealthBody, Info, TeiError};
+use crate::http::handlers::errors::tei_failure;
+use crate::http::handlers::Reply;
+use crate::http::openapi::ApiDoc;
+use crate::service::health::State;
+use crate::service::Service;
+
+/// The served model and the service's limits.
+#[utoipa::path(
+    get,
+    path = "/info",
+    tag = "text-embeddings-inference",
+    responses(
+        (status = 200, description = "Model, dimension, limits, backend, streams", body = Info),
+        (status = 503, description = "The model is not loaded", body = TeiError),
+    )
+)]
+pub fn info(service: &Service) -> Reply {
+    match service.loaded() {
+        Ok(loaded) => Reply::json(200, &loaded.info),
+        Err(f) => tei_failure(f),
+    }
+}
+
+fn health_body(service: &Service, verdict: Result<(), String>) -> Reply {
+    let state = service.health.state();
+    let (status, body) = match verdict {
+        Ok(()) => (
+            200,
+            HealthBody {
+                status: state.name().to_owned(),
+                message: None,
+            },
+        ),
+        Err(why) => (
+            503,
+            HealthBody {
+                // A stuck batcher in a ready service: its own status word.
+                status: if state == State::Ready {
+                    "stuck"
+                } else {
+                    state.name()
+                }
+                .to_owned(),
+                message: Some(why),
+            },
+        ),
+    };
+    Reply::json(status, &body)
+}
+
+/// Readiness: 200 when the streams serve; 503 while loading, after a failed load, while
+/// draining, or while stuck (a serve loop ended, a model call or a queued request older than
+/// `--stuck-after`). (`/health/ready` answers the same.)
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = HealthBody),
+        (status = 503, description = "Loading, failed to load, draining, or stuck", body = HealthBody),
+    )
+)]
+pub fn health(service: &Service) -> Reply {
+    health_body(service, service.readiness())
+}
+
+/// Readiness, for Kubernetes' `readinessProbe`: the same as `/health`.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = HealthBody),
+        (status = 503, description = "Loading, failed to load, draining, or stuck", body = HealthBody),
+    )
+)]
+pub fn ready(service: &Service) -> Reply {
+    health(service)
+}
+
+/// Liveness, for Kubernetes' `livenessProbe`: 503 after a failed model load, or while stuck
+/// (a serve loop ended, a model call or a queued request older than `--stuck-after`: a
+/// restart cures both); 200 while loading, ready or draining.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    responses(
+        (status = 200, description = "Alive (ready, loading or draining)", body = HealthBody),
+        (status = 503, description = "The model failed to load, or its streams are stuck: restart", body = HealthBody),
+    )
+)]
+pub fn live(service: &Service) -> Reply {
+    health_body(service, service.liveness())
+}
+
+/// Prometheus metrics: the batchers' (per model and stream) and the HTTP requests'.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "observability",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
+)]
+pub fn metrics(service: &Service) -> Reply {
+    Reply {
+        status: 200,
+        content_type: "text/plain; version=0.0.4",
+        body: service.render_metrics().into_bytes(),
+    }
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "observability",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+)]
+pub fn openapi_json() -> Reply {
+    use utoipa::OpenApi as _;
+    Reply {
+        status: 200,
+        content_type: "application/json",
+        body: ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serialises")
+            .into_bytes(),
+    }
+}
