@@ -8,7 +8,7 @@
 //!   other ones, and a directory without a model leaves `/health` at 503 (the reason in the
 //!   log, not in the answer).
 //! - SIGTERM under load on both servers: every request the server took is answered (200, or
-//!   503 while draining), none cancelled or lost; the server exits 0.
+//!   429 when the queue is full), none cancelled or lost; the server exits 0.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -234,7 +234,7 @@ struct Seen {
     /// 200s of the embedding requests before and after SIGTERM.
     ok_before: u64,
     ok_after: u64,
-    /// 503s of the embedding requests.
+    /// 429s (queue full) of the embedding requests.
     refused: u64,
     /// `/health` statuses after SIGTERM.
     health_after: Vec<u16>,
@@ -244,7 +244,7 @@ struct Seen {
 }
 
 /// Starts `corestream serve --server <server>` with a queue of 4, loads it with 16 clients (so some requests are
-/// refused with 503 all along), sends SIGTERM after 1 s of load, and
+/// refused with 429 all along), sends SIGTERM after 1 s of load, and
 /// checks: the server drains (503 on /health, still serving), exits 0, and the request totals
 /// it logs show every request it took answered (none cancelled, none in flight), as many as
 /// the clients received.
@@ -292,7 +292,7 @@ fn sigterm_under_load(name: &str) {
         let (_, addr) = base.split_once("://").unwrap();
         let unfinished_headers = &b"POST /v1/embeddings HTTP/1.1\r\nhost: t\r\n"[..];
         let unfinished_body =
-            &b"POST /v1/embeddings HTTP/1.1\r\nhost: t\r\ncontent-length: 50\r\n\r\n{"[..];
+            &b"POST /v1/embeddings HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{"[..];
         for (partial, counted) in [(unfinished_headers, false), (unfinished_body, true)] {
             let (outcome, took) = status_after(addr, partial);
             let expected = if counted {
@@ -349,7 +349,7 @@ fn sigterm_under_load(name: &str) {
                         match (status, after) {
                             (200, false) => seen.ok_before += 1,
                             (200, true) => seen.ok_after += 1,
-                            (503, _) => seen.refused += 1,
+                            (429, _) => seen.refused += 1,
                             _ => panic!("{status}: {value}"),
                         }
                         if status == 200 {
@@ -410,7 +410,7 @@ fn sigterm_under_load(name: &str) {
     assert!(seen.health_after.contains(&503), "{seen:?}");
     eprintln!(
         "{name}: SIGTERM under 16 clients: server took {} requests and answered all \
-         ({} x 200 before, {} x 200 while draining, {} x 503); {} attempts after the listener \
+         ({} x 200 before, {} x 200 while draining, {} x 429); {} attempts after the listener \
          closed got no connection; exit 0",
         seen.responses, seen.ok_before, seen.ok_after, seen.refused, seen.not_taken
     );

@@ -8,6 +8,7 @@ use std::time::Duration;
 use corestream::Streams;
 
 use crate::model::Pooling;
+use crate::service::ApiKey;
 
 /// The HTTP server the service runs on; both serve the same routes over the same core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -166,7 +167,7 @@ pub struct Args {
     pub body_timeout_ms: u64,
     /// Request body bytes held at once, in MiB: each request reserves its body's size (its
     /// Content-Length, or the 2 MiB limit for a chunked body) until it is answered; one that
-    /// cannot within the body timeout gets 503.
+    /// cannot within the body timeout gets 429 with a `Retry-After`.
     #[arg(
         long,
         env = "CORESTREAM_BODY_BUDGET_MIB",
@@ -190,6 +191,35 @@ pub struct Args {
         value_parser = duration
     )]
     pub stuck_after: Duration,
+    /// Answer only requests with `Authorization: Bearer KEY` (401 otherwise) on every route
+    /// but the health probes, `/metrics` and `/openapi.json`. Prefer the environment variable
+    /// to the flag: a flag shows in the process list. Never logged.
+    #[arg(
+        long,
+        env = "CORESTREAM_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        value_parser = api_key
+    )]
+    pub api_key: Option<ApiKey>,
+    /// The most POST requests in flight at once; past it, 429 with a `Retry-After` from the
+    /// measured answer rate (as a full queue or body budget is answered).
+    #[arg(
+        long,
+        env = "CORESTREAM_MAX_CONCURRENT_REQUESTS",
+        default_value_t = crate::service::admission::DEFAULT_MAX_CONCURRENT_REQUESTS,
+        value_name = "N",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u64).range(1..=1 << 20),
+            |n| n as usize
+        )
+    )]
+    pub max_concurrent_requests: usize,
+}
+
+/// An `--api-key`: not empty.
+fn api_key(text: &str) -> Result<ApiKey, String> {
+    ApiKey::new(text).ok_or_else(|| "the API key is empty".to_owned())
 }
 
 /// A duration flag: `humantime`'s `30s`, `1500ms`, `2m`, or a bare number of seconds.

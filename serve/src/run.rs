@@ -44,7 +44,9 @@ fn start(args: &Args) -> Result<Arc<Service>, Error> {
             .with_body_timeout(Duration::from_millis(args.body_timeout_ms))
             .with_body_budget(usize::try_from(args.body_budget_mib << 20).unwrap_or(usize::MAX))
             .with_request_timeout(args.request_timeout)
-            .with_stuck_after(args.stuck_after),
+            .with_stuck_after(args.stuck_after)
+            .with_api_key(args.api_key.clone())
+            .with_max_concurrent_requests(args.max_concurrent_requests),
     ))
 }
 

@@ -24,7 +24,7 @@ use corestream::batch::Rows;
 use corestream::{BoxError, CpuPool, Module, Streams};
 use serde_json::Value;
 
-use corestream_serve::http::{handle, BodyError, BodySize, Method, Reply, Route};
+use corestream_serve::http::{handle, BodyError, BodySize, Method, Reply, RequestHead, Route};
 use corestream_serve::model::TextTokenizer;
 use corestream_serve::service::{serve_model, BatchOptions, Service};
 
@@ -102,7 +102,8 @@ pub fn ask(route: Route, body: &[u8]) -> Reply {
     let f = fixture();
     let read = std::future::ready(Ok::<_, BodyError>(body));
     let size = BodySize::Exact(body.len() as u64);
-    f.runtime.block_on(handle(&f.service, route, size, read))
+    f.runtime
+        .block_on(handle(&f.service, route, RequestHead::json(size), read))
 }
 
 /// Sends `data` as both POST bodies and asks one GET route, checking every answer.

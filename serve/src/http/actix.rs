@@ -14,19 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Extensions;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::http::handlers::{handle, BodyError, BodySize, Method, Reply, Route, BODY_LIMIT};
+use crate::http::handlers::{handle, BodyError, Method, Reply, RequestHead, Route, BODY_LIMIT};
 use crate::service::state::Service;
 
 fn response(reply: Reply) -> HttpResponse {
-    HttpResponse::build(
+    let mut builder = HttpResponse::build(
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    )
-    .content_type(reply.content_type)
-    .body(reply.body)
+    );
+    builder.content_type(reply.content_type);
+    for (name, value) in reply.headers {
+        builder.insert_header((name, value));
+    }
+    builder.body(reply.body)
 }
 
 /// The body of a request, at most [`BODY_LIMIT`] bytes (a chunked body is refused as soon as it
@@ -85,14 +88,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
                             request: HttpRequest,
                             payload: web::Payload| async move {
             let peer = request.conn_data::<Peer>().cloned();
-            let size = BodySize::from_headers(
-                request
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .map(|v| v.as_bytes()),
-                request.headers().contains_key(header::TRANSFER_ENCODING),
-            );
-            let reply = handle(&service, route, size, read_body(payload));
+            let headers = request.headers();
+            let head = RequestHead::read(|name| headers.get(name).map(|v| v.as_bytes()));
+            let reply = handle(&service, route, head, read_body(payload));
             match peer {
                 // Dropping `reply` cancels the request (counted as such) when the client left.
                 Some(peer) => tokio::select! {

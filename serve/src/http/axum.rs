@@ -18,13 +18,17 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
-use crate::http::handlers::{handle, BodyError, BodySize, Method, Reply, Route, BODY_LIMIT};
+use crate::http::handlers::{handle, BodyError, Method, Reply, RequestHead, Route, BODY_LIMIT};
 use crate::service::state::Service;
 
 fn response(reply: Reply) -> Response {
-    Response::builder()
+    let mut builder = Response::builder()
         .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, reply.content_type)
+        .header(header::CONTENT_TYPE, reply.content_type);
+    for (name, value) in reply.headers {
+        builder = builder.header(name, value);
+    }
+    builder
         .body(Body::from(reply.body))
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
@@ -50,14 +54,9 @@ pub fn router(service: Arc<Service>) -> Router {
     let mut router = Router::new();
     for route in Route::ALL {
         let handler = move |State(service): State<Arc<Service>>, request: Request| async move {
-            let size = BodySize::from_headers(
-                request
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .map(|v| v.as_bytes()),
-                request.headers().contains_key(header::TRANSFER_ENCODING),
-            );
-            response(handle(&service, route, size, read_body(request)).await)
+            let headers = request.headers();
+            let head = RequestHead::read(|name| headers.get(name).map(|v| v.as_bytes()));
+            response(handle(&service, route, head, read_body(request)).await)
         };
         router = router.route(
             route.path(),

@@ -11,4 +11,6 @@ pub mod bounded;
 pub mod handlers;
 pub mod openapi;
 
-pub use handlers::{handle, status, BodyError, BodySize, Method, Reply, Route, BODY_LIMIT};
+pub use handlers::{
+    handle, status, BodyError, BodySize, Method, Reply, RequestHead, Route, BODY_LIMIT,
+};

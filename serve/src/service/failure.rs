@@ -2,6 +2,8 @@
 //! The HTTP layer (`crate::http`) maps the kind to a status and each API's error shape; nothing
 //! here knows about HTTP.
 
+use std::time::Duration;
+
 /// What kind of failure, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
@@ -11,8 +13,15 @@ pub enum FailureKind {
     TooLarge,
     /// The client did not send its body in time (HTTP 408).
     Timeout,
-    /// The service cannot take the request now: loading, overloaded or draining (HTTP 503).
+    /// The service cannot take the request now: loading, failed or draining (HTTP 503).
     Unavailable,
+    /// The service is busy: its queue, body budget or requests in flight are full (HTTP 429,
+    /// with [`Failure::retry_after`]).
+    Overloaded,
+    /// `--api-key` is set and the request did not present it (HTTP 401).
+    Unauthorized,
+    /// A request body that is not `application/json` (HTTP 415).
+    UnsupportedMediaType,
     /// The model or the tokenizer failed (HTTP 500).
     Internal,
     /// The request was not answered within `--request-timeout` (HTTP 504).
@@ -25,11 +34,13 @@ pub struct Failure {
     /// What kind of failure.
     pub kind: FailureKind,
     /// `invalid_json`, `invalid_request`, `too_many_inputs`, `input_too_long`,
-    /// `invalid_dimensions`, `request_timeout`, `overloaded`, `unavailable`, `tokenizer_error`
-    /// or `model_error`.
+    /// `invalid_dimensions`, `request_timeout`, `overloaded`, `unavailable`, `unauthorized`,
+    /// `unsupported_media_type`, `tokenizer_error` or `model_error`.
     pub code: &'static str,
     /// What was wrong and what is allowed.
     pub message: String,
+    /// For [`FailureKind::Overloaded`]: when to retry (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -39,6 +50,15 @@ impl Failure {
             kind,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// [`FailureKind::Overloaded`], to be retried after `retry_after`.
+    pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Failure {
+        Failure {
+            retry_after: Some(retry_after),
+            ..Failure::new(FailureKind::Overloaded, "overloaded", message)
         }
     }
 

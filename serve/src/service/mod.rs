@@ -5,6 +5,8 @@
 //! spans, Prometheus metrics). HTTP statuses are the HTTP layer's business
 //! ([`crate::http`]); a failure here has a [`FailureKind`].
 
+pub mod access;
+pub mod admission;
 pub mod budget;
 pub mod failure;
 pub mod health;
@@ -14,6 +16,8 @@ pub mod requests;
 pub mod state;
 pub mod telemetry;
 
+pub use access::ApiKey;
+pub use admission::Admission;
 pub use budget::BodyBudget;
 pub use failure::{Failure, FailureKind};
 pub use health::{Health, State};

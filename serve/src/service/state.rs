@@ -1,11 +1,11 @@
 //! The service's state and its embedding path, independent of the HTTP framework: validation,
 //! tokenisation with the length policy (413 or truncation), the batcher call, normalisation.
-//! The axum router (`app.rs`) and the actix-web app (`examples/actix_embed`) are thin adapters
-//! over [`crate::http::handlers`], which call this.
+//! The axum and actix-web servers are thin adapters over [`crate::http::handlers`], which call
+//! this.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corestream::batch::Rows;
 use corestream::{Batch, Batcher, BatcherHealth, BatcherStats, Error, Infer, Module};
@@ -13,6 +13,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::model::tokenizer::{Keep, TextTokenizer};
+use crate::service::access::ApiKey;
+use crate::service::admission::{Admission, DEFAULT_MAX_CONCURRENT_REQUESTS};
 use crate::service::budget::BodyBudget;
 use crate::service::failure::Failure;
 use crate::service::health::{Health, State};
@@ -97,6 +99,9 @@ pub struct Service {
     stuck_after: Duration,
     /// Whether the last look found the batcher stuck (its change is logged, not each look).
     stuck: AtomicBool,
+    api_key: Option<ApiKey>,
+    /// Requests in flight, bounded, and the answer rate (`Retry-After`).
+    pub admission: Admission,
     /// Large requests tokenised at once (one per CPU).
     tokenizing: Arc<Semaphore>,
     loaded: OnceLock<Loaded>,
@@ -133,6 +138,8 @@ impl Service {
             request_timeout: None,
             stuck_after: DEFAULT_STUCK_AFTER,
             stuck: AtomicBool::new(false),
+            api_key: None,
+            admission: Admission::new(DEFAULT_MAX_CONCURRENT_REQUESTS),
             tokenizing: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             )),
@@ -169,6 +176,25 @@ impl Service {
     /// How long a request may take once its body has arrived, if limited.
     pub fn request_timeout(&self) -> Option<Duration> {
         self.request_timeout
+    }
+
+    /// The same service, answering only requests that present `key` on the guarded routes
+    /// (`None`: everyone, the default; see [`ApiKey`]).
+    pub fn with_api_key(mut self, key: Option<ApiKey>) -> Service {
+        self.api_key = key;
+        self
+    }
+
+    /// The key clients must present, if set.
+    pub fn api_key(&self) -> Option<&ApiKey> {
+        self.api_key.as_ref()
+    }
+
+    /// The same service, taking at most `limit` requests in flight (429 past it; default
+    /// [`DEFAULT_MAX_CONCURRENT_REQUESTS`]).
+    pub fn with_max_concurrent_requests(mut self, limit: usize) -> Service {
+        self.admission = Admission::new(limit);
+        self
     }
 
     /// The same service, calling itself stuck (liveness and readiness 503) once a model call
@@ -503,10 +529,19 @@ impl Service {
                     vectors.len()
                 ),
             )),
-            Err(e @ Error::Overloaded { .. }) => Err(Failure::unavailable(
-                "overloaded",
-                format!("{e}; retry later or elsewhere"),
-            )),
+            Err(e @ Error::Overloaded { .. }) => {
+                let queued = loaded.monitor.as_ref().map_or(0, |m| m.stats().queue_depth);
+                let retry_after = self
+                    .admission
+                    .drain
+                    .retry_after(queued as u64, Instant::now());
+                metrics::counter!("corestream_http_overloaded_total", "route" => "", "why" => "queue")
+                    .increment(1);
+                Err(Failure::overloaded(
+                    format!("{e}; retry after {} s", retry_after.as_secs()),
+                    retry_after,
+                ))
+            }
             Err(e @ Error::Shutdown) => Err(Failure::unavailable("unavailable", e.to_string())),
             Err(e) => {
                 tracing::error!(error = %e, "inference failed");

@@ -9,7 +9,7 @@
 //!   memory flat;
 //! - a client that never finishes its body: 408 after the body timeout; one that never
 //!   finishes its headers: disconnected after the header timeout;
-//! - 2,000 concurrent connections against a queue of 256: every one answered 200 or 503,
+//! - 2,000 concurrent connections against a queue of 256: every one answered 200 or 429,
 //!   memory bounded, and the server serves normally afterwards;
 //! - a model that panics for one input: that request fails (500), the requests batched with
 //!   it and after it are served;
@@ -411,7 +411,7 @@ async fn slow_clients(launch: Launch, name: &str, header_timeout: Duration) {
 }
 
 /// 2,000 connections at once, each with one request, against a queue of 256 and a model at
-/// 100 ms per batch of 16: each answered 200 or 503, at least the queue's worth served, some
+/// 100 ms per batch of 16: each answered 200 or 429, at least the queue's worth served, some
 /// refused; memory bounded; afterwards the service serves normally and nothing is left.
 async fn connection_flood(launch: Launch, name: &str) {
     const WANTED: usize = 2000;
@@ -465,7 +465,7 @@ async fn connection_flood(launch: Launch, name: &str) {
     for client in clients {
         match client.await.unwrap() {
             Ok(200) => ok += 1,
-            Ok(503) => refused += 1,
+            Ok(429) => refused += 1,
             other => panic!("{name}: a flooding client got {other:?}"),
         }
     }
@@ -490,7 +490,7 @@ async fn connection_flood(launch: Launch, name: &str) {
     let counts = server.service.requests.counts();
     assert_eq!(counts.in_flight(), 0, "{counts:?}");
     eprintln!(
-        "{name}: {connections} connections at once: {ok} x 200, {refused} x 503 in {took:.1?}; \
+        "{name}: {connections} connections at once: {ok} x 200, {refused} x 429 in {took:.1?}; \
          RSS peak {peak_growth:+.1} MB, after {after:+.1} MB; next request 200"
     );
 }

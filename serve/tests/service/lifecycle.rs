@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use corestream_serve::http::{handle, BodyError, BodySize, Route};
+use corestream_serve::http::{handle, BodyError, BodySize, RequestHead, Route};
 use corestream_serve::service::state::LOAD_FAILED;
 use corestream_serve::service::{Service, State};
 use serde_json::Value;
@@ -12,7 +12,10 @@ use serde_json::Value;
 /// `route`'s status and JSON body, through the framework-neutral handler.
 async fn ask(service: &Service, route: Route, body: &'static str) -> (u16, Value) {
     let size = BodySize::Exact(body.len() as u64);
-    let reply = handle(service, route, size, async { Ok::<_, BodyError>(body) }).await;
+    let reply = handle(service, route, RequestHead::json(size), async {
+        Ok::<_, BodyError>(body)
+    })
+    .await;
     (
         reply.status,
         serde_json::from_slice(&reply.body).unwrap_or(Value::Null),

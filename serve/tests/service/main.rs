@@ -2,10 +2,12 @@
 //! its servers: one test binary, so that every helper of `support.rs` is used.
 //!
 //! - `axum_server.rs` and `actix_server.rs`: the same scenarios on each server (concurrent
-//!   requests equal to unbatched results, base64, limits and validation, 503 on a full queue,
+//!   requests equal to unbatched results, base64, limits and validation,
 //!   `/info`, `/openapi.json`, health, metrics, spans, the official `openai` Python client),
 //!   on the bundled TextNet and on MiniLM-L3 when `models/` is fetched, each on tract and ONNX
 //!   Runtime;
+//! - `access.rs` (run by both server files): `--api-key`, 415 for bodies not declared JSON,
+//!   429 with `Retry-After` on a full queue and past `--max-concurrent-requests`;
 //! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
 //! - `accounting.rs`: request counters and the rate-limited cancellation log;
 //! - `lifecycle.rs`: a loader that fails or panics leaves the service failed;
@@ -19,6 +21,7 @@
 #[macro_use]
 mod support;
 
+mod access;
 mod accounting;
 mod actix_server;
 mod axum_server;

@@ -5,7 +5,7 @@
 //!   `--stuck-after`, and both are 200 again once the model returns;
 //! - serve loops that ended (a batcher that reports them): liveness 503;
 //! - request bodies over the body budget: a request that cannot reserve its declared size
-//!   within the body timeout gets 503 before sending its body, health probes are not held up,
+//!   within the body timeout gets 429 before sending its body, health probes are not held up,
 //!   and the budget comes back when the requests holding it are answered.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use corestream::batch::Rows;
 use corestream::{BatcherHealth, BatcherStats, BoxError, Module};
-use corestream_serve::http::{handle, BodyError, BodySize, Route};
+use corestream_serve::http::{handle, BodyError, BodySize, RequestHead, Route};
 use corestream_serve::model::Backend;
 use corestream_serve::service::{serve_model, Loaded, Monitor, Service};
 use serde_json::{json, Value};
@@ -160,9 +160,12 @@ async fn ended_serve_loops_fail_liveness() {
     loaded.monitor = Some(Arc::new(Ended::new()));
     let service = Service::ready(loaded, support::telemetry());
     for route in [Route::Live, Route::Health] {
-        let reply = handle(&service, route, BodySize::Exact(0), async {
-            Ok::<_, BodyError>(Vec::new())
-        })
+        let reply = handle(
+            &service,
+            route,
+            RequestHead::json(BodySize::Exact(0)),
+            async { Ok::<_, BodyError>(Vec::new()) },
+        )
         .await;
         let body: Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(reply.status, 503, "{route:?}: {body}");
@@ -239,14 +242,14 @@ async fn body_budget(launch: Launch, name: &str) {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // A third declares 2 MiB and sends nothing: refused, 503, before its body is read.
+    // A third declares 2 MiB and sends nothing: refused, 429, before its body is read.
     let start = Instant::now();
     let mut third = TcpStream::connect(&addr).await.unwrap();
     third.write_all(headers(limit).as_bytes()).await.unwrap();
     let (live, _) = get(&client, format!("{base}/health/live")).await;
     assert_eq!(live, 200, "{name}: a probe is not held up by a full budget");
     let status = status_of(&mut third, body_timeout * 5).await;
-    assert_eq!(status, Some(503), "{name}: the third request");
+    assert_eq!(status, Some(429), "{name}: the third request");
     assert!(
         start.elapsed() >= body_timeout / 2,
         "{name}: {:?}",

@@ -110,11 +110,41 @@ fn launch_actix(service: Arc<Service>) -> String {
 macro_rules! server_scenarios {
     ($server:expr, $prefix:literal) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn full_queue_is_503() {
+        async fn full_queue_is_429() {
             let _shared = crate::support::shared().await;
-            crate::scenarios::full_queue_is_503(
+            crate::access::full_queue_is_429(
                 crate::support::launcher($server),
                 concat!($prefix, "-slow"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn too_many_in_flight_is_429() {
+            let _shared = crate::support::shared().await;
+            crate::access::too_many_in_flight_is_429(
+                crate::support::launcher($server),
+                concat!($prefix, "-inflight"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn api_key_guards_the_model_routes() {
+            let _shared = crate::support::shared().await;
+            crate::access::api_key_guards_the_model_routes(
+                crate::support::launcher($server),
+                concat!($prefix, "-key"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn only_json_bodies() {
+            let _shared = crate::support::shared().await;
+            crate::access::only_json_bodies(
+                crate::support::launcher($server),
+                concat!($prefix, "-json"),
             )
             .await;
         }

@@ -32,7 +32,10 @@ pub fn to_base64(v: &[f32]) -> String {
         (status = 400, description = "Bad JSON, an empty input, an unknown token id, or `dimensions` other than the model's", body = OpenAiError),
         (status = 408, description = "The body did not arrive within --body-timeout-ms", body = OpenAiError),
         (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or an input over the maximum length without truncation", body = OpenAiError),
-        (status = 503, description = "Queue full, model not loaded, or shutting down", body = OpenAiError),
+        (status = 401, description = "The server has an --api-key and the request did not present it as `Authorization: Bearer`", body = OpenAiError),
+        (status = 415, description = "The body is not declared `Content-Type: application/json`", body = OpenAiError),
+        (status = 429, description = "Overloaded: the queue, the body budget or --max-concurrent-requests is full; the `Retry-After` header says when to retry", body = OpenAiError),
+        (status = 503, description = "Model not loaded, failed, or shutting down", body = OpenAiError),
     )
 )]
 pub async fn openai_embeddings(service: &Service, body: &[u8]) -> Reply {
@@ -151,7 +154,10 @@ async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
         (status = 400, description = "Bad JSON or an empty input list", body = TeiError),
         (status = 408, description = "The body did not arrive within --body-timeout-ms", body = TeiError),
         (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or an input over the maximum length without truncation", body = TeiError),
-        (status = 503, description = "Queue full, model not loaded, or shutting down", body = TeiError),
+        (status = 401, description = "The server has an --api-key and the request did not present it as `Authorization: Bearer`", body = TeiError),
+        (status = 415, description = "The body is not declared `Content-Type: application/json`", body = TeiError),
+        (status = 429, description = "Overloaded: the queue, the body budget or --max-concurrent-requests is full; the `Retry-After` header says when to retry", body = TeiError),
+        (status = 503, description = "Model not loaded, failed, or shutting down", body = TeiError),
     )
 )]
 pub async fn embed(service: &Service, body: &[u8]) -> Reply {

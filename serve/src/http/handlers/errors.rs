@@ -58,6 +58,9 @@ pub fn status(kind: FailureKind) -> u16 {
         FailureKind::Timeout => 408,
         FailureKind::TooLarge => 413,
         FailureKind::Internal => 500,
+        FailureKind::Unauthorized => 401,
+        FailureKind::UnsupportedMediaType => 415,
+        FailureKind::Overloaded => 429,
         FailureKind::Unavailable => 503,
         FailureKind::Deadline => 504,
     }
@@ -66,21 +69,23 @@ pub fn status(kind: FailureKind) -> u16 {
 /// OpenAI's error `type` for `kind`.
 fn openai_type(kind: FailureKind) -> &'static str {
     match kind {
-        FailureKind::Unavailable => "overloaded_error",
+        FailureKind::Unavailable | FailureKind::Overloaded => "overloaded_error",
         FailureKind::Internal => "server_error",
         FailureKind::Deadline => "timeout_error",
-        FailureKind::Invalid | FailureKind::Timeout | FailureKind::TooLarge => {
-            "invalid_request_error"
-        }
+        FailureKind::Invalid
+        | FailureKind::Timeout
+        | FailureKind::TooLarge
+        | FailureKind::Unauthorized
+        | FailureKind::UnsupportedMediaType => "invalid_request_error",
     }
 }
 
 /// text-embeddings-inference's `error_type` for `f`.
 fn tei_type(f: &Failure) -> &'static str {
-    match (f.kind, f.code) {
-        (FailureKind::Unavailable, "overloaded") => "Overloaded",
-        (FailureKind::Unavailable, _) => "Unhealthy",
-        (FailureKind::Internal | FailureKind::Deadline, _) => "Backend",
+    match f.kind {
+        FailureKind::Overloaded => "Overloaded",
+        FailureKind::Unavailable => "Unhealthy",
+        FailureKind::Internal | FailureKind::Deadline => "Backend",
         _ => "Validation",
     }
 }
@@ -100,27 +105,45 @@ fn told(mut f: Failure) -> Failure {
     f
 }
 
+/// The headers that go with `f`: `Retry-After` (seconds) on a 429, `WWW-Authenticate` on a
+/// 401.
+fn with_headers(mut reply: Reply, f: &Failure) -> Reply {
+    if let Some(after) = f.retry_after {
+        reply
+            .headers
+            .push(("retry-after", after.as_secs().max(1).to_string()));
+    }
+    if f.kind == FailureKind::Unauthorized {
+        reply
+            .headers
+            .push(("www-authenticate", "Bearer".to_owned()));
+    }
+    reply
+}
+
 pub(super) fn openai_failure(f: Failure) -> Reply {
     let f = told(f);
-    Reply::json(
+    let reply = Reply::json(
         status(f.kind),
         &OpenAiError {
             error: OpenAiErrorDetail {
                 kind: openai_type(f.kind).to_owned(),
                 code: Some(f.code.to_owned()),
-                message: f.message,
+                message: f.message.clone(),
             },
         },
-    )
+    );
+    with_headers(reply, &f)
 }
 
 pub(super) fn tei_failure(f: Failure) -> Reply {
     let f = told(f);
-    Reply::json(
+    let reply = Reply::json(
         status(f.kind),
         &TeiError {
             error_type: tei_type(&f).to_owned(),
-            error: f.message,
+            error: f.message.clone(),
         },
-    )
+    );
+    with_headers(reply, &f)
 }

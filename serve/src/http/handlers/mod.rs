@@ -39,6 +39,8 @@ pub struct Reply {
     pub content_type: &'static str,
     /// The body.
     pub body: Vec<u8>,
+    /// Other headers (`Retry-After` on a 429, `WWW-Authenticate` on a 401), lowercase names.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -47,6 +49,7 @@ impl Reply {
             status,
             content_type: "application/json",
             body: serde_json::to_vec(value).expect("response bodies serialise"),
+            headers: Vec::new(),
         }
     }
 }
@@ -115,6 +118,15 @@ impl Route {
             _ => Method::Get,
         }
     }
+
+    /// Whether `--api-key` guards the route: all but the health probes, `/metrics` and
+    /// `/openapi.json` (see [`ApiKey`](crate::service::ApiKey)).
+    pub fn guarded(self) -> bool {
+        !matches!(
+            self,
+            Route::Health | Route::Live | Route::Ready | Route::Metrics | Route::OpenApi
+        )
+    }
 }
 
 /// What an adapter knows of a request's body before reading it.
@@ -150,6 +162,65 @@ impl BodySize {
     }
 }
 
+/// What an adapter knows of a request before its body: the body's size and the headers the
+/// routes read. Built by [`RequestHead::read`] from a header lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The body's size.
+    pub size: BodySize,
+    /// The `Content-Type` header's raw value, if sent.
+    pub content_type: Option<Vec<u8>>,
+    /// The `Authorization` header's raw value, if sent.
+    pub authorization: Option<Vec<u8>>,
+}
+
+impl RequestHead {
+    /// From the request's headers: `header(name)` gives a header's raw value (names asked in
+    /// lowercase).
+    ///
+    /// ```
+    /// use corestream_serve::http::{BodySize, RequestHead};
+    ///
+    /// let head = RequestHead::read(|name| match name {
+    ///     "content-length" => Some(&b"12"[..]),
+    ///     "content-type" => Some(&b"application/json; charset=utf-8"[..]),
+    ///     _ => None,
+    /// });
+    /// assert_eq!(head.size, BodySize::Exact(12));
+    /// assert!(head.is_json());
+    /// ```
+    pub fn read<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> RequestHead {
+        RequestHead {
+            size: BodySize::from_headers(
+                header("content-length"),
+                header("transfer-encoding").is_some(),
+            ),
+            content_type: header("content-type").map(<[u8]>::to_vec),
+            authorization: header("authorization").map(<[u8]>::to_vec),
+        }
+    }
+
+    /// A JSON request of `size` without credentials (what tests hand to [`handle`]).
+    pub fn json(size: BodySize) -> RequestHead {
+        RequestHead {
+            size,
+            content_type: Some(b"application/json".to_vec()),
+            authorization: None,
+        }
+    }
+
+    /// Whether the body is declared JSON: `Content-Type: application/json`, any case,
+    /// parameters (`charset=utf-8`) allowed.
+    pub fn is_json(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|v| {
+            let essence = v.split(|&b| b == b';').next().unwrap_or_default();
+            essence
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"application/json")
+        })
+    }
+}
+
 /// Why a request body could not be read (the adapters' body readers say).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
@@ -159,19 +230,21 @@ pub enum BodyError {
     Failed(String),
 }
 
-/// Answers `route` for the body `read_body` yields (of `size`), inside a span `http_request`
-/// (route, status), counted in [`Service::requests`] (cancelled if this future is dropped
-/// before it answers), in `corestream_http_requests_total{route,status}` and
-/// `corestream_http_request_duration_seconds{route}`. In the route's error shape: a body
-/// declared over [`BODY_LIMIT`] is a 413 before any of it is read; one that cannot have its
-/// size reserved from the service's [`BodyBudget`](crate::service::BodyBudget) within
-/// [`Service::body_timeout`] a 503 before it is read; one that takes longer than that to
-/// arrive a 408, one over the limit a 413; a request not answered within
-/// [`Service::request_timeout`] a 504.
+/// Answers `route` for the request `head` and the body `read_body` yields, inside a span
+/// `http_request` (route, status), counted in [`Service::requests`] (cancelled if this future
+/// is dropped before it answers), in `corestream_http_requests_total{route,status}` and
+/// `corestream_http_request_duration_seconds{route}`. In the route's error shape, in this
+/// order, each before the body is read: a guarded route without the service's `--api-key` is
+/// a 401; a POST whose body is not declared `application/json` a 415; a POST while
+/// `--max-concurrent-requests` are in flight a 429 with `Retry-After`; a body declared over
+/// [`BODY_LIMIT`] a 413; one that cannot have its size reserved from the service's
+/// [`BodyBudget`](crate::service::BodyBudget) within [`Service::body_timeout`] a 429. Then a
+/// body that takes longer than that to arrive is a 408, one over the limit a 413, and a
+/// request not answered within [`Service::request_timeout`] a 504.
 pub async fn handle<B: AsRef<[u8]>>(
     service: &Service,
     route: Route,
-    size: BodySize,
+    head: RequestHead,
     read_body: impl Future<Output = Result<B, BodyError>>,
 ) -> Reply {
     let ticket = service.requests.start(route.path());
@@ -182,6 +255,55 @@ pub async fn handle<B: AsRef<[u8]>>(
     );
     let start = Instant::now();
     let reply = async {
+        if route.guarded() {
+            if let Some(key) = service.api_key() {
+                if !key.accepts(head.authorization.as_deref()) {
+                    return route_failure(
+                        route,
+                        Failure::new(
+                            FailureKind::Unauthorized,
+                            "unauthorized",
+                            "this server needs an API key: send `Authorization: Bearer <key>`",
+                        ),
+                    );
+                }
+            }
+        }
+        let post = route.method() == Method::Post;
+        if post && !head.is_json() {
+            return route_failure(
+                route,
+                Failure::new(
+                    FailureKind::UnsupportedMediaType,
+                    "unsupported_media_type",
+                    "send the body as JSON, with `Content-Type: application/json`",
+                ),
+            );
+        }
+        let _admitted = if post {
+            match service.admission.admit(Instant::now()) {
+                Ok(admitted) => Some(admitted),
+                Err(retry_after) => {
+                    metrics::counter!("corestream_http_overloaded_total", "route" => route.path(), "why" => "in_flight")
+                        .increment(1);
+                    return route_failure(
+                        route,
+                        Failure::overloaded(
+                            format!(
+                                "{} requests are in flight, the most this server takes \
+                                 (--max-concurrent-requests); retry after {} s",
+                                service.admission.limit(),
+                                retry_after.as_secs()
+                            ),
+                            retry_after,
+                        ),
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let size = head.size;
         if matches!(size, BodySize::Exact(n) if n > BODY_LIMIT as u64) {
             return body_failure(route, BodyError::TooLarge);
         }
@@ -189,15 +311,22 @@ pub async fn handle<B: AsRef<[u8]>>(
         let deadline = Instant::now() + timeout;
         // Held until the request is answered: its body and what is parsed from it.
         let Some(_reserved) = service.bodies.reserve(size.reserve(), deadline).await else {
+            metrics::counter!("corestream_http_overloaded_total", "route" => route.path(), "why" => "body_budget")
+                .increment(1);
+            let retry_after = service
+                .admission
+                .drain
+                .retry_after(service.admission.in_flight() as u64, Instant::now());
             return route_failure(
                 route,
-                Failure::unavailable(
-                    "overloaded",
+                Failure::overloaded(
                     format!(
                         "the server holds as many request bytes as it may ({} MiB, \
-                         --body-budget-mib); retry later",
-                        service.bodies.bytes() >> 20
+                         --body-budget-mib); retry after {} s",
+                        service.bodies.bytes() >> 20,
+                        retry_after.as_secs()
                     ),
+                    retry_after,
                 ),
             );
         };
@@ -235,6 +364,10 @@ pub async fn handle<B: AsRef<[u8]>>(
     .instrument(span.clone())
     .await;
     ticket.answered();
+    if route.method() == Method::Post && reply.status == 200 {
+        // The answer rate that `Retry-After` is computed from: work done, not refusals.
+        service.admission.drain.answered(Instant::now());
+    }
     span.record("status", reply.status);
     if reply.status >= 500 {
         tracing::warn!(parent: &span, status = reply.status, "request failed");

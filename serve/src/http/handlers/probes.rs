@@ -15,6 +15,7 @@ use crate::service::Service;
     tag = "text-embeddings-inference",
     responses(
         (status = 200, description = "Model, dimension, limits, backend, streams", body = Info),
+        (status = 401, description = "The server has an --api-key and the request did not present it", body = TeiError),
         (status = 503, description = "The model is not loaded", body = TeiError),
     )
 )]
@@ -110,6 +111,7 @@ pub fn metrics(service: &Service) -> Reply {
         status: 200,
         content_type: "text/plain; version=0.0.4",
         body: service.render_metrics().into_bytes(),
+        headers: Vec::new(),
     }
 }
 
@@ -129,5 +131,6 @@ pub fn openapi_json() -> Reply {
             .to_json()
             .expect("the OpenAPI document serialises")
             .into_bytes(),
+        headers: Vec::new(),
     }
 }
