@@ -1,11 +1,12 @@
 //! Target `service_body`: the embedding service's request bodies (`corestream-serve`),
 //! through the framework-neutral `handlers::handle` of one process-wide ready `Service`: the
-//! fuzz bytes are the body of `POST /v1/embeddings` and of `POST /embed`, and the first byte
+//! fuzz bytes are the body of `POST /v1/embeddings`, `POST /embed`, `POST /tokenize` and
+//! `POST /decode`, and the first byte
 //! picks one of the GET routes, asked as well. The model is [`Toy`] (8 numbers per row computed
 //! from the token ids) behind the service's real batcher, with the byte tokenizer (inputs of at
 //! most [`MAX_INPUT_LENGTH`] tokens), at most [`MAX_CLIENT_BATCH`] inputs per request.
 //!
-//! Checks, on both POST routes: no panic; the status is 200, 400 or 413 (nothing else loads
+//! Checks, on every POST route: no panic; the status is 200, 400 or 413 (nothing else loads
 //! the service, so a 503 is a failure, as is a 500); the body is JSON whatever the status; a
 //! 4xx carries the route's error shape (OpenAI's `error.message` and `error.type`,
 //! text-embeddings-inference's `error` and `error_type`); a 200 answers exactly one vector per
@@ -14,7 +15,8 @@
 //! with floats or base64 of `DIM * 4` bytes as `encoding_format` says, text-embeddings-
 //! inference's bare list for `{"inputs"}`, `{model, dim, embeddings}` for `{"texts"}`. The
 //! expected inputs are read from the fuzz bytes with `serde_json` only after a 200. The GET
-//! routes answer 200 (JSON, but `/metrics`: text).
+//! routes answer 200 (JSON, but `/metrics`: text). `/tokenize` answers one token per byte of
+//! each input, its id the byte and its offsets the byte's; `/decode` a non-empty list.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -112,6 +114,15 @@ pub fn check(data: &[u8]) {
     check_openai(data, &openai);
     let embed = ask(Route::Embed, data);
     check_embed(data, &embed);
+    let tokens = ask(Route::Tokenize, data);
+    check_tokenize(data, &tokens);
+    let decoded = ask(Route::Decode, data);
+    let answer = json(&decoded, Route::Decode);
+    if decoded.status == 200 {
+        assert!(answer.as_array().is_some_and(|a| !a.is_empty()), "{answer}");
+    } else {
+        assert_eq!(answer["error_type"], "Validation", "{answer}");
+    }
     // The GET routes, in `Route::ALL`'s order; the first byte picks one.
     let gets: Vec<Route> = Route::ALL
         .into_iter()
@@ -198,6 +209,36 @@ fn check_openai(data: &[u8], reply: &Reply) {
             floats(&entry["embedding"])
         };
         same(&v, ids, true, &answer);
+    }
+}
+
+/// `/tokenize` on the byte tokenizer: one token per byte of each input, its id the byte, its
+/// offsets the byte's.
+fn check_tokenize(data: &[u8], reply: &Reply) {
+    let answer = json(reply, Route::Tokenize);
+    if reply.status != 200 {
+        assert!(answer["error"].is_string(), "{answer}");
+        assert_eq!(answer["error_type"], "Validation", "{answer}");
+        return;
+    }
+    let request: Value = serde_json::from_slice(data).expect("a 200 for a JSON body");
+    let texts: Vec<&str> = match &request["inputs"] {
+        Value::String(t) => vec![t],
+        Value::Array(items) => items.iter().map(|t| t.as_str().expect("a text")).collect(),
+        other => panic!("a 200 for inputs {other}"),
+    };
+    let lists = answer.as_array().expect("a list per input");
+    assert_eq!(lists.len(), texts.len(), "{answer}");
+    for (text, list) in texts.iter().zip(lists) {
+        let list = list.as_array().expect("a list of tokens");
+        assert_eq!(list.len(), text.len(), "{answer}");
+        for (i, (token, byte)) in list.iter().zip(text.bytes()).enumerate() {
+            assert_eq!(token["id"], u64::from(byte), "{answer}");
+            assert_eq!(
+                (token["start"].as_u64(), token["stop"].as_u64()),
+                (Some(i as u64), Some(i as u64 + 1))
+            );
+        }
     }
 }
 

@@ -249,3 +249,70 @@ pub struct HealthBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+/// `POST /tokenize` (text-embeddings-inference): the tokens of each input as the model sees
+/// them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeRequest {
+    /// A text or a list of texts (at most `--max-client-batch`).
+    pub inputs: TeiInput,
+    /// Add the model's special tokens (`[CLS]`, `[SEP]`), as embedding does (default true).
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+    /// A prompt of the model's `config_sentence_transformers.json`; only `null` today: this
+    /// service configures no prompts (400 for a name).
+    #[serde(default)]
+    #[schema(nullable = true)]
+    pub prompt_name: Option<String>,
+}
+
+/// One token of a `POST /tokenize` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SimpleToken {
+    /// Its id in the model's vocabulary.
+    pub id: u32,
+    /// The input's text it covers, or the special token's own text (`[CLS]`).
+    pub text: String,
+    /// A special token, added by the tokenizer: no offsets.
+    pub special: bool,
+    /// The byte offset in the input where it starts (`null` for a special token).
+    pub start: Option<usize>,
+    /// The byte offset in the input where it ends.
+    pub stop: Option<usize>,
+}
+
+/// `POST /tokenize` answer: one list of tokens per input, in input order (a list of one
+/// for a single text).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!([[{"id": 101, "text": "[CLS]", "special": true, "start": null, "stop": null}, {"id": 7592, "text": "hello", "special": false, "start": 0, "stop": 5}]]))]
+pub struct TokenizeResponse(pub Vec<Vec<SimpleToken>>);
+
+/// `POST /decode` (text-embeddings-inference): token ids back to text.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeRequest {
+    /// One input's token ids, or a list of them (at most `--max-client-batch`); ids of this
+    /// model's vocabulary (`0..vocab`).
+    pub ids: InputIds,
+    /// Leave the special tokens out of the text (default true).
+    #[serde(default = "yes")]
+    pub skip_special_tokens: bool,
+}
+
+/// Token ids of one input or of several. Deserialised by a visitor that reads them straight
+/// into their vectors and stops at `--max-client-batch` inputs (see
+/// [`crate::http::bounded`]).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum InputIds {
+    /// One input.
+    Single(Vec<u32>),
+    /// Several inputs.
+    Batch(Vec<Vec<u32>>),
+}
+
+/// `POST /decode` answer: one text per input.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!(["hello world"]))]
+pub struct DecodeResponse(pub Vec<String>);

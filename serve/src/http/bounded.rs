@@ -20,7 +20,7 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::http::api::{OpenAiInput, TeiInput};
+use crate::http::api::{InputIds, OpenAiInput, TeiInput};
 
 thread_local! {
     /// The most inputs a list may hold in the parse running on this thread.
@@ -191,6 +191,32 @@ impl<'de> Deserialize<'de> for TeiInput {
             }
         }
         deserializer.deserialize_any(InputVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for InputIds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdsVisitor;
+        impl<'de> Visitor<'de> for IdsVisitor {
+            type Value = InputIds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of token ids or a list of lists of token ids")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<InputIds, A::Error> {
+                Ok(match seq.next_element::<First>()? {
+                    None => InputIds::Single(Vec::new()),
+                    Some(First::Id(id)) => InputIds::Single(read_ids(seq, vec![id])?),
+                    Some(First::Ids(ids)) => InputIds::Batch(read_rest(seq, vec![ids])?),
+                    Some(First::Text(_)) => {
+                        return Err(de::Error::invalid_type(
+                            de::Unexpected::Str("..."),
+                            &"a token id or a list of token ids",
+                        ))
+                    }
+                })
+            }
+        }
+        deserializer.deserialize_seq(IdsVisitor)
     }
 }
 

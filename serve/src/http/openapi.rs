@@ -13,12 +13,14 @@ use crate::http::handlers;
     info(
         title = "corestream embedding service",
         description = "Sentence embeddings over pinned CPU streams with dynamic batching: \
-                       OpenAI's /v1/embeddings, text-embeddings-inference's /embed and /info, \
+                       OpenAI's /v1/embeddings, text-embeddings-inference's /embed, /tokenize, /decode and /info, \
                        health, Prometheus metrics."
     ),
     paths(
         handlers::embeddings::openai_embeddings,
         handlers::embeddings::embed,
+        handlers::tokens::tokenize,
+        handlers::tokens::decode,
         handlers::probes::info,
         handlers::probes::health,
         handlers::probes::ready,

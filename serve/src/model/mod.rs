@@ -12,4 +12,4 @@ pub mod tokenizer;
 pub use embedder::{normalize, Backend, Naive, TextEmbedder, TextNet};
 pub use pooling::Pooling;
 pub use source::ModelFiles;
-pub use tokenizer::{Keep, TextTokenizer};
+pub use tokenizer::{Keep, TextTokenizer, Token};

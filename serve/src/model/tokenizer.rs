@@ -29,6 +29,17 @@ pub enum Keep {
     End,
 }
 
+/// One token of a text (see [`TextTokenizer::tokens`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Its id.
+    pub id: u32,
+    /// The text it covers, or a special token's own text.
+    pub text: String,
+    /// Its byte range in the text; `None` for a special token.
+    pub span: Option<(usize, usize)>,
+}
+
 /// A model's tokenizer with the longest input the model takes.
 pub enum TextTokenizer {
     /// A HuggingFace tokenizer; special tokens (`[CLS]` ... `[SEP]`) are added.
@@ -221,6 +232,65 @@ impl TextTokenizer {
         static WHOLE: Mutex<()> = Mutex::new(());
         let _alone = WHOLE.lock().unwrap_or_else(|e| e.into_inner());
         self.encode(text)
+    }
+
+    /// The tokens of `text` with their byte offsets in it, as `POST /tokenize` answers them
+    /// (text-embeddings-inference's shape): a special token (`[CLS]`) has its own text and no
+    /// offsets; any other covers `text[start..stop]`.
+    pub fn tokens(&self, text: &str, add_special: bool) -> Result<Vec<Token>, String> {
+        match self {
+            TextTokenizer::Hf { tokenizer, .. } => {
+                let encoding = tokenizer
+                    .encode(text, add_special)
+                    .map_err(|e| format!("cannot tokenise the input: {e}"))?;
+                Ok(encoding
+                    .get_ids()
+                    .iter()
+                    .zip(encoding.get_offsets())
+                    .zip(encoding.get_special_tokens_mask())
+                    .zip(encoding.get_tokens())
+                    .map(|(((&id, &(start, stop)), &special), token)| {
+                        if special == 1 {
+                            Token {
+                                id,
+                                text: token.clone(),
+                                span: None,
+                            }
+                        } else {
+                            let bytes = text.as_bytes().get(start..stop).unwrap_or_default();
+                            Token {
+                                id,
+                                text: String::from_utf8_lossy(bytes).into_owned(),
+                                span: Some((start, stop)),
+                            }
+                        }
+                    })
+                    .collect())
+            }
+            TextTokenizer::Bytes { .. } => Ok(text
+                .bytes()
+                .enumerate()
+                .map(|(i, b)| Token {
+                    id: u32::from(b),
+                    text: String::from_utf8_lossy(&[b]).into_owned(),
+                    span: Some((i, i + 1)),
+                })
+                .collect()),
+        }
+    }
+
+    /// The text of token ids (each below [`vocab_size`](Self::vocab_size)), without the
+    /// special tokens when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, String> {
+        match self {
+            TextTokenizer::Hf { tokenizer, .. } => tokenizer
+                .decode(ids, skip_special)
+                .map_err(|e| format!("cannot decode the ids: {e}")),
+            TextTokenizer::Bytes { .. } => {
+                let bytes: Vec<u8> = ids.iter().map(|&id| id.min(255) as u8).collect();
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+        }
     }
 
     /// Cuts `ids` to `max` tokens keeping `keep`'s end; a HuggingFace tokenizer's first and

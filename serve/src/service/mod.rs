@@ -15,6 +15,7 @@ pub mod load;
 pub mod requests;
 pub mod state;
 pub mod telemetry;
+mod tokens;
 
 pub use access::ApiKey;
 pub use admission::Admission;

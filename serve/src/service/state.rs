@@ -412,27 +412,40 @@ impl Service {
     ) -> Result<Tokenized, Failure> {
         self.check_count(loaded, texts.len())?;
         let span = tracing::debug_span!("tokenize", inputs = texts.len());
-        let bytes: usize = texts.iter().map(String::len).sum();
-        let ids = if bytes <= INLINE_TOKENIZE_BYTES {
-            span.in_scope(|| encode_all(&loaded.tokenizer, &texts, keep))
-        } else {
-            // The permit moves into the blocking task: a request dropped meanwhile (its
-            // client left) does not free the place while its tokenisation still runs.
-            let permit = Arc::clone(&self.tokenizing)
-                .acquire_owned()
-                .await
-                .map_err(|_| Failure::unavailable("unavailable", "the service is shutting down"))?;
-            let tokenizer = Arc::clone(&loaded.tokenizer);
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                span.in_scope(|| encode_all(&tokenizer, &texts, keep))
+        let ids = self
+            .with_tokenizer(loaded, texts, move |tokenizer, texts| {
+                span.in_scope(|| encode_all(tokenizer, &texts, keep))
             })
-            .await
-            .map_err(|e| {
-                Failure::internal("tokenizer_error", format!("tokenisation failed: {e}"))
-            })?
-        }?;
+            .await??;
         self.limit(loaded, ids, truncate, keep)
+    }
+
+    /// Runs `f` over `texts` with the model's tokenizer: here when they hold at most
+    /// [`INLINE_TOKENIZE_BYTES`], else on tokio's blocking pool, one per CPU at a time (see
+    /// [`tokenize`](Self::tokenize)).
+    pub(crate) async fn with_tokenizer<T: Send + 'static>(
+        &self,
+        loaded: &Loaded,
+        texts: Vec<String>,
+        f: impl FnOnce(&TextTokenizer, Vec<String>) -> T + Send + 'static,
+    ) -> Result<T, Failure> {
+        let bytes: usize = texts.iter().map(String::len).sum();
+        if bytes <= INLINE_TOKENIZE_BYTES {
+            return Ok(f(&loaded.tokenizer, texts));
+        }
+        // The permit moves into the blocking task: a request dropped meanwhile (its client
+        // left) does not free the place while its tokenisation still runs.
+        let permit = Arc::clone(&self.tokenizing)
+            .acquire_owned()
+            .await
+            .map_err(|_| Failure::unavailable("unavailable", "the service is shutting down"))?;
+        let tokenizer = Arc::clone(&loaded.tokenizer);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&tokenizer, texts)
+        })
+        .await
+        .map_err(|e| Failure::internal("tokenizer_error", format!("tokenisation failed: {e}")))
     }
 
     /// Checks inputs given as token ids: each id below the vocabulary size, each input

@@ -8,6 +8,7 @@
 //!   Runtime;
 //! - `access.rs` (run by both server files): `--api-key`, 415 for bodies not declared JSON,
 //!   429 with `Retry-After` on a full queue and past `--max-concurrent-requests`;
+//! - `tokens.rs` (run by both server files): `POST /tokenize` and `POST /decode`;
 //! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
 //! - `accounting.rs`: request counters and the rate-limited cancellation log;
 //! - `lifecycle.rs`: a loader that fails or panics leaves the service failed;
@@ -30,3 +31,4 @@ mod lifecycle;
 mod scenarios;
 mod stuck;
 mod tokenizer;
+mod tokens;

@@ -150,6 +150,16 @@ macro_rules! server_scenarios {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tokenize_and_decode() {
+            let _shared = crate::support::shared().await;
+            crate::tokens::tokenize_and_decode(
+                crate::support::launcher($server),
+                concat!($prefix, "-tokens"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn health_follows_loading_failure_and_draining() {
             let _shared = crate::support::shared().await;
             crate::scenarios::health_follows_state(

@@ -46,7 +46,7 @@ pub async fn openai_embeddings(service: &Service, body: &[u8]) -> Reply {
 /// check the strings of fields a request type ignores) and a JSON object (serde's derived
 /// structs also take an array, its items as the fields in order: `[["a"]]` would be read as
 /// `{"input": ["a"]}`).
-fn json_object(body: &[u8]) -> Result<&str, Failure> {
+pub(super) fn json_object(body: &[u8]) -> Result<&str, Failure> {
     let text = std::str::from_utf8(body).map_err(|e| {
         Failure::bad_request("invalid_json", format!("the body is not UTF-8 JSON: {e}"))
     })?;
@@ -64,7 +64,7 @@ fn json_object(body: &[u8]) -> Result<&str, Failure> {
 
 /// Parses a body for `loaded`'s limits: a list of inputs stops being read past
 /// `--max-client-batch` (413), other failures are `invalid` (400).
-fn parse_body<T: DeserializeOwned>(
+pub(super) fn parse_body<T: DeserializeOwned>(
     text: &str,
     loaded: &Loaded,
     invalid: impl FnOnce(serde_json::Error) -> Failure,

@@ -8,6 +8,7 @@
 //! | `mod.rs` | [`Route`], [`Reply`], the request's head and body, [`handle`]: the path every request takes |
 //! | `errors.rs` | a [`Failure`] in each API's error shape, and its [`status`] |
 //! | `embeddings.rs` | `POST /v1/embeddings`, `POST /embed` |
+//! | `tokens.rs` | `POST /tokenize`, `POST /decode` |
 //! | `probes.rs` | `GET /info`, health, metrics, the OpenAPI document |
 
 use std::future::Future;
@@ -21,11 +22,13 @@ use crate::service::{Failure, FailureKind, Service};
 pub(crate) mod embeddings;
 mod errors;
 pub(crate) mod probes;
+pub(crate) mod tokens;
 
 pub use embeddings::{embed, openai_embeddings, to_base64};
 pub use errors::status;
 use errors::{body_failure, route_failure};
 pub use probes::{health, info, live, metrics, openapi_json, ready};
+pub use tokens::{decode, tokenize};
 
 /// The largest request body accepted (larger: 413 from the framework).
 pub const BODY_LIMIT: usize = 2 << 20;
@@ -70,6 +73,10 @@ pub enum Route {
     OpenAiEmbeddings,
     /// `POST /embed`.
     Embed,
+    /// `POST /tokenize`.
+    Tokenize,
+    /// `POST /decode`.
+    Decode,
     /// `GET /info`.
     Info,
     /// `GET /health`.
@@ -86,9 +93,11 @@ pub enum Route {
 
 impl Route {
     /// All routes, for the adapters to register.
-    pub const ALL: [Route; 8] = [
+    pub const ALL: [Route; 10] = [
         Route::OpenAiEmbeddings,
         Route::Embed,
+        Route::Tokenize,
+        Route::Decode,
         Route::Info,
         Route::Health,
         Route::Live,
@@ -102,6 +111,8 @@ impl Route {
         match self {
             Route::OpenAiEmbeddings => "/v1/embeddings",
             Route::Embed => "/embed",
+            Route::Tokenize => "/tokenize",
+            Route::Decode => "/decode",
             Route::Info => "/info",
             Route::Health => "/health",
             Route::Live => "/health/live",
@@ -114,7 +125,9 @@ impl Route {
     /// The method.
     pub fn method(self) -> Method {
         match self {
-            Route::OpenAiEmbeddings | Route::Embed => Method::Post,
+            Route::OpenAiEmbeddings | Route::Embed | Route::Tokenize | Route::Decode => {
+                Method::Post
+            }
             _ => Method::Get,
         }
     }
@@ -353,6 +366,8 @@ pub async fn handle<B: AsRef<[u8]>>(
                 within(service, route, openai_embeddings(service, body)).await
             }
             Route::Embed => within(service, route, embed(service, body)).await,
+            Route::Tokenize => within(service, route, tokenize(service, body)).await,
+            Route::Decode => decode(service, body),
             Route::Info => info(service),
             Route::Health => health(service),
             Route::Ready => ready(service),
