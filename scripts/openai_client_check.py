@@ -5,7 +5,8 @@ Usage: python3 scripts/openai_client_check.py http://127.0.0.1:8080
 
 With the client's defaults (it asks for base64 and decodes it itself), then with
 encoding_format="float": same vectors, unit length, input order, usage counted; a single
-string input; `dimensions` other than the model's is a 400 (openai.BadRequestError) and an
+string input; `dimensions` below the model's gives that many leading dimensions, unit length
+again, and over it is a 400 (openai.BadRequestError); an
 over-long input a 413 (openai.APIStatusError). Prints one JSON line at the end with the texts,
 the decoded vectors and the model id, for serve/tests/service to compare with the unbatched
 result. Exits non-zero on any mismatch.
@@ -43,6 +44,14 @@ single = client.embeddings.create(model="any-model", input=texts[0])
 assert len(single.data) == 1
 diff = max(abs(x - y) for x, y in zip(single.data[0].embedding, default.data[0].embedding))
 assert diff <= 1e-4, f"single vs batch: {diff}"
+
+half = max(dim // 2, 1)
+short = client.embeddings.create(model="any-model", input=texts[0], dimensions=half)
+cut = default.data[0].embedding[:half]
+scale = math.sqrt(sum(x * x for x in cut))
+assert len(short.data[0].embedding) == half, len(short.data[0].embedding)
+diff = max(abs(x - y / scale) for x, y in zip(short.data[0].embedding, cut))
+assert diff <= 1e-4, f"dimensions={half}: {diff}"
 
 try:
     client.embeddings.create(model="any-model", input=texts, dimensions=dim + 1)

@@ -140,6 +140,70 @@ fn serves_a_hugging_face_model_directory() {
     assert!(max_diff(&embeddings(&base, &TEXTS), &vectors) > 0.01);
 }
 
+/// The directory's `config_sentence_transformers.json` prompts: listed in `/info`, put before
+/// each input by `--default-prompt-name` (vectors of the prompted texts), or by a request's
+/// `prompt_name`; a default name the directory lacks fails the load, saying which exist.
+#[test]
+fn prompts_from_the_directory_and_the_flags() {
+    let _alone = one_at_a_time();
+    let Some((onnx, tokenizer)) = fetched_minilm() else {
+        return;
+    };
+    let (_tmp, dir) = hugging_face_dir(&onnx, &tokenizer);
+    std::fs::write(
+        dir.join("config_sentence_transformers.json"),
+        r#"{"prompts": {"query": "query: ", "passage": ""}, "default_prompt_name": null}"#,
+    )
+    .unwrap();
+    let prompted: Vec<String> = TEXTS.iter().map(|t| format!("query: {t}")).collect();
+    let prompted: Vec<&str> = prompted.iter().map(String::as_str).collect();
+
+    let mut plain = Process::start(&["--model", dir.to_str().unwrap(), "--streams", "1"]);
+    let base = plain.base();
+    wait_health(&mut plain, &base, 200);
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert_eq!(info["prompts"], json!(["passage", "query"]), "{info}");
+    assert!(info["default_prompt_name"].is_null(), "{info}");
+    let want = embeddings(&base, &prompted);
+    let (status, named) = call(
+        &format!("{base}/embed"),
+        Some(json!({"inputs": TEXTS, "prompt_name": "query"})),
+    );
+    assert_eq!(status, 200, "{named}");
+    let named: Vec<Vec<f64>> = serde_json::from_value(named).unwrap();
+    assert!(max_diff(&named, &want) < 1e-6);
+    drop(plain);
+
+    let mut default = Process::start(&[
+        "--model",
+        dir.to_str().unwrap(),
+        "--streams",
+        "1",
+        "--default-prompt-name",
+        "query",
+    ]);
+    let base = default.base();
+    wait_health(&mut default, &base, 200);
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert_eq!(info["default_prompt_name"], "query", "{info}");
+    assert_eq!(info["default_prompt"], "query: ", "{info}");
+    assert!(max_diff(&embeddings(&base, &TEXTS), &want) < 1e-6);
+    drop(default);
+
+    let mut unknown = Process::start(&[
+        "--model",
+        dir.to_str().unwrap(),
+        "--default-prompt-name",
+        "title",
+    ]);
+    let base = unknown.base();
+    wait_health(&mut unknown, &base, 503);
+    let logged = unknown.wait_log("model load failed");
+    let error = logged["error"].as_str().unwrap_or_default();
+    assert!(error.contains("\"title\" is not configured"), "{logged}");
+    assert!(error.contains("passage, query"), "{logged}");
+}
+
 #[test]
 fn a_directory_without_a_model_answers_503_and_logs_the_reason() {
     let _alone = one_at_a_time();

@@ -247,6 +247,7 @@ fn serve(
         tokenizer,
         info,
         monitor: None,
+        prompts: Default::default(),
     });
     (base, handle)
 }

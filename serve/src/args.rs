@@ -58,6 +58,19 @@ pub struct Args {
     /// Pooling, overriding the model's 1_Pooling/config.json: mean, cls, max or last-token.
     #[arg(long, env = "CORESTREAM_POOLING", value_name = "MODE")]
     pub pooling: Option<Pooling>,
+    /// The prompt of the model's `config_sentence_transformers.json` that inputs get when a
+    /// request names none (`prompt_name`); default: the file's `default_prompt_name`, else
+    /// none.
+    #[arg(
+        long,
+        env = "CORESTREAM_DEFAULT_PROMPT_NAME",
+        value_name = "NAME",
+        conflicts_with = "default_prompt"
+    )]
+    pub default_prompt_name: Option<String>,
+    /// A text put before every input when a request names no prompt (e.g. `"query: "`).
+    #[arg(long, env = "CORESTREAM_DEFAULT_PROMPT", value_name = "TEXT")]
+    pub default_prompt: Option<String>,
     /// Without --model: a folder holding paraphrase-MiniLM-L3-v2.onnx and tokenizer.json, as
     /// scripts/fetch-models.sh leaves it (or any model directory).
     #[arg(

@@ -23,7 +23,9 @@ pub struct OpenAiRequest {
     /// OpenAI sends it (the official clients ask for base64).
     #[serde(default)]
     pub encoding_format: Option<EncodingFormat>,
-    /// The output size: only the model's own dimension (`GET /info`) is accepted.
+    /// The output size, 1 to the model's dimension (`GET /info`): fewer keep the leading
+    /// dimensions and renormalise (Matryoshka truncation: meaningful for models trained for it,
+    /// such as nomic-embed, mxbai-embed, gte-modernbert and OpenAI's text-embedding-3).
     #[serde(default)]
     #[schema(minimum = 1)]
     pub dimensions: Option<u64>,
@@ -35,6 +37,11 @@ pub struct OpenAiRequest {
     /// `--truncate`).
     #[serde(default)]
     pub truncate: Option<bool>,
+    /// Extension: a prompt of the model's `config_sentence_transformers.json` put before
+    /// each text input (`GET /info` lists them; default: the server's default prompt).
+    #[serde(default)]
+    #[schema(nullable = true)]
+    pub prompt_name: Option<String>,
 }
 
 /// OpenAI's `input`. Deserialised by a visitor that reads each form straight into its
@@ -152,6 +159,11 @@ pub struct TeiRequest {
     /// Which end truncation keeps: `Right` (default) cuts the end, `Left` the start.
     #[serde(default)]
     pub truncation_direction: Option<TruncationDirection>,
+    /// A prompt of the model's `config_sentence_transformers.json` put before each input
+    /// (`GET /info` lists them; default: the server's default prompt).
+    #[serde(default)]
+    #[schema(nullable = true)]
+    pub prompt_name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -208,6 +220,7 @@ pub(crate) struct EmbedBody {
     pub(crate) normalize: Option<bool>,
     pub(crate) truncate: Option<bool>,
     pub(crate) truncation_direction: Option<TruncationDirection>,
+    pub(crate) prompt_name: Option<String>,
 }
 
 /// Answer to `{"texts"}`.
@@ -260,8 +273,9 @@ pub struct TokenizeRequest {
     /// Add the model's special tokens (`[CLS]`, `[SEP]`), as embedding does (default true).
     #[serde(default = "yes")]
     pub add_special_tokens: bool,
-    /// A prompt of the model's `config_sentence_transformers.json`; only `null` today: this
-    /// service configures no prompts (400 for a name).
+    /// A prompt of the model's `config_sentence_transformers.json` put before each input,
+    /// as embedding puts it (`GET /info` lists them; default: the server's default prompt);
+    /// offsets are then into the prompted text.
     #[serde(default)]
     #[schema(nullable = true)]
     pub prompt_name: Option<String>,

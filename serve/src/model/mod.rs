@@ -6,10 +6,12 @@
 pub mod embedder;
 pub mod graph;
 pub mod pooling;
+pub mod prompts;
 pub mod source;
 pub mod tokenizer;
 
 pub use embedder::{normalize, Backend, Naive, TextEmbedder, TextNet};
 pub use pooling::Pooling;
+pub use prompts::Prompts;
 pub use source::ModelFiles;
 pub use tokenizer::{Keep, TextTokenizer, Token};

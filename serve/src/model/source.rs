@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::model::pooling::Pooling;
+use crate::model::prompts::Prompts;
 
 /// The file name of the model `--models DIR` (earlier releases' flag) names.
 pub const LEGACY_ONNX: &str = "paraphrase-MiniLM-L3-v2.onnx";
@@ -28,6 +29,8 @@ pub struct ModelFiles {
     pub pooling: Pooling,
     /// Where [`pooling`](Self::pooling) was read (`1_Pooling/config.json` or `default`).
     pub pooling_source: String,
+    /// The prompts of `config_sentence_transformers.json` (none without it).
+    pub prompts: Prompts,
 }
 
 fn missing(path: &Path, what: &str) -> corestream::Error {
@@ -79,6 +82,7 @@ impl ModelFiles {
             })?;
         let tokenizer = existing(dir.join("tokenizer.json"), "tokenizer.json")?;
         let (pooling, pooling_source) = Pooling::from_dir(dir).map_err(|m| missing(dir, &m))?;
+        let prompts = Prompts::from_dir(dir).map_err(|m| missing(dir, &m))?;
         let name = if onnx.ends_with(LEGACY_ONNX) {
             "paraphrase-MiniLM-L3-v2".to_owned()
         } else {
@@ -90,6 +94,7 @@ impl ModelFiles {
             tokenizer,
             pooling,
             pooling_source,
+            prompts,
         })
     }
 
@@ -106,6 +111,7 @@ impl ModelFiles {
         };
         let (pooling, pooling_source) =
             Pooling::from_dir(model_dir).map_err(|m| missing(model_dir, &m))?;
+        let prompts = Prompts::from_dir(model_dir).map_err(|m| missing(model_dir, &m))?;
         let name = if model_dir != dir || onnx.file_name() == Some("model.onnx".as_ref()) {
             name_of(model_dir)
         } else {
@@ -118,6 +124,7 @@ impl ModelFiles {
             tokenizer,
             pooling,
             pooling_source,
+            prompts,
         })
     }
 }

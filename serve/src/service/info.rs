@@ -34,6 +34,13 @@ pub struct Info {
     /// How token vectors become one vector: `mean`, `cls`, `max`, `last-token`, or `none` for
     /// a model that answers one vector per input itself.
     pub pooling: String,
+    /// The prompts a request may name (`prompt_name`), from the model's
+    /// `config_sentence_transformers.json`.
+    pub prompts: Vec<String>,
+    /// The prompt a request gets when it names none, when it is a named one.
+    pub default_prompt_name: Option<String>,
+    /// The text of the prompt a request gets when it names none.
+    pub default_prompt: Option<String>,
     /// The service's (corestream's) version.
     pub version: String,
 }

@@ -9,7 +9,7 @@ use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
 
 use crate::args::Args;
 use crate::model::embedder::{self, Backend};
-use crate::model::{ModelFiles, TextEmbedder, TextNet, TextTokenizer};
+use crate::model::{ModelFiles, Prompts, TextEmbedder, TextNet, TextTokenizer};
 use crate::service::info::Info;
 use crate::service::state::{Embedder, Loaded};
 
@@ -119,6 +119,9 @@ where
         queue_capacity: options.queue,
         auto_truncate: options.auto_truncate,
         pooling: "none".to_owned(),
+        prompts: Vec::new(),
+        default_prompt_name: None,
+        default_prompt: None,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let batcher = Arc::new(batcher);
@@ -127,6 +130,7 @@ where
         tokenizer: Arc::new(tokenizer),
         info,
         monitor: Some(batcher),
+        prompts: Prompts::default(),
     })
 }
 
@@ -173,15 +177,30 @@ pub fn model_files(args: &Args) -> corestream::Result<ModelFiles> {
 pub fn load(args: &Args) -> corestream::Result<Loaded> {
     let options = BatchOptions::from_args(args)?;
     let backend = backend(args)?;
-    if args.textnet {
+    let (mut loaded, prompts) = if args.textnet {
         let (model, tokenizer) = TextNet::load_with_tokenizer(backend)?;
         let name = args.served_model_name.as_deref().unwrap_or("textnet");
-        serve_model(model, tokenizer, name, backend.describe(), &options)
+        let loaded = serve_model(model, tokenizer, name, backend.describe(), &options)?;
+        (loaded, Prompts::default())
     } else {
         let files = model_files(args)?;
         let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend)?;
         let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), &options)?;
         loaded.info.pooling = files.pooling.to_string();
-        Ok(loaded)
-    }
+        (loaded, files.prompts)
+    };
+    let prompts = prompts
+        .with_default(
+            args.default_prompt.as_deref(),
+            args.default_prompt_name.as_deref(),
+        )
+        .map_err(|message| corestream::Error::ModelLoad {
+            model: loaded.info.model_id.clone(),
+            message,
+        })?;
+    loaded.info.prompts = prompts.names().map(str::to_owned).collect();
+    loaded.info.default_prompt_name = prompts.default_name().map(str::to_owned);
+    loaded.info.default_prompt = prompts.default_text().map(str::to_owned);
+    loaded.prompts = prompts;
+    Ok(loaded)
 }

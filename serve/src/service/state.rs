@@ -12,6 +12,7 @@ use corestream::{Batch, Batcher, BatcherHealth, BatcherStats, Error, Infer, Modu
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::model::prompts::Prompts;
 use crate::model::tokenizer::{Keep, TextTokenizer};
 use crate::service::access::ApiKey;
 use crate::service::admission::{Admission, DEFAULT_MAX_CONCURRENT_REQUESTS};
@@ -35,6 +36,8 @@ pub struct Loaded {
     pub info: Info,
     /// The batcher's counters and liveness, when a batcher serves.
     pub monitor: Option<Arc<dyn Monitor>>,
+    /// The prompts requests may name, and the default one.
+    pub prompts: Prompts,
 }
 
 /// What the service watches of the batcher behind a model: its counters (rows and tokens per

@@ -1,10 +1,25 @@
-//! The tokenizer's own routes, `POST /tokenize` and `POST /decode`, in the service's terms:
-//! what the model would see of a text, and the text of token ids.
+//! What the model sees of a text: its prompt, and the tokenizer's own routes (`POST /tokenize`,
+//! `POST /decode`) in the service's terms.
 
 use crate::model::tokenizer::{Keep, Token};
 use crate::service::{Failure, Loaded, Service};
 
 impl Service {
+    /// `texts` after the prompt named `name` (an unknown name is a 400 listing the model's
+    /// prompts), or after the server's default prompt when `name` is `None`.
+    pub fn prompted(
+        &self,
+        loaded: &Loaded,
+        name: Option<&str>,
+        texts: Vec<String>,
+    ) -> Result<Vec<String>, Failure> {
+        let prompt = loaded
+            .prompts
+            .resolve(name)
+            .map_err(|m| Failure::bad_request("invalid_request", m))?;
+        Ok(loaded.prompts.apply(prompt, texts))
+    }
+
     /// The tokens of each text (special tokens added when `add_special`), with their byte
     /// offsets. Bounded like an embedding request: at most `--max-client-batch` texts, and
     /// at most that many times the model's longest input in tokens over all of them (else

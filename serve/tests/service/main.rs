@@ -9,6 +9,7 @@
 //! - `access.rs` (run by both server files): `--api-key`, 415 for bodies not declared JSON,
 //!   429 with `Retry-After` on a full queue and past `--max-concurrent-requests`;
 //! - `tokens.rs` (run by both server files): `POST /tokenize` and `POST /decode`;
+//! - `prompts.rs` (run by both server files): prompts before the inputs, by name or default;
 //! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
 //! - `accounting.rs`: request counters and the rate-limited cancellation log;
 //! - `lifecycle.rs`: a loader that fails or panics leaves the service failed;
@@ -28,6 +29,7 @@ mod actix_server;
 mod axum_server;
 mod faults;
 mod lifecycle;
+mod prompts;
 mod scenarios;
 mod stuck;
 mod tokenizer;

@@ -231,6 +231,16 @@ pub async fn limits_and_validation(
         ),
         (
             &openai,
+            json!({"input": "a", "dimensions": 0}).to_string(),
+            "invalid_dimensions",
+        ),
+        (
+            &openai,
+            json!({"input": "a", "prompt_name": "query"}).to_string(),
+            "invalid_request",
+        ),
+        (
+            &openai,
             json!({"input": [[1, 2], []]}).to_string(),
             "invalid_request",
         ),
@@ -263,6 +273,22 @@ pub async fn limits_and_validation(
         assert_eq!(e["error_type"], "Validation", "{body}: {e}");
         assert!(e["error"].is_string(), "{body}: {e}");
     }
+
+    // Fewer `dimensions`: the leading ones, unit length again (Matryoshka truncation).
+    let short = (dim / 2).max(1);
+    let ids = tokenizer.encode("a cat sits").unwrap();
+    let full = model.forward(Rows(vec![ids.clone()])).unwrap().0.remove(0);
+    let cut = embedder::normalize(embedder::normalize(full)[..short].to_vec());
+    let (s, a) = post(
+        &client,
+        openai.clone(),
+        json!({"input": ids, "dimensions": short}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    let got = openai_vector(&a["data"][0]["embedding"]);
+    assert_eq!(got.len(), short);
+    assert!(max_diff(&[got], &[cut]) <= 1e-4);
 
     // `dimensions` equal to the model's is accepted; token ids are served as given.
     let ids = tokenizer.encode("a cat sits").unwrap();

@@ -160,6 +160,16 @@ macro_rules! server_scenarios {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn prompts_go_before_the_inputs() {
+            let _shared = crate::support::shared().await;
+            crate::prompts::prompts_go_before_the_inputs(
+                crate::support::launcher($server),
+                concat!($prefix, "-prompts"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn health_follows_loading_failure_and_draining() {
             let _shared = crate::support::shared().await;
             crate::scenarios::health_follows_state(

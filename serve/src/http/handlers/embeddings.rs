@@ -29,7 +29,7 @@ pub fn to_base64(v: &[f32]) -> String {
     request_body(content = OpenAiRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "One unit vector per input", body = OpenAiResponse),
-        (status = 400, description = "Bad JSON, an empty input, an unknown token id, or `dimensions` other than the model's", body = OpenAiError),
+        (status = 400, description = "Bad JSON, an empty input, an unknown token id, or `dimensions` outside 1 to the model's dimension", body = OpenAiError),
         (status = 408, description = "The body did not arrive within --body-timeout-ms", body = OpenAiError),
         (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or an input over the maximum length without truncation", body = OpenAiError),
         (status = 401, description = "The server has an --api-key and the request did not present it as `Authorization: Bearer`", body = OpenAiError),
@@ -92,28 +92,44 @@ async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
         )
     })?;
     let dim = loaded.info.dimension;
-    if let Some(d) = request.dimensions.filter(|&d| d != dim as u64) {
-        return Err(Failure::bad_request(
-            "invalid_dimensions",
-            format!("dimensions {d} is not available: this model answers {dim} dimensions only"),
-        ));
-    }
+    let dimensions = match request.dimensions {
+        None => dim,
+        Some(d) if (1..=dim as u64).contains(&d) => d as usize,
+        Some(d) => {
+            return Err(Failure::bad_request(
+                "invalid_dimensions",
+                format!(
+                    "dimensions {d} is not available: this model answers 1 to {dim} dimensions"
+                ),
+            ))
+        }
+    };
+    let prompt = request.prompt_name.as_deref();
     let input = match request.input {
         OpenAiInput::Text(t) => {
+            let texts = service.prompted(loaded, prompt, vec![t])?;
             service
-                .tokenize(loaded, vec![t], request.truncate, Keep::Start)
+                .tokenize(loaded, texts, request.truncate, Keep::Start)
                 .await
         }
         OpenAiInput::Texts(t) => {
+            let texts = service.prompted(loaded, prompt, t)?;
             service
-                .tokenize(loaded, t, request.truncate, Keep::Start)
+                .tokenize(loaded, texts, request.truncate, Keep::Start)
                 .await
         }
         OpenAiInput::Tokens(ids) => service.token_ids(loaded, vec![ids], request.truncate),
         OpenAiInput::TokenLists(ids) => service.token_ids(loaded, ids, request.truncate),
     }?;
     let tokens = input.tokens;
-    let vectors = service.embed(loaded, input, true).await?;
+    let mut vectors = service.embed(loaded, input, true).await?;
+    if dimensions < dim {
+        // Matryoshka: the leading dimensions, unit length again.
+        for v in &mut vectors {
+            v.truncate(dimensions);
+            *v = crate::model::embedder::normalize(std::mem::take(v));
+        }
+    }
     let base64 = request.encoding_format == Some(EncodingFormat::Base64);
     let data = vectors
         .into_iter()
@@ -185,7 +201,9 @@ async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
             normalize: None,
             truncate: None,
             truncation_direction: None,
+            prompt_name: None,
         } => {
+            let texts = service.prompted(loaded, None, texts)?;
             let input = service.tokenize(loaded, texts, None, Keep::Start).await?;
             let embeddings = service.embed(loaded, input, true).await?;
             Ok(Reply::json(
@@ -203,11 +221,13 @@ async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
             normalize,
             truncate,
             truncation_direction,
+            prompt_name,
         } => {
             let texts = match inputs {
                 TeiInput::Text(t) => vec![t],
                 TeiInput::Texts(t) => t,
             };
+            let texts = service.prompted(loaded, prompt_name.as_deref(), texts)?;
             let keep = match truncation_direction {
                 Some(TruncationDirection::Left) => Keep::End,
                 _ => Keep::Start,
@@ -226,7 +246,8 @@ async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
             "`texts` and `inputs` are two forms; send one",
         )),
         EmbedBody { texts: Some(_), .. } => Err(invalid_embed_body(
-            "`normalize`, `truncate` and `truncation_direction` go with `inputs`, not `texts`",
+            "`normalize`, `truncate`, `truncation_direction` and `prompt_name` go with `inputs`, \
+             not `texts`",
         )),
         EmbedBody { .. } => Err(invalid_embed_body("missing field `inputs`")),
     }

@@ -19,7 +19,7 @@ use crate::service::{Failure, Service};
     request_body(content = TokenizeRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "One list of tokens per input", body = TokenizeResponse),
-        (status = 400, description = "Bad JSON, an empty input list, or a prompt name (no prompts are configured)", body = TeiError),
+        (status = 400, description = "Bad JSON, an empty input list, or an unknown prompt name", body = TeiError),
         (status = 401, description = "The server has an --api-key and the request did not present it", body = TeiError),
         (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or more tokens than --max-client-batch x the model's longest input", body = TeiError),
         (status = 415, description = "The body is not declared `Content-Type: application/json`", body = TeiError),
@@ -49,16 +49,11 @@ async fn tokenize_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> 
             "{\"inputs\": \"text\" | [\"text\", ...], \"add_special_tokens\": true}",
         )
     })?;
-    if let Some(name) = request.prompt_name {
-        return Err(Failure::bad_request(
-            "invalid_request",
-            format!("prompt {name:?} is not configured: this model has no prompts"),
-        ));
-    }
     let texts = match request.inputs {
         TeiInput::Text(t) => vec![t],
         TeiInput::Texts(t) => t,
     };
+    let texts = service.prompted(loaded, request.prompt_name.as_deref(), texts)?;
     let tokens = service
         .tokens(loaded, texts, request.add_special_tokens)
         .await?;
