@@ -204,6 +204,54 @@ fn prompts_from_the_directory_and_the_flags() {
     assert!(error.contains("passage, query"), "{logged}");
 }
 
+/// `--onnx-file` serves another ONNX file of the directory (here a copy of the model, as the
+/// quantised files sit beside `onnx/model.onnx` in Hugging Face repositories), says so in
+/// `/info`; one the directory lacks fails the load, listing the files it has.
+#[test]
+fn onnx_file_picks_a_file_of_the_directory() {
+    let _alone = one_at_a_time();
+    let Some((onnx, tokenizer)) = fetched_minilm() else {
+        return;
+    };
+    let (_tmp, dir) = hugging_face_dir(&onnx, &tokenizer);
+    std::fs::copy(
+        dir.join("onnx/model.onnx"),
+        dir.join("onnx/model_copy.onnx"),
+    )
+    .unwrap();
+    let mut copy = Process::start(&[
+        "--model",
+        dir.to_str().unwrap(),
+        "--streams",
+        "1",
+        "--onnx-file",
+        "onnx/model_copy.onnx",
+    ]);
+    let base = copy.base();
+    wait_health(&mut copy, &base, 200);
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert_eq!(info["onnx_file"], "model_copy.onnx", "{info}");
+    let ready = copy.wait_log("ready");
+    assert_eq!(ready["onnx_file"], "model_copy.onnx", "{ready}");
+    assert_eq!(embeddings(&base, &TEXTS).len(), TEXTS.len());
+    drop(copy);
+
+    let mut missing = Process::start(&[
+        "--model",
+        dir.to_str().unwrap(),
+        "--onnx-file",
+        "onnx/model_qint8_avx512_vnni.onnx",
+    ]);
+    let base = missing.base();
+    wait_health(&mut missing, &base, 503);
+    let logged = missing.wait_log("model load failed");
+    let error = logged["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("it has: onnx/model.onnx, onnx/model_copy.onnx"),
+        "{logged}"
+    );
+}
+
 #[test]
 fn a_directory_without_a_model_answers_503_and_logs_the_reason() {
     let _alone = one_at_a_time();

@@ -49,6 +49,11 @@ pub struct Args {
         value_name = "DIR|FILE.onnx"
     )]
     pub model: Option<PathBuf>,
+    /// Which ONNX file of the model directory to serve, relative to it (default:
+    /// onnx/model.onnx, else model.onnx), e.g. `onnx/model_qint8_avx512_vnni.onnx` among the
+    /// quantised files Hugging Face repositories ship.
+    #[arg(long, env = "CORESTREAM_ONNX_FILE", value_name = "PATH")]
+    pub onnx_file: Option<PathBuf>,
     /// The tokenizer file (a Hugging Face tokenizer.json) of an ONNX file given to --model.
     #[arg(long, env = "CORESTREAM_TOKENIZER", value_name = "FILE.json")]
     pub tokenizer: Option<PathBuf>,

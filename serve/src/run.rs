@@ -74,6 +74,8 @@ fn log_choice(loaded: &Loaded, args: &Args, workers: usize) {
         max_input_length = info.max_input_length,
         max_input_length_source = %info.max_input_length_source,
         pooling = %info.pooling,
+        onnx_file = info.onnx_file.as_deref().unwrap_or("-"),
+        default_prompt_name = info.default_prompt_name.as_deref().unwrap_or("-"),
         server = ?args.server,
         http_workers = workers,
         "ready: serving {} on {} with {} streams ({}), batches of at most {} rows / {} tokens, \

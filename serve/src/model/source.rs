@@ -49,6 +49,30 @@ fn existing(path: PathBuf, what: &str) -> corestream::Result<PathBuf> {
 }
 
 impl ModelFiles {
+    /// The same model with another ONNX file of its directory (`--onnx-file`, relative to
+    /// `dir`, e.g. `onnx/model_qint8_avx512_vnni.onnx`): an error listing the directory's ONNX
+    /// files when it is not one of them.
+    pub fn with_onnx_file(mut self, dir: &Path, file: &Path) -> corestream::Result<ModelFiles> {
+        let path = dir.join(file);
+        if !path.is_file() || path.extension().is_none_or(|e| e != "onnx") {
+            let found = onnx_files(dir);
+            return Err(missing(
+                &path,
+                &format!(
+                    "--onnx-file {} is not an ONNX file of the model directory; it has: {}",
+                    file.display(),
+                    if found.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        found.join(", ")
+                    }
+                ),
+            ));
+        }
+        self.onnx = path;
+        Ok(self)
+    }
+
     /// The model at `path`: a directory (see the module documentation), or an ONNX file whose
     /// tokenizer is `tokenizer` (or the `tokenizer.json` beside it).
     pub fn locate(path: &Path, tokenizer: Option<&Path>) -> corestream::Result<ModelFiles> {
@@ -127,6 +151,36 @@ impl ModelFiles {
             prompts,
         })
     }
+}
+
+/// The ONNX files of a model directory and of its `onnx/` folder, relative to it, sorted.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(dir.path().join("onnx")).unwrap();
+/// for f in ["onnx/model.onnx", "onnx/model_qint8_avx512_vnni.onnx", "README.md"] {
+///     std::fs::write(dir.path().join(f), b"").unwrap();
+/// }
+/// assert_eq!(
+///     corestream_serve::model::source::onnx_files(dir.path()),
+///     ["onnx/model.onnx", "onnx/model_qint8_avx512_vnni.onnx"]
+/// );
+/// ```
+pub fn onnx_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for (folder, prefix) in [(dir.to_owned(), ""), (dir.join("onnx"), "onnx/")] {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".onnx") && entry.path().is_file() {
+                found.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// A directory's name (`.` and `..` resolved), `model` when it has none.

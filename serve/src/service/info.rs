@@ -34,6 +34,8 @@ pub struct Info {
     /// How token vectors become one vector: `mean`, `cls`, `max`, `last-token`, or `none` for
     /// a model that answers one vector per input itself.
     pub pooling: String,
+    /// The ONNX file served (its name; `--onnx-file` picks one of a directory's).
+    pub onnx_file: Option<String>,
     /// The prompts a request may name (`prompt_name`), from the model's
     /// `config_sentence_transformers.json`.
     pub prompts: Vec<String>,

@@ -119,6 +119,7 @@ where
         queue_capacity: options.queue,
         auto_truncate: options.auto_truncate,
         pooling: "none".to_owned(),
+        onnx_file: None,
         prompts: Vec::new(),
         default_prompt_name: None,
         default_prompt: None,
@@ -162,6 +163,20 @@ pub fn model_files(args: &Args) -> corestream::Result<ModelFiles> {
             e => e,
         }),
     }?;
+    if let Some(file) = &args.onnx_file {
+        let dir = match &args.model {
+            Some(path) if path.is_dir() => path.clone(),
+            Some(_) => {
+                return Err(corestream::Error::ModelLoad {
+                    model: file.display().to_string(),
+                    message: "--onnx-file picks a file of a model directory: give --model DIR"
+                        .to_owned(),
+                })
+            }
+            None => args.models.clone(),
+        };
+        files = files.with_onnx_file(&dir, file)?;
+    }
     if let Some(pooling) = args.pooling {
         files.pooling = pooling;
         files.pooling_source = "--pooling".to_owned();
@@ -187,6 +202,10 @@ pub fn load(args: &Args) -> corestream::Result<Loaded> {
         let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend)?;
         let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), &options)?;
         loaded.info.pooling = files.pooling.to_string();
+        loaded.info.onnx_file = files
+            .onnx
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
         (loaded, files.prompts)
     };
     let prompts = prompts
