@@ -74,7 +74,7 @@ enum Command {
     /// Serve an embedding model over HTTP (OpenAI /v1/embeddings, text-embeddings-inference
     /// /embed and /info, /health, /metrics) from a Hugging Face model directory, on pinned
     /// streams. Every flag also reads an environment variable.
-    Serve(corestream_serve::Args),
+    Serve(Box<corestream_serve::Args>),
 }
 
 /// A CLI failure: a message for stderr. Value parsers return it too, so [`parse_cli`] can tell
@@ -102,7 +102,7 @@ fn main() {
         Command::Topology { json } => topology::run(json),
         Command::Bench(args) => bench::run(args),
         Command::Tune(args) => tune::run(args),
-        Command::Serve(args) => Ok(serve::run(args)),
+        Command::Serve(args) => Ok(serve::run(*args)),
     };
     match result {
         Ok(code) => std::process::exit(code),
