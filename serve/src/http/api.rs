@@ -26,7 +26,7 @@ pub struct OpenAiRequest {
     /// The output size, 1 to the model's dimension (`GET /info`): fewer keep the leading
     /// dimensions and renormalise (Matryoshka truncation: meaningful for models trained for it,
     /// such as nomic-embed, mxbai-embed, gte-modernbert and OpenAI's text-embedding-3).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::bounded::optional_whole")]
     #[schema(minimum = 1)]
     pub dimensions: Option<u64>,
     /// Ignored (OpenAI's end-user id).

@@ -122,9 +122,10 @@ impl<'de> Deserialize<'de> for First {
                 Ok(First::Text(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<First, E> {
-                u32::try_from(v)
-                    .map(First::Id)
-                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &"a token id"))
+                token_id(v).map(First::Id)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<First, E> {
+                whole(v).and_then(token_id).map(First::Id)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<First, A::Error> {
                 read_ids(seq, Vec::new()).map(First::Ids)
@@ -134,11 +135,54 @@ impl<'de> Deserialize<'de> for First {
     }
 }
 
+/// A token id: a `u32`.
+fn token_id<E: de::Error>(v: u64) -> Result<u32, E> {
+    u32::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &"a token id"))
+}
+
+/// A JSON number with no fraction (`180.0`: an integer to JSON Schema, which the OpenAPI
+/// document's `integer` follows), as a `u64`.
+fn whole<E: de::Error>(v: f64) -> Result<u64, E> {
+    if v.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&v) {
+        Ok(v as u64)
+    } else {
+        Err(E::invalid_type(de::Unexpected::Float(v), &"a whole number"))
+    }
+}
+
+/// A non-negative integer, written `7` or `7.0`.
+struct Whole(u64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WholeVisitor;
+        impl Visitor<'_> for WholeVisitor {
+            type Value = Whole;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative integer")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Whole, E> {
+                Ok(Whole(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Whole, E> {
+                whole(v).map(Whole)
+            }
+        }
+        deserializer.deserialize_any(WholeVisitor)
+    }
+}
+
+/// `#[serde(default, deserialize_with = "bounded::optional_whole")]`: an optional non-negative
+/// integer that may be written `7.0` (absent: `None`; `null` too).
+pub fn optional_whole<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    Option::<Whole>::deserialize(deserializer).map(|w| w.map(|w| w.0))
+}
+
 /// The rest of one input's token ids after `ids`. Not limited in count: bounded by the body
 /// (4 bytes kept per id of at least 2 bytes sent), and by the model's length once parsed.
 fn read_ids<'de, A: SeqAccess<'de>>(mut seq: A, mut ids: Vec<u32>) -> Result<Vec<u32>, A::Error> {
-    while let Some(id) = seq.next_element()? {
-        ids.push(id);
+    while let Some(Whole(id)) = seq.next_element()? {
+        ids.push(token_id(id)?);
     }
     Ok(ids)
 }

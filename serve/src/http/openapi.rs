@@ -30,3 +30,88 @@ use crate::http::handlers;
     )
 )]
 pub struct ApiDoc;
+
+/// The limits of a loaded model that the document states: what a request may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The vectors' length: `dimensions` at most this.
+    pub dimension: usize,
+    /// Inputs per request (`--max-client-batch`).
+    pub max_client_batch: usize,
+    /// Tokens per input (the model's longest input).
+    pub max_input_length: usize,
+    /// Token ids below this.
+    pub vocab: usize,
+    /// The prompts a request may name.
+    pub prompts: Vec<String>,
+}
+
+/// The document, with `limits` written into its schemas when a model is loaded: lists of
+/// inputs hold 1 to `max_client_batch` items, an input of token ids 1 to `max_input_length`
+/// ids below `vocab`, `dimensions` at most `dimension`, `prompt_name` one of `prompts` (or
+/// null). (Text length is not stated: its limit
+/// is in tokens, which a schema cannot count.)
+///
+/// ```
+/// use corestream_serve::http::openapi::{document, Limits};
+///
+/// let limits = Limits {
+///     dimension: 384,
+///     max_client_batch: 32,
+///     max_input_length: 128,
+///     vocab: 30522,
+///     prompts: vec!["query".into()],
+/// };
+/// let doc = document(Some(limits));
+/// let dims = &doc["components"]["schemas"]["OpenAiRequest"]["properties"]["dimensions"];
+/// assert_eq!(dims["maximum"], 384);
+/// let texts = &doc["components"]["schemas"]["TeiInput"]["oneOf"][1];
+/// assert_eq!((texts["minItems"].as_u64(), texts["maxItems"].as_u64()), (Some(1), Some(32)));
+/// let prompt = &doc["components"]["schemas"]["TeiRequest"]["properties"]["prompt_name"];
+/// assert_eq!(prompt["enum"], serde_json::json!([null, "query"]));
+/// ```
+pub fn document(limits: Option<Limits>) -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+    let Some(l) = limits else {
+        return doc;
+    };
+    let mut prompts = vec![serde_json::Value::Null];
+    prompts.extend(
+        l.prompts
+            .iter()
+            .map(|p| serde_json::Value::from(p.as_str())),
+    );
+    for request in ["OpenAiRequest", "TeiRequest", "TokenizeRequest"] {
+        doc["components"]["schemas"][request]["properties"]["prompt_name"]["enum"] =
+            prompts.clone().into();
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    let top_id = l.vocab.saturating_sub(1);
+    let list = |node: &mut serde_json::Value, max: usize| {
+        node["minItems"] = 1.into();
+        node["maxItems"] = max.into();
+    };
+    let ids = |node: &mut serde_json::Value| {
+        list(node, l.max_input_length);
+        node["items"]["maximum"] = top_id.into();
+    };
+    schemas["OpenAiRequest"]["properties"]["dimensions"]["maximum"] = l.dimension.into();
+    // OpenAiInput: text, texts, ids, lists of ids.
+    let input = &mut schemas["OpenAiInput"]["oneOf"];
+    list(&mut input[1], l.max_client_batch);
+    ids(&mut input[2]);
+    list(&mut input[3], l.max_client_batch);
+    ids(&mut input[3]["items"]);
+    // TeiInput: text, texts.
+    list(&mut schemas["TeiInput"]["oneOf"][1], l.max_client_batch);
+    list(
+        &mut schemas["TextsRequest"]["properties"]["texts"],
+        l.max_client_batch,
+    );
+    // InputIds: ids, lists of ids.
+    let decode = &mut schemas["InputIds"]["oneOf"];
+    decode[0]["items"]["maximum"] = top_id.into();
+    list(&mut decode[1], l.max_client_batch);
+    decode[1]["items"]["items"]["maximum"] = top_id.into();
+    doc
+}

@@ -288,7 +288,31 @@ pub async fn limits_and_validation(
     assert_eq!(s, 200, "{a}");
     let got = openai_vector(&a["data"][0]["embedding"]);
     assert_eq!(got.len(), short);
-    assert!(max_diff(&[got], &[cut]) <= 1e-4);
+    assert!(max_diff(&[got], std::slice::from_ref(&cut)) <= 1e-4);
+
+    // Whole numbers written with a fraction (`2.0`: integers to JSON Schema, found by
+    // schemathesis) are ids and dimensions; `1.5` is not.
+    let whole: Vec<f64> = ids.iter().map(|&i| f64::from(i)).collect();
+    let (s, a) = post(
+        &client,
+        openai.clone(),
+        json!({"input": whole, "dimensions": short as f64}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    assert!(
+        max_diff(
+            &[openai_vector(&a["data"][0]["embedding"])],
+            std::slice::from_ref(&cut)
+        ) <= 1e-4
+    );
+    for body in [
+        json!({"input": [1.5]}),
+        json!({"input": "a", "dimensions": 1.5}),
+    ] {
+        let (s, a) = post(&client, openai.clone(), body.to_string()).await;
+        assert_eq!(s, 400, "{body}: {a}");
+    }
 
     // `dimensions` equal to the model's is accepted; token ids are served as given.
     let ids = tokenizer.encode("a cat sits").unwrap();
@@ -326,8 +350,9 @@ pub async fn info(base: &str, name: &str, dim: usize, max_input_length: usize) {
     assert_eq!(info["backend"], "test");
 }
 
-/// `/openapi.json` is an OpenAPI 3.1 document listing every route with its method.
-pub async fn openapi(base: &str) {
+/// `/openapi.json` is an OpenAPI 3.1 document listing every route with its method, and
+/// stating the loaded model's limits (dimension, inputs per request, ids per input, id range).
+pub async fn openapi(base: &str, dim: usize, max_input_length: usize, vocab: usize) {
     let doc: Value = reqwest::get(format!("{base}/openapi.json"))
         .await
         .unwrap()
@@ -344,6 +369,29 @@ pub async fn openapi(base: &str) {
         assert!(op.is_object(), "{} {} missing", method, route.path());
         assert!(op["responses"]["200"].is_object(), "{}", route.path());
     }
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["OpenAiRequest"]["properties"]["dimensions"]["maximum"],
+        dim
+    );
+    let lists = [
+        &schemas["OpenAiInput"]["oneOf"][1],
+        &schemas["OpenAiInput"]["oneOf"][3],
+        &schemas["TeiInput"]["oneOf"][1],
+        &schemas["TextsRequest"]["properties"]["texts"],
+        &schemas["InputIds"]["oneOf"][1],
+    ];
+    for list in lists {
+        assert_eq!(list["minItems"], 1, "{list}");
+        assert_eq!(list["maxItems"], 32, "{list}");
+    }
+    let ids = &schemas["OpenAiInput"]["oneOf"][2];
+    assert_eq!(ids["maxItems"], max_input_length, "{ids}");
+    assert_eq!(ids["items"]["maximum"], vocab - 1, "{ids}");
+    assert_eq!(
+        schemas["InputIds"]["oneOf"][1]["items"]["items"]["maximum"],
+        vocab - 1
+    );
     let openai = &doc["paths"]["/v1/embeddings"]["post"];
     for status in ["400", "413", "503"] {
         assert!(
@@ -425,7 +473,13 @@ pub async fn end_to_end(launch: Launch, kind: Kind, backend: Backend, name: &str
     base64_equals_float(&base, &reference_model, &reference_tokenizer).await;
     limits_and_validation(&base, &reference_model, &reference_tokenizer, dim).await;
     info(&base, name, dim, max_input_length).await;
-    openapi(&base).await;
+    openapi(
+        &base,
+        dim,
+        max_input_length,
+        reference_tokenizer.vocab_size(),
+    )
+    .await;
     metrics(&base, name).await;
     spans(name);
 }

@@ -373,7 +373,7 @@ pub async fn handle<B: AsRef<[u8]>>(
             Route::Ready => ready(service),
             Route::Live => live(service),
             Route::Metrics => metrics(service),
-            Route::OpenApi => openapi_json(),
+            Route::OpenApi => openapi_json(service),
         }
     }
     .instrument(span.clone())

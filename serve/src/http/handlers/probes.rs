@@ -4,7 +4,7 @@
 use crate::http::api::{HealthBody, Info, TeiError};
 use crate::http::handlers::errors::tei_failure;
 use crate::http::handlers::Reply;
-use crate::http::openapi::ApiDoc;
+use crate::http::openapi;
 use crate::service::health::State;
 use crate::service::Service;
 
@@ -115,22 +115,20 @@ pub fn metrics(service: &Service) -> Reply {
     }
 }
 
-/// This document.
+/// This document, stating the loaded model's limits (see [`openapi::document`]).
 #[utoipa::path(
     get,
     path = "/openapi.json",
     tag = "observability",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]
-pub fn openapi_json() -> Reply {
-    use utoipa::OpenApi as _;
-    Reply {
-        status: 200,
-        content_type: "application/json",
-        body: ApiDoc::openapi()
-            .to_json()
-            .expect("the OpenAPI document serialises")
-            .into_bytes(),
-        headers: Vec::new(),
-    }
+pub fn openapi_json(service: &Service) -> Reply {
+    let limits = service.loaded().ok().map(|loaded| openapi::Limits {
+        dimension: loaded.info.dimension,
+        max_client_batch: loaded.info.max_client_batch_size,
+        max_input_length: loaded.info.max_input_length,
+        vocab: loaded.tokenizer.vocab_size(),
+        prompts: loaded.info.prompts.clone(),
+    });
+    Reply::json(200, &openapi::document(limits))
 }
