@@ -58,7 +58,10 @@ if [ ! -s models/tokenizer.json ]; then
 fi
 
 if [ "${1:-}" != "--no-resnet" ] && [ ! -s models/resnet18.onnx ]; then
-    if python3 -c "import onnx, numpy" 2>/dev/null || python3 -m pip install -q onnx numpy; then
+    # Optional (CI passes --no-resnet): exact versions, wheels only (no build scripts run).
+    # Not hash-pinned: the wheels differ per Python version and platform.
+    if python3 -c "import onnx, numpy" 2>/dev/null ||
+        python3 -m pip install -q --only-binary :all: onnx==1.23.2 numpy==2.5.5; then
         python3 scripts/make_models.py resnet18 --out models
     else
         echo "note: python onnx/numpy unavailable; models/resnet18.onnx not generated" >&2
