@@ -1,6 +1,7 @@
 //! corestream's embedding service: a model on pinned CPU streams behind a token-budget
 //! `Batcher`, speaking OpenAI's `POST /v1/embeddings` and text-embeddings-inference's
-//! `POST /embed` and `GET /info`, documented at `GET /openapi.json`, with `GET /health`
+//! `POST /embed`, `POST /tokenize`, `POST /decode` and `GET /info`, documented at
+//! `GET /openapi.json` (with the loaded model's limits), with `GET /health`
 //! (`/health/ready`, `/health/live`) and Prometheus `GET /metrics`. The `corestream serve`
 //! command is [`run`] with its [`Args`].
 //!
