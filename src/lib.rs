@@ -65,6 +65,7 @@ pub mod cpulist;
 mod element;
 mod error;
 pub mod omp;
+pub mod quota;
 pub mod topology;
 // Placement.
 mod hint;

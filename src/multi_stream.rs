@@ -23,11 +23,37 @@ use crate::task::{next_stream_name, Task};
 /// How many streams a [`MultiStreamModule`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Streams {
-    /// One stream per CPU of the pool (IPEX's `"AUTO"`).
+    /// One stream per CPU of the pool (IPEX's `"AUTO"`), but no more than the process's CPU
+    /// quota pays for (a cgroup `cpu.max`, Kubernetes' CPU limit; see [`crate::quota`]): under
+    /// a quota of `q` CPUs, `ceil(q)` one-CPU streams on the pool's first CPUs, so that no
+    /// more threads are busy than the quota pays for (see [`Streams::auto_count`]).
     #[default]
     Auto,
     /// Exactly this many streams; the pool's CPUs are shared out with [`CpuPool::split`].
     Count(usize),
+}
+
+impl Streams {
+    /// How many streams [`Streams::Auto`] runs on a pool of `cpus` CPUs under `quota`: `cpus`,
+    /// or fewer, `quota.whole_cpus()`, when the quota pays for fewer.
+    ///
+    /// ```
+    /// use corestream::quota::CpuQuota;
+    /// use corestream::Streams;
+    ///
+    /// let limit = |cpus: f64| CpuQuota {
+    ///     quota_us: (cpus * 100_000.0) as u64,
+    ///     period_us: 100_000,
+    ///     source: "cpu.max".into(),
+    /// };
+    /// assert_eq!(Streams::auto_count(16, None), 16);
+    /// assert_eq!(Streams::auto_count(16, Some(&limit(2.5))), 3); // 2.5 CPUs: 3 streams
+    /// assert_eq!(Streams::auto_count(2, Some(&limit(8.0))), 2); // the pool bounds it too
+    /// assert_eq!(Streams::auto_count(4, Some(&limit(0.2))), 1);
+    /// ```
+    pub fn auto_count(cpus: usize, quota: Option<&crate::quota::CpuQuota>) -> usize {
+        quota.map_or(cpus, |q| cpus.min(q.whole_cpus())).max(1)
+    }
 }
 
 /// Parses `auto` (any case) or a positive count; the one parser of a stream count, used by the
@@ -561,12 +587,21 @@ impl<M: Module> MultiStreamModuleBuilder<M> {
                 hint: self.input_hint,
             });
         }
-        let pool = match self.pool {
+        let mut pool = match self.pool {
             Some(pool) => pool,
             None => CpuPool::from_node(0)?,
         };
         let n = match self.streams {
-            Streams::Auto => pool.len(),
+            Streams::Auto => {
+                let quota = crate::topology::system().ok().and_then(|t| t.cpu_quota());
+                let n = Streams::auto_count(pool.len(), quota);
+                if n < pool.len() {
+                    // One CPU per stream on the first `n`: more threads than the quota pays
+                    // for would only be throttled in turn.
+                    pool = CpuPool::new(pool.cpus()[..n].iter().copied())?;
+                }
+                n
+            }
             Streams::Count(n) if n == 0 || n > pool.len() => {
                 return Err(Error::InvalidStreams {
                     streams: n,

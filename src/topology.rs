@@ -1,6 +1,7 @@
 //! The machine's CPU topology: logical CPUs, their physical cores, packages and NUMA nodes,
 //! and the CPUs this process may run on.
 
+use crate::quota::CpuQuota;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
@@ -43,6 +44,7 @@ pub struct LogicalCpu {
 pub struct Topology {
     cpus: Vec<LogicalCpu>,
     allowed: Vec<usize>,
+    quota: Option<CpuQuota>,
 }
 
 impl Topology {
@@ -61,7 +63,7 @@ impl Topology {
         #[cfg(target_os = "linux")]
         {
             let allowed = crate::affinity::process_allowed()?;
-            Topology::from_sysfs("/sys", allowed)
+            Ok(Topology::from_sysfs("/sys", allowed)?.with_cpu_quota(CpuQuota::detect()))
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -138,7 +140,21 @@ impl Topology {
         Ok(Topology {
             cpus,
             allowed: allowed.into_iter().collect(),
+            quota: None,
         })
+    }
+
+    /// The same topology with the CPU quota `quota` (see [`crate::quota`]): how much CPU time
+    /// the process may use, whatever CPUs it may run on. [`detect`](Self::detect) reads the
+    /// live one; [`from_sysfs`](Self::from_sysfs) leaves none.
+    pub fn with_cpu_quota(mut self, quota: Option<CpuQuota>) -> Topology {
+        self.quota = quota;
+        self
+    }
+
+    /// The process's CPU quota, if its cgroup sets one.
+    pub fn cpu_quota(&self) -> Option<&CpuQuota> {
+        self.quota.as_ref()
     }
 
     /// A topology without SMT or NUMA: each id is its own core on node 0, all allowed.
@@ -156,6 +172,7 @@ impl Topology {
                 })
                 .collect(),
             allowed: ids.to_vec(),
+            quota: None,
         }
     }
 

@@ -43,8 +43,13 @@ fn auto_is_one_stream_per_cpu_and_every_count_runs_on_streams() {
         .pool(pool.clone())
         .build()
         .unwrap();
-    assert_eq!(msm.num_streams(), pool.len());
-    assert_eq!(msm.pools(), pool.split(pool.len()).unwrap());
+    // One per CPU, unless the process's CPU quota pays for fewer (then one-CPU streams on the
+    // first CPUs).
+    let quota = corestream::quota::CpuQuota::detect();
+    let n = Streams::auto_count(pool.len(), quota.as_ref());
+    assert_eq!(msm.num_streams(), n);
+    let first = CpuPool::new(pool.cpus()[..n].iter().copied()).unwrap();
+    assert_eq!(msm.pools(), first.split(n).unwrap());
     let caller = std::thread::current().id();
     let one = MultiStreamModule::builder(module_fn(move |x: Array2<f32>| {
         assert_ne!(std::thread::current().id(), caller, "ran on the caller");

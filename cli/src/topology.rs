@@ -1,7 +1,8 @@
 //! `corestream topology [--json]`: the nodes, physical cores with their SMT siblings, the CPUs
-//! this process may use, the pools corestream would make, and the OpenMP runtime found.
+//! this process may use, its CPU quota (cgroup `cpu.max`) and the streams `auto` runs under it,
+//! the pools corestream would make, and the OpenMP runtime found.
 
-use corestream::{CpuPool, Topology};
+use corestream::{CpuPool, Streams, Topology};
 use serde_json::{json, Value};
 
 use crate::Fail;
@@ -19,6 +20,13 @@ pub fn json(topo: &Topology) -> Value {
         "allowed": topo.allowed(),
         "pools": pools,
         "all": CpuPool::all_in(topo).ok().map(|p| p.cpus().to_vec()),
+        "cpu_quota": topo.cpu_quota().map(|q| json!({
+            "cpus": q.cpus(),
+            "quota_us": q.quota_us,
+            "period_us": q.period_us,
+            "source": q.source,
+        })),
+        "auto_streams": CpuPool::all_in(topo).ok().map(|p| Streams::auto_count(p.len(), topo.cpu_quota())),
         "openmp": corestream::omp::status().to_string(),
     })
 }
@@ -45,7 +53,19 @@ pub fn run(as_json: bool) -> Result<i32, Fail> {
             Err(e) => println!("CpuPool::from_node({n}): {e}"),
         }
     }
-    println!("CpuPool::all() = {}", CpuPool::all_in(&topo)?);
+    let all = CpuPool::all_in(&topo)?;
+    println!("CpuPool::all() = {all}");
+    match topo.cpu_quota() {
+        Some(q) => println!(
+            "cpu quota: {:.2} CPUs ({} us per {} us, {}): --streams auto runs {} streams",
+            q.cpus(),
+            q.quota_us,
+            q.period_us,
+            q.source,
+            Streams::auto_count(all.len(), Some(q))
+        ),
+        None => println!("cpu quota: none: --streams auto runs {} streams", all.len()),
+    }
     println!("openmp: {}", corestream::omp::status());
     Ok(0)
 }

@@ -55,6 +55,11 @@ fn cpus() -> usize {
     corestream::CpuPool::all().unwrap().len()
 }
 
+/// The streams `--streams auto` runs: one per CPU, fewer under a CPU quota.
+fn auto_streams() -> usize {
+    corestream::Streams::auto_count(cpus(), corestream::quota::CpuQuota::detect().as_ref())
+}
+
 /// The repository's copy of the bundled ExampleNet1 (the model `bench` runs without one).
 const NET1: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -100,7 +105,7 @@ fn bench_prints_one_row_per_combination_and_writes_json() {
     let rows = table_rows(&stdout);
     assert_eq!(rows.len(), 4, "{stdout}");
     assert!(
-        stdout.contains(&format!("| auto ({}) | 4 |", cpus())),
+        stdout.contains(&format!("| auto ({}) | 4 |", auto_streams())),
         "{stdout}"
     );
     let results = report["results"].as_array().unwrap();
@@ -176,9 +181,17 @@ fn topology_text_and_json() {
         "{text}"
     );
     assert!(text.contains("openmp:"), "{text}");
+    let runs = format!("--streams auto runs {} streams", auto_streams());
+    assert!(
+        text.contains("cpu quota: ") && text.contains(&runs),
+        "{text}"
+    );
     let out = cli().args(["topology", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["all"].as_array().unwrap().len(), cpus());
+    assert_eq!(v["auto_streams"], auto_streams());
+    let quota = corestream::quota::CpuQuota::detect();
+    assert_eq!(v["cpu_quota"].is_null(), quota.is_none(), "{v}");
     assert!(!v["nodes"].as_array().unwrap().is_empty());
 }
 
@@ -340,7 +353,7 @@ fn bench_on_ort_says_so_in_table_and_json() {
     assert!(stdout.contains("backend ort (ONNX Runtime 1."), "{stdout}");
     assert_eq!(table_rows(&stdout).len(), 4, "{stdout}");
     assert!(
-        stdout.contains(&format!("| auto ({}) | 4 |", cpus())),
+        stdout.contains(&format!("| auto ({}) | 4 |", auto_streams())),
         "{stdout}"
     );
     assert_eq!(report["backend"], "ort");

@@ -75,6 +75,7 @@ fn log_choice(loaded: &Loaded, args: &Args, workers: usize) {
         max_input_length_source = %info.max_input_length_source,
         pooling = %info.pooling,
         onnx_file = info.onnx_file.as_deref().unwrap_or("-"),
+        cpu_quota = info.cpu_quota.map_or_else(|| "none".to_owned(), |q| format!("{q:.2}")),
         default_prompt_name = info.default_prompt_name.as_deref().unwrap_or("-"),
         server = ?args.server,
         http_workers = workers,

@@ -17,8 +17,11 @@ pub struct Info {
     pub max_input_length_source: String,
     /// The inference backend (`ort` with its library version, or `tract`).
     pub backend: String,
-    /// Streams serving the model.
+    /// Streams serving the model (`--streams auto`: one per CPU, no more than the CPU quota
+    /// pays for).
     pub streams: usize,
+    /// The process's CPU quota in CPUs (cgroup `cpu.max`, Kubernetes' CPU limit), if set.
+    pub cpu_quota: Option<f64>,
     /// The CPUs of each stream, e.g. `CpuPool[0]`.
     pub stream_cpus: Vec<String>,
     /// Most rows in one model call.

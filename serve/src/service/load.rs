@@ -108,6 +108,7 @@ where
         max_input_length_source: tokenizer.max_input_length_source().to_owned(),
         backend,
         streams,
+        cpu_quota: corestream::quota::CpuQuota::detect().map(|q| q.cpus()),
         stream_cpus,
         max_batch: options.max_batch,
         max_batch_tokens: if options.count_only {

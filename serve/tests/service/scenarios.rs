@@ -345,7 +345,11 @@ pub async fn info(base: &str, name: &str, dim: usize, max_input_length: usize) {
     assert_eq!(info["auto_truncate"], false);
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
     let streams = info["streams"].as_u64().unwrap() as usize;
-    assert_eq!(streams, CpuPool::all().unwrap().len());
+    let quota = corestream::quota::CpuQuota::detect();
+    assert_eq!(
+        streams,
+        corestream::Streams::auto_count(CpuPool::all().unwrap().len(), quota.as_ref())
+    );
     assert_eq!(info["stream_cpus"].as_array().unwrap().len(), streams);
     assert_eq!(info["backend"], "test");
 }
