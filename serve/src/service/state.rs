@@ -345,11 +345,15 @@ impl Service {
         }
     }
 
-    /// Prometheus text, with the batcher's liveness gauges brought up to date first:
+    /// Prometheus text, with the gauges read at each scrape brought up to date first:
+    /// `corestream_http_requests_in_flight{model}` (POST requests admitted and not answered:
+    /// the load signal `deploy/kubernetes.yaml`'s autoscaler follows), and the batcher's liveness
     /// `corestream_serve_loops{model}` (running), `corestream_serve_loops_ended{model}`,
     /// `corestream_oldest_queued_seconds{model}`, `corestream_longest_batch_seconds{model}`.
     pub fn render_metrics(&self) -> String {
         if let Some(loaded) = self.loaded.get() {
+            metrics::gauge!("corestream_http_requests_in_flight", "model" => loaded.info.model_id.clone())
+                .set(self.admission.in_flight() as f64);
             if let Some(monitor) = &loaded.monitor {
                 let h = monitor.health();
                 let model = loaded.info.model_id.clone();
@@ -551,8 +555,6 @@ impl Service {
                     .admission
                     .drain
                     .retry_after(queued as u64, Instant::now());
-                metrics::counter!("corestream_http_overloaded_total", "route" => "", "why" => "queue")
-                    .increment(1);
                 Err(Failure::overloaded(
                     format!("{e}; retry after {} s", retry_after.as_secs()),
                     retry_after,

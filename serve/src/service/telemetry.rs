@@ -76,6 +76,14 @@ pub fn describe() {
         "corestream_embed_tokens_total",
         "Tokens embedded (after truncation, special tokens included), by model."
     );
+    metrics::describe_gauge!(
+        "corestream_http_requests_in_flight",
+        "POST requests admitted and not yet answered (the autoscaling signal), by model."
+    );
+    metrics::describe_counter!(
+        "corestream_http_overloaded_total",
+        "Requests answered 429, by route and why (queue, body_budget, in_flight)."
+    );
 }
 
 /// A renderer for `GET /metrics` over `handle`.

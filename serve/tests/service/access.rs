@@ -202,6 +202,12 @@ pub async fn full_queue_is_429(launch: Launch, name: &str) {
         .unwrap();
     let needle = format!("corestream_batcher_requests_rejected_total{{model=\"{name}\"}}");
     assert!(text.contains(&needle), "{needle} not in\n{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("corestream_http_overloaded_total{")
+                && l.contains("why=\"queue\"")),
+        "the queue's refusals are counted:\n{text}"
+    );
 }
 
 /// A model that holds every call until its gate opens (10 s at most).
@@ -283,6 +289,14 @@ pub async fn too_many_in_flight_is_429(launch: Launch, name: &str) {
         let a = send(client.get(format!("{base}{probe}"))).await;
         assert_eq!(a.status, 200, "{probe} under overload: {}", a.body);
     }
+    // The autoscaler's load signal.
+    let scraped = send(client.get(format!("{base}/metrics"))).await;
+    let gauge = format!("corestream_http_requests_in_flight{{model=\"{name}\"}} 2");
+    assert!(
+        scraped.body.as_str().unwrap_or_default().contains(&gauge),
+        "{gauge} not in {}",
+        scraped.body
+    );
     open.store(true, Ordering::Release);
     for h in held {
         let a = h.await.unwrap();

@@ -361,7 +361,7 @@ pub async fn handle<B: AsRef<[u8]>>(
             }
         };
         let body = body.as_ref();
-        match route {
+        let reply = match route {
             Route::OpenAiEmbeddings => {
                 within(service, route, openai_embeddings(service, body)).await
             }
@@ -374,7 +374,13 @@ pub async fn handle<B: AsRef<[u8]>>(
             Route::Live => live(service),
             Route::Metrics => metrics(service),
             Route::OpenApi => openapi_json(service),
+        };
+        if reply.status == 429 {
+            // Refused by the batcher: its queue is full.
+            metrics::counter!("corestream_http_overloaded_total", "route" => route.path(), "why" => "queue")
+                .increment(1);
         }
+        reply
     }
     .instrument(span.clone())
     .await;
