@@ -385,8 +385,9 @@ pub async fn handle<B: AsRef<[u8]>>(
     .instrument(span.clone())
     .await;
     ticket.answered();
-    if route.method() == Method::Post && reply.status == 200 {
-        // The answer rate that `Retry-After` is computed from: work done, not refusals.
+    if matches!(route, Route::OpenAiEmbeddings | Route::Embed) && reply.status == 200 {
+        // The answer rate that `Retry-After` is computed from: the model's work done (not
+        // refusals, nor the tokenizer's quick routes).
         service.admission.drain.answered(Instant::now());
     }
     span.record("status", reply.status);
