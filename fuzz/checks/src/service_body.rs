@@ -12,7 +12,8 @@
 //! text-embeddings-inference's `error` and `error_type`); a 200 answers exactly one vector per
 //! input of the request, in order, each the model's vector for that input (after the
 //! request's truncation), unit length unless `"normalize": false`: OpenAI's `data[i].index == i`
-//! with floats or base64 of `DIM * 4` bytes as `encoding_format` says, text-embeddings-
+//! with floats or base64 of `DIM * 4` bytes as `encoding_format` says (`dimensions` d: the
+//! first d numbers, unit length again), text-embeddings-
 //! inference's bare list for `{"inputs"}`, `{model, dim, embeddings}` for `{"texts"}`. The
 //! expected inputs are read from the fuzz bytes with `serde_json` only after a 200. The GET
 //! routes answer 200 (JSON, but `/metrics`: text). `/tokenize` answers one token per byte of
@@ -186,6 +187,17 @@ fn check_openai(data: &[u8], reply: &Reply) {
     };
     assert!((1..=MAX_CLIENT_BATCH).contains(&inputs.len()), "{request}");
     let base64 = request["encoding_format"] == "base64";
+    // `dimensions` (an integer, possibly written `6.0`): the leading ones, unit length again.
+    let dims = match request.get("dimensions").and_then(Value::as_f64) {
+        Some(d) => {
+            assert!(
+                d.fract() == 0.0 && (1.0..=DIM as f64).contains(&d),
+                "a 200 for dimensions {d}"
+            );
+            d as usize
+        }
+        None => DIM,
+    };
     assert_eq!(answer["object"], "list", "{answer}");
     assert_eq!(answer["model"], MODEL, "{answer}");
     let data = answer["data"].as_array().expect("data is a list");
@@ -200,7 +212,7 @@ fn check_openai(data: &[u8], reply: &Reply) {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(s)
                 .expect("valid base64");
-            assert_eq!(bytes.len(), DIM * 4, "{answer}");
+            assert_eq!(bytes.len(), dims * 4, "{answer}");
             bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -208,7 +220,7 @@ fn check_openai(data: &[u8], reply: &Reply) {
         } else {
             floats(&entry["embedding"])
         };
-        same(&v, ids, true, &answer);
+        same(&v, ids, true, dims, &answer);
     }
 }
 
@@ -259,7 +271,7 @@ fn check_embed(data: &[u8], reply: &Reply) {
         assert!((1..=MAX_CLIENT_BATCH).contains(&texts.len()), "{request}");
         for (v, t) in vectors.iter().zip(texts) {
             let ids = text_ids(t.as_str().expect("a text"), false, Keep::Start);
-            same(&floats(v), &ids, true, &answer);
+            same(&floats(v), &ids, true, DIM, &answer);
         }
         return;
     }
@@ -279,7 +291,13 @@ fn check_embed(data: &[u8], reply: &Reply) {
     let vectors = answer.as_array().expect("a bare list of vectors");
     assert_eq!(vectors.len(), texts.len(), "one vector per input: {answer}");
     for (v, t) in vectors.iter().zip(texts) {
-        same(&floats(v), &text_ids(t, truncate, keep), normalize, &answer);
+        same(
+            &floats(v),
+            &text_ids(t, truncate, keep),
+            normalize,
+            DIM,
+            &answer,
+        );
     }
 }
 
@@ -301,7 +319,15 @@ fn token_ids(ids: &[Value], truncate: bool) -> Vec<u32> {
     let ids: Vec<u32> = ids
         .iter()
         .map(|id| {
-            let id = id.as_u64().expect("a token id");
+            // A whole number, possibly written with a fraction (`2.0`).
+            let id = id
+                .as_u64()
+                .or_else(|| {
+                    id.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
+                .expect("a token id");
             assert!(id < 256, "a 200 for token id {id} outside the vocabulary");
             id as u32
         })
@@ -335,13 +361,21 @@ fn floats(v: &Value) -> Vec<f32> {
         .collect()
 }
 
-/// `v` is the model's vector for `ids` (unit length when `normalize`).
-fn same(v: &[f32], ids: &[u32], normalize: bool, answer: &Value) {
-    assert_eq!(v.len(), DIM, "{answer}");
+/// `v` is the model's vector for `ids` (unit length when `normalize`), cut to its first
+/// `dims` numbers and made unit length again when fewer than all.
+fn same(v: &[f32], ids: &[u32], normalize: bool, dims: usize, answer: &Value) {
+    assert_eq!(v.len(), dims, "{answer}");
+    let unit = |v: &mut Vec<f32>| {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= norm);
+    };
     let mut expected = toy_vector(ids);
     if normalize {
-        let norm = expected.iter().map(|x| x * x).sum::<f32>().sqrt();
-        expected.iter_mut().for_each(|x| *x /= norm);
+        unit(&mut expected);
+    }
+    if dims < expected.len() {
+        expected.truncate(dims);
+        unit(&mut expected);
     }
     for (got, want) in v.iter().zip(&expected) {
         assert!(
