@@ -189,6 +189,16 @@ pub enum TeiInput {
     Texts(Vec<String>),
 }
 
+impl TeiInput {
+    /// The texts, one for [`TeiInput::Text`].
+    pub fn into_texts(self) -> Vec<String> {
+        match self {
+            TeiInput::Text(t) => vec![t],
+            TeiInput::Texts(t) => t,
+        }
+    }
+}
+
 /// Which end of an over-long input is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 pub enum TruncationDirection {
@@ -324,6 +334,16 @@ pub enum InputIds {
     Single(Vec<u32>),
     /// Several inputs.
     Batch(Vec<Vec<u32>>),
+}
+
+impl InputIds {
+    /// The inputs' ids, one list for [`InputIds::Single`].
+    pub fn into_lists(self) -> Vec<Vec<u32>> {
+        match self {
+            InputIds::Single(ids) => vec![ids],
+            InputIds::Batch(ids) => ids,
+        }
+    }
 }
 
 /// `POST /decode` answer: one text per input.

@@ -218,9 +218,6 @@ pub fn load(args: &Args) -> corestream::Result<Loaded> {
             model: loaded.info.model_id.clone(),
             message,
         })?;
-    loaded.info.prompts = prompts.names().map(str::to_owned).collect();
-    loaded.info.default_prompt_name = prompts.default_name().map(str::to_owned);
-    loaded.info.default_prompt = prompts.default_text().map(str::to_owned);
-    loaded.prompts = prompts;
+    loaded.set_prompts(prompts);
     Ok(loaded)
 }

@@ -36,8 +36,20 @@ pub struct Loaded {
     pub info: Info,
     /// The batcher's counters and liveness, when a batcher serves.
     pub monitor: Option<Arc<dyn Monitor>>,
-    /// The prompts requests may name, and the default one.
+    /// The prompts requests may name, and the default one (set with
+    /// [`set_prompts`](Self::set_prompts), which keeps `info` in step).
     pub prompts: Prompts,
+}
+
+impl Loaded {
+    /// Serves `prompts`: requests may name them, the default applies to the others, and
+    /// `GET /info` lists them.
+    pub fn set_prompts(&mut self, prompts: Prompts) {
+        self.info.prompts = prompts.names().map(str::to_owned).collect();
+        self.info.default_prompt_name = prompts.default_name().map(str::to_owned);
+        self.info.default_prompt = prompts.default_text().map(str::to_owned);
+        self.prompts = prompts;
+    }
 }
 
 /// What the service watches of the batcher behind a model: its counters (rows and tokens per
@@ -464,7 +476,6 @@ impl Service {
         truncate: Option<bool>,
     ) -> Result<Tokenized, Failure> {
         self.check_count(loaded, ids.len())?;
-        let vocab = loaded.tokenizer.vocab_size();
         for (i, row) in ids.iter().enumerate() {
             if row.is_empty() {
                 return Err(Failure::bad_request(
@@ -472,14 +483,7 @@ impl Service {
                     format!("input {i} has no tokens; send at least one token id"),
                 ));
             }
-            if let Some(&bad) = row.iter().find(|&&id| id as usize >= vocab) {
-                return Err(Failure::bad_request(
-                    "invalid_request",
-                    format!(
-                        "input {i}: token id {bad} is not in the model's vocabulary (0..{vocab})"
-                    ),
-                ));
-            }
+            in_vocabulary(loaded, i, row)?;
         }
         self.limit(loaded, ids, truncate, Keep::Start)
     }
@@ -566,6 +570,18 @@ impl Service {
                 Err(Failure::internal("model_error", e.to_string()))
             }
         }
+    }
+}
+
+/// Checks that every id of input `i` is in the model's vocabulary (else a 400 naming it).
+pub(crate) fn in_vocabulary(loaded: &Loaded, i: usize, row: &[u32]) -> Result<(), Failure> {
+    let vocab = loaded.tokenizer.vocab_size();
+    match row.iter().find(|&&id| id as usize >= vocab) {
+        Some(&bad) => Err(Failure::bad_request(
+            "invalid_request",
+            format!("input {i}: token id {bad} is not in the model's vocabulary (0..{vocab})"),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! `POST /decode`) in the service's terms.
 
 use crate::model::tokenizer::{Keep, Token};
+use crate::service::state::in_vocabulary;
 use crate::service::{Failure, Loaded, Service};
 
 impl Service {
@@ -73,18 +74,10 @@ impl Service {
         skip_special: bool,
     ) -> Result<Vec<String>, Failure> {
         self.check_count(loaded, ids.len())?;
-        let vocab = loaded.tokenizer.vocab_size();
         ids.iter()
             .enumerate()
             .map(|(i, row)| {
-                if let Some(&bad) = row.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(Failure::bad_request(
-                        "invalid_request",
-                        format!(
-                            "input {i}: token id {bad} is not in the model's vocabulary (0..{vocab})"
-                        ),
-                    ));
-                }
+                in_vocabulary(loaded, i, row)?;
                 loaded
                     .tokenizer
                     .decode(row, skip_special)

@@ -35,10 +35,7 @@ pub async fn prompts_go_before_the_inputs(launch: Launch, name: &str) {
             .unwrap()
             .with_default(None, Some("passage"))
             .unwrap();
-    loaded.info.prompts = prompts.names().map(str::to_owned).collect();
-    loaded.info.default_prompt_name = prompts.default_name().map(str::to_owned);
-    loaded.info.default_prompt = prompts.default_text().map(str::to_owned);
-    loaded.prompts = prompts;
+    loaded.set_prompts(prompts);
     let base = launch(Arc::new(Service::ready(loaded, telemetry())));
     let client = reqwest::Client::new();
     let expected = |text: &str| {

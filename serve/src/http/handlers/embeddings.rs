@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::http::api::{
     EmbedAnswer, EmbedBody, EmbedRequest, EmbedResponse, EmbeddingValue, EncodingFormat,
-    OpenAiEmbedding, OpenAiError, OpenAiInput, OpenAiRequest, OpenAiResponse, TeiError, TeiInput,
+    OpenAiEmbedding, OpenAiError, OpenAiInput, OpenAiRequest, OpenAiResponse, TeiError,
     TruncationDirection, Usage,
 };
 use crate::http::bounded::{self, ParseError};
@@ -82,13 +82,10 @@ async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
     let loaded = service.loaded()?;
     let request: OpenAiRequest = parse_body(text, loaded, |e| {
-        Failure::bad_request(
-            "invalid_json",
-            format!(
-                "invalid JSON body: {e}; expected {{\"input\": \"text\" | [\"text\", ...] | \
-                 [token ids] | [[token ids], ...], \"model\": \"...\", \"encoding_format\": \
-                 \"float\" | \"base64\"}}"
-            ),
+        invalid_json(
+            e,
+            "{\"input\": \"text\" | [\"text\", ...] | [token ids] | [[token ids], ...], \
+             \"model\": \"...\", \"encoding_format\": \"float\" | \"base64\"}",
         )
     })?;
     let dim = loaded.info.dimension;
@@ -180,13 +177,20 @@ pub async fn embed(service: &Service, body: &[u8]) -> Reply {
     embed_any(service, body).await.unwrap_or_else(tei_failure)
 }
 
-fn invalid_embed_body(e: impl std::fmt::Display) -> Failure {
+/// A 400 `invalid_json` for a body that is not the route's shape: what was wrong (`e`) and the
+/// shape `expected`.
+pub(super) fn invalid_json(e: impl std::fmt::Display, expected: &str) -> Failure {
     Failure::bad_request(
         "invalid_json",
-        format!(
-            "invalid JSON body: {e}; expected {{\"inputs\": \"text\" | [\"text\", ...], \
-             \"normalize\": true, \"truncate\": false}} or {{\"texts\": [\"...\", ...]}}"
-        ),
+        format!("invalid JSON body: {e}; expected {expected}"),
+    )
+}
+
+fn invalid_embed_body(e: impl std::fmt::Display) -> Failure {
+    invalid_json(
+        e,
+        "{\"inputs\": \"text\" | [\"text\", ...], \"normalize\": true, \"truncate\": false} \
+         or {\"texts\": [\"...\", ...]}",
     )
 }
 
@@ -223,11 +227,7 @@ async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
             truncation_direction,
             prompt_name,
         } => {
-            let texts = match inputs {
-                TeiInput::Text(t) => vec![t],
-                TeiInput::Texts(t) => t,
-            };
-            let texts = service.prompted(loaded, prompt_name.as_deref(), texts)?;
+            let texts = service.prompted(loaded, prompt_name.as_deref(), inputs.into_texts())?;
             let keep = match truncation_direction {
                 Some(TruncationDirection::Left) => Keep::End,
                 _ => Keep::Start,

@@ -297,8 +297,7 @@ pub async fn handle<B: AsRef<[u8]>>(
             match service.admission.admit(Instant::now()) {
                 Ok(admitted) => Some(admitted),
                 Err(retry_after) => {
-                    metrics::counter!("corestream_http_overloaded_total", "route" => route.path(), "why" => "in_flight")
-                        .increment(1);
+                    count_overload(route, "in_flight");
                     return route_failure(
                         route,
                         Failure::overloaded(
@@ -324,8 +323,7 @@ pub async fn handle<B: AsRef<[u8]>>(
         let deadline = Instant::now() + timeout;
         // Held until the request is answered: its body and what is parsed from it.
         let Some(_reserved) = service.bodies.reserve(size.reserve(), deadline).await else {
-            metrics::counter!("corestream_http_overloaded_total", "route" => route.path(), "why" => "body_budget")
-                .increment(1);
+            count_overload(route, "body_budget");
             let retry_after = service
                 .admission
                 .drain
@@ -377,8 +375,7 @@ pub async fn handle<B: AsRef<[u8]>>(
         };
         if reply.status == 429 {
             // Refused by the batcher: its queue is full.
-            metrics::counter!("corestream_http_overloaded_total", "route" => route.path(), "why" => "queue")
-                .increment(1);
+            count_overload(route, "queue");
         }
         reply
     }
@@ -403,6 +400,13 @@ pub async fn handle<B: AsRef<[u8]>>(
     metrics::histogram!("corestream_http_request_duration_seconds", "route" => route.path())
         .record(start.elapsed().as_secs_f64());
     reply
+}
+
+/// Counts a 429 of `route` in `corestream_http_overloaded_total{route,why}`: `why` is
+/// `in_flight`, `body_budget` or `queue`.
+fn count_overload(route: Route, why: &'static str) {
+    metrics::counter!("corestream_http_overloaded_total", "route" => route.path(), "why" => why)
+        .increment(1);
 }
 
 /// `answer`, or a 504 if it is not ready within [`Service::request_timeout`] (then dropped:

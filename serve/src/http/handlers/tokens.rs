@@ -3,10 +3,9 @@
 //! (token ids back to text).
 
 use crate::http::api::{
-    DecodeRequest, DecodeResponse, InputIds, SimpleToken, TeiError, TeiInput, TokenizeRequest,
-    TokenizeResponse,
+    DecodeRequest, DecodeResponse, SimpleToken, TeiError, TokenizeRequest, TokenizeResponse,
 };
-use crate::http::handlers::embeddings::{json_object, parse_body};
+use crate::http::handlers::embeddings::{invalid_json, json_object, parse_body};
 use crate::http::handlers::errors::tei_failure;
 use crate::http::handlers::Reply;
 use crate::service::{Failure, Service};
@@ -33,26 +32,16 @@ pub async fn tokenize(service: &Service, body: &[u8]) -> Reply {
         .unwrap_or_else(tei_failure)
 }
 
-fn invalid(e: impl std::fmt::Display, expected: &str) -> Failure {
-    Failure::bad_request(
-        "invalid_json",
-        format!("invalid JSON body: {e}; expected {expected}"),
-    )
-}
-
 async fn tokenize_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
     let loaded = service.loaded()?;
     let request: TokenizeRequest = parse_body(text, loaded, |e| {
-        invalid(
+        invalid_json(
             e,
             "{\"inputs\": \"text\" | [\"text\", ...], \"add_special_tokens\": true}",
         )
     })?;
-    let texts = match request.inputs {
-        TeiInput::Text(t) => vec![t],
-        TeiInput::Texts(t) => t,
-    };
+    let texts = request.inputs.into_texts();
     let texts = service.prompted(loaded, request.prompt_name.as_deref(), texts)?;
     let tokens = service
         .tokens(loaded, texts, request.add_special_tokens)
@@ -101,15 +90,15 @@ fn decode_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
     let loaded = service.loaded()?;
     let request: DecodeRequest = parse_body(text, loaded, |e| {
-        invalid(
+        invalid_json(
             e,
             "{\"ids\": [token ids] | [[token ids], ...], \"skip_special_tokens\": true}",
         )
     })?;
-    let ids = match request.ids {
-        InputIds::Single(ids) => vec![ids],
-        InputIds::Batch(ids) => ids,
-    };
-    let texts = service.decode(loaded, ids, request.skip_special_tokens)?;
+    let texts = service.decode(
+        loaded,
+        request.ids.into_lists(),
+        request.skip_special_tokens,
+    )?;
     Ok(Reply::json(200, &DecodeResponse(texts)))
 }
