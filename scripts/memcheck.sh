@@ -90,6 +90,8 @@ for entry in "${bins[@]}"; do
     echo "$name: rc $rc, $errors errors, $definite bytes definitely lost, ${took}s; $tests"
     if [ "$rc" -ne 0 ] || [ "$errors" -ne 0 ]; then
         failed+=("$name (rc $rc, $errors errors: $out/$name.*.log, $out/$name.out)")
+        # The failing tests' own output, so a CI log alone says which test failed and why.
+        sed -n '/^failures:$/,$p' "$out/$name.out" | head -60
     fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
