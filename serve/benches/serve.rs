@@ -29,6 +29,7 @@
 //! `CORESTREAM_SERVE_PARTS` (`throughput`, `mixed` or both, default both),
 //! `CORESTREAM_BACKEND` (`ort`, `tract` or `auto`: ONNX Runtime when found, else tract).
 
+use corestream_serve::model::Encoded;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -184,12 +185,12 @@ fn launch(service: Service) -> String {
 
 /// A model of the served kind, as one type.
 #[derive(Clone)]
-struct Model(Arc<dyn Module<Input = Rows<Vec<u32>>, Output = Rows<Vec<f32>>>>);
+struct Model(Arc<dyn Module<Input = Rows<Encoded>, Output = Rows<Vec<f32>>>>);
 
 impl Module for Model {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
-    fn forward(&self, x: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, corestream::BoxError> {
+    fn forward(&self, x: Rows<Encoded>) -> Result<Rows<Vec<f32>>, corestream::BoxError> {
         self.0.forward(x)
     }
 }
@@ -248,6 +249,7 @@ fn serve(
         info,
         monitor: None,
         prompts: Default::default(),
+        kind: Default::default(),
     });
     (base, handle)
 }
@@ -264,7 +266,7 @@ async fn ceiling(setup: &Setup, ids: &[Vec<u32>], batch: usize, secs: u64) -> f6
     let rows = batch * n;
     let input = Rows(
         (0..rows)
-            .map(|i| ids[i % ids.len()].clone())
+            .map(|i| Encoded::single(ids[i % ids.len()].clone()))
             .collect::<Vec<_>>(),
     );
     msm.forward(input.clone()).await.expect("warm-up");

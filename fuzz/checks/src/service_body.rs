@@ -28,7 +28,7 @@ use corestream::{BoxError, CpuPool, Module, Streams};
 use serde_json::Value;
 
 use corestream_serve::http::{handle, BodyError, BodySize, Method, Reply, RequestHead, Route};
-use corestream_serve::model::TextTokenizer;
+use corestream_serve::model::{Encoded, TextTokenizer};
 use corestream_serve::service::{serve_model, BatchOptions, Service};
 
 /// Length of every vector.
@@ -57,11 +57,13 @@ pub fn toy_vector(ids: &[u32]) -> Vec<f32> {
 }
 
 impl Module for Toy {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
 
-    fn forward(&self, ids: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
-        Ok(Rows(ids.0.iter().map(|row| toy_vector(row)).collect()))
+    fn forward(&self, rows: Rows<Encoded>) -> Result<Rows<Vec<f32>>, BoxError> {
+        Ok(Rows(
+            rows.0.iter().map(|row| toy_vector(&row.ids)).collect(),
+        ))
     }
 }
 

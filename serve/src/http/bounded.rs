@@ -20,7 +20,7 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::http::api::{InputIds, OpenAiInput, TeiInput};
+use crate::http::api::{InputIds, OpenAiInput, PredictInput, PredictItem, TeiInput};
 
 thread_local! {
     /// The most inputs a list may hold in the parse running on this thread.
@@ -261,6 +261,35 @@ impl<'de> Deserialize<'de> for InputIds {
             }
         }
         deserializer.deserialize_seq(IdsVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for PredictInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InputVisitor;
+        impl<'de> Visitor<'de> for InputVisitor {
+            type Value = PredictInput;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a text, a pair of texts, or a list of texts and pairs")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PredictInput, E> {
+                Ok(PredictInput::Text(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<PredictInput, E> {
+                Ok(PredictInput::Text(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<PredictInput, A::Error> {
+                let items: Vec<PredictItem> = read_rest(seq, Vec::new())?;
+                // Exactly two texts are one pair, as text-embeddings-inference reads them.
+                Ok(match items.as_slice() {
+                    [PredictItem::Text(a), PredictItem::Text(b)] => {
+                        PredictInput::Pair([a.clone(), b.clone()])
+                    }
+                    _ => PredictInput::Batch(items),
+                })
+            }
+        }
+        deserializer.deserialize_any(InputVisitor)
     }
 }
 

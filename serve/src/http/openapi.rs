@@ -21,6 +21,9 @@ use crate::http::handlers;
         handlers::embeddings::embed,
         handlers::tokens::tokenize,
         handlers::tokens::decode,
+        handlers::scores::rerank,
+        handlers::scores::cohere_rerank,
+        handlers::scores::predict,
         handlers::probes::info,
         handlers::probes::health,
         handlers::probes::ready,
@@ -44,10 +47,22 @@ pub struct Limits {
     pub vocab: usize,
     /// The prompts a request may name.
     pub prompts: Vec<String>,
+    /// What the model answers (`embedding`, `reranker`, `classifier`: see
+    /// [`ModelKind::name`](crate::model::ModelKind::name)): the routes of the other kinds are
+    /// left out.
+    pub model_type: &'static str,
 }
 
-/// The document, with `limits` written into its schemas when a model is loaded: lists of
-/// inputs hold 1 to `max_client_batch` items, an input of token ids 1 to `max_input_length`
+/// The routes that need a model of one kind, by kind.
+const ROUTES_OF_KIND: [(&str, &[&str]); 3] = [
+    ("embedding", &["/v1/embeddings", "/embed"]),
+    ("reranker", &["/rerank", "/v1/rerank"]),
+    ("classifier", &["/predict"]),
+];
+
+/// The document, with `limits` written into its schemas when a model is loaded: only the
+/// routes the model answers (with the tokenizer's and the probes), lists of inputs hold 1 to
+/// `max_client_batch` items, an input of token ids 1 to `max_input_length`
 /// ids below `vocab`, `dimensions` at most `dimension`, `prompt_name` one of `prompts` (or
 /// null). (Text length is not stated: its limit
 /// is in tokens, which a schema cannot count.)
@@ -61,6 +76,7 @@ pub struct Limits {
 ///     max_input_length: 128,
 ///     vocab: 30522,
 ///     prompts: vec!["query".into()],
+///     model_type: "embedding",
 /// };
 /// let doc = document(Some(limits));
 /// let dims = &doc["components"]["schemas"]["OpenAiRequest"]["properties"]["dimensions"];
@@ -69,12 +85,20 @@ pub struct Limits {
 /// assert_eq!((texts["minItems"].as_u64(), texts["maxItems"].as_u64()), (Some(1), Some(32)));
 /// let prompt = &doc["components"]["schemas"]["TeiRequest"]["properties"]["prompt_name"];
 /// assert_eq!(prompt["enum"], serde_json::json!([null, "query"]));
+/// assert!(doc["paths"]["/embed"].is_object() && doc["paths"]["/rerank"].is_null());
 /// ```
 pub fn document(limits: Option<Limits>) -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
     let Some(l) = limits else {
         return doc;
     };
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (kind, routes) in ROUTES_OF_KIND {
+            if kind != l.model_type {
+                routes.iter().for_each(|r| drop(paths.remove(*r)));
+            }
+        }
+    }
     let mut prompts = vec![serde_json::Value::Null];
     prompts.extend(
         l.prompts
@@ -113,5 +137,17 @@ pub fn document(limits: Option<Limits>) -> serde_json::Value {
     decode[0]["items"]["maximum"] = top_id.into();
     list(&mut decode[1], l.max_client_batch);
     decode[1]["items"]["items"]["maximum"] = top_id.into();
+    // Rerankers: texts, documents. Classifiers: a text, a pair, a list of texts and pairs.
+    list(
+        &mut schemas["RerankRequest"]["properties"]["texts"],
+        l.max_client_batch,
+    );
+    list(
+        &mut schemas["CohereRerankRequest"]["properties"]["documents"],
+        l.max_client_batch,
+    );
+    schemas["CohereRerankRequest"]["properties"]["top_n"]["maximum"] = l.max_client_batch.into();
+    let predict = &mut schemas["PredictInput"]["oneOf"];
+    list(&mut predict[2], l.max_client_batch);
     doc
 }

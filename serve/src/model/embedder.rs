@@ -15,7 +15,9 @@ use corestream::{BoxError, Error, Infer, Module};
 
 pub use corestream::backend::{Backend, OnnxModule, ORT_MISSING_NOTE};
 
+use crate::model::encoded::Encoded;
 use crate::model::graph;
+use crate::model::kind::ModelKind;
 use crate::model::pooling::Pooling;
 use crate::model::source::ModelFiles;
 use crate::model::tokenizer::TextTokenizer;
@@ -47,7 +49,7 @@ enum Feed {
     Ids,
     /// `attention_mask`: 1 for a token, 0 for padding.
     Mask,
-    /// `token_type_ids`: zeros (one segment).
+    /// `token_type_ids`: 0 for a single text; 0 then 1 for a pair (see [`Encoded`]).
     TokenTypes,
 }
 
@@ -62,14 +64,25 @@ impl Feed {
     }
 }
 
-/// Sentence embeddings from a transformer exported to ONNX (BERT, MiniLM, MPNet, ...): token
-/// ids in, pooled hidden states out. Feeds the graph's `input_ids`, `attention_mask` and
-/// `token_type_ids` (whichever it takes) and pools its first `(batch, tokens, hidden)` output
-/// as the model's `1_Pooling/config.json` says.
+/// What a model's forward answers per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Its `(batch, tokens, hidden)` output pooled: an embedding.
+    Pool(Pooling),
+    /// Its `(batch, scores)` output as is (`logits`): a reranker's or classifier's raw scores.
+    Scores(usize),
+}
+
+/// A transformer exported to ONNX (BERT, MiniLM, MPNet, ...) over token ids: sentence
+/// embeddings (its first `(batch, tokens, hidden)` output pooled as the model's
+/// `1_Pooling/config.json` says) or, for a cross-encoder or classifier ([`ModelKind`]), the raw
+/// scores of its `(batch, labels)` output (`logits`). Feeds the graph's `input_ids`,
+/// `attention_mask` and `token_type_ids` (whichever it takes).
 pub struct TextEmbedder {
     model: OnnxModule,
     feeds: Vec<Feed>,
-    pooling: Pooling,
+    head: Head,
+    kind: ModelKind,
 }
 
 impl TextEmbedder {
@@ -99,10 +112,29 @@ impl TextEmbedder {
                 names.join(", ")
             )));
         }
+        let head = match files.kind.scores() {
+            None => Head::Pool(files.pooling),
+            Some(n) => {
+                let outputs = graph::output_shapes(&graph);
+                let fits = outputs
+                    .iter()
+                    .any(|(_, dims)| dims.len() == 2 && dims[1].is_none_or(|d| d == n));
+                if !fits {
+                    return Err(load_error(format!(
+                        "config.json makes it a {} with {n} score(s) per input, but the graph \
+                         has no (batch, {n}) output (outputs: {})",
+                        files.kind.name(),
+                        graph::describe(&outputs)
+                    )));
+                }
+                Head::Scores(n)
+            }
+        };
         Ok(TextEmbedder {
             model: backend.load(&files.onnx)?,
             feeds,
-            pooling: files.pooling,
+            head,
+            kind: files.kind.clone(),
         })
     }
 
@@ -116,52 +148,77 @@ impl TextEmbedder {
         Ok((model, tokenizer))
     }
 
-    /// How it pools.
-    pub fn pooling(&self) -> Pooling {
-        self.pooling
+    /// How it pools (`None`: it answers scores).
+    pub fn pooling(&self) -> Option<Pooling> {
+        match self.head {
+            Head::Pool(p) => Some(p),
+            Head::Scores(_) => None,
+        }
+    }
+
+    /// What it answers.
+    pub fn kind(&self) -> &ModelKind {
+        &self.kind
     }
 }
 
 impl Module for TextEmbedder {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
 
-    fn forward(&self, ids: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
-        let ids = ids.0;
-        let (b, len) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
+    fn forward(&self, rows: Rows<Encoded>) -> Result<Rows<Vec<f32>>, BoxError> {
+        let rows = rows.0;
+        let (b, len) = (rows.len(), rows.iter().map(Encoded::len).max().unwrap_or(0));
         if len == 0 {
             return Err("every row is empty: each input needs at least one token".into());
         }
-        let mut flat_ids = vec![0i64; b * len];
-        let mut mask = vec![0i64; b * len];
-        for (r, row) in ids.iter().enumerate() {
-            for (slot, &id) in flat_ids[r * len..].iter_mut().zip(row) {
-                *slot = i64::from(id);
-            }
-            mask[r * len..r * len + row.len()].fill(1);
-        }
         let mut inputs = Vec::with_capacity(self.feeds.len());
         for feed in &self.feeds {
-            let values = match feed {
-                Feed::Ids => std::mem::take(&mut flat_ids),
-                Feed::Mask => std::mem::take(&mut mask),
-                Feed::TokenTypes => vec![0i64; b * len],
-            };
+            // Padding is id 0, mask 0, type 0.
+            let mut values = vec![0i64; b * len];
+            for (row, slots) in rows.iter().zip(values.chunks_mut(len)) {
+                match feed {
+                    Feed::Ids => slots.iter_mut().zip(&row.ids).for_each(|(s, &id)| {
+                        *s = i64::from(id);
+                    }),
+                    Feed::Mask => slots[..row.len()].fill(1),
+                    Feed::TokenTypes => slots.iter_mut().zip(row.type_ids()).for_each(|(s, t)| {
+                        *s = t;
+                    }),
+                }
+            }
             inputs.push(Tensor::from_shape_vec(&[b, len], values)?);
         }
         let outputs = self.model.forward(inputs)?;
-        let hidden = outputs
-            .iter()
-            .find(|t| t.ndim() == 3)
-            .ok_or("the model has no (batch, tokens, hidden) output")?;
-        let hidden = hidden.view::<f32>()?;
-        let dim = hidden.shape()[2];
-        Ok(Rows(
-            ids.iter()
-                .enumerate()
-                .map(|(r, row)| self.pooling.pool(|t, d| hidden[[r, t, d]], row.len(), dim))
-                .collect(),
-        ))
+        match self.head {
+            Head::Pool(pooling) => {
+                let hidden = outputs
+                    .iter()
+                    .find(|t| t.ndim() == 3)
+                    .ok_or("the model has no (batch, tokens, hidden) output")?;
+                let hidden = hidden.view::<f32>()?;
+                let dim = hidden.shape()[2];
+                Ok(Rows(
+                    rows.iter()
+                        .enumerate()
+                        .map(|(r, row)| pooling.pool(|t, d| hidden[[r, t, d]], row.len(), dim))
+                        .collect(),
+                ))
+            }
+            Head::Scores(n) => {
+                let scores = outputs
+                    .iter()
+                    .find(|t| t.ndim() == 2 && t.shape() == [b, n])
+                    .ok_or_else(|| format!("the model has no ({b}, {n}) output"))?;
+                let scores = scores.view::<f32>()?;
+                Ok(Rows(
+                    scores
+                        .outer_iter()
+                        .map(|row| row.iter().copied().collect())
+                        .collect(),
+                ))
+            }
+        }
     }
 }
 
@@ -169,7 +226,8 @@ impl std::fmt::Debug for TextEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextEmbedder")
             .field("feeds", &self.feeds)
-            .field("pooling", &self.pooling)
+            .field("head", &self.head)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
@@ -217,14 +275,14 @@ impl std::fmt::Debug for TextNet {
 }
 
 impl Module for TextNet {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
 
-    fn forward(&self, ids: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
-        let b = ids.0.len();
+    fn forward(&self, rows: Rows<Encoded>) -> Result<Rows<Vec<f32>>, BoxError> {
+        let b = rows.0.len();
         let mut x = vec![0f32; b * 576];
-        for (r, row) in ids.0.iter().enumerate() {
-            for (i, &id) in row.iter().enumerate() {
+        for (r, row) in rows.0.iter().enumerate() {
+            for (i, &id) in row.ids.iter().enumerate() {
                 x[r * 576 + (i * 31) % 576] += (id % 256) as f32 / 255.0;
             }
         }
@@ -251,11 +309,11 @@ impl<M> std::fmt::Debug for Naive<M> {
 }
 
 #[async_trait::async_trait]
-impl<M> Infer<Rows<Vec<u32>>, Rows<Vec<f32>>> for Naive<M>
+impl<M> Infer<Rows<Encoded>, Rows<Vec<f32>>> for Naive<M>
 where
-    M: Module<Input = Rows<Vec<u32>>, Output = Rows<Vec<f32>>>,
+    M: Module<Input = Rows<Encoded>, Output = Rows<Vec<f32>>>,
 {
-    async fn infer(&self, ids: Rows<Vec<u32>>) -> corestream::Result<Rows<Vec<f32>>> {
+    async fn infer(&self, ids: Rows<Encoded>) -> corestream::Result<Rows<Vec<f32>>> {
         let model = Arc::clone(&self.0);
         tokio::task::spawn_blocking(move || model.forward(ids))
             .await

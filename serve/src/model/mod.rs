@@ -4,13 +4,17 @@
 //! batching or HTTP.
 
 pub mod embedder;
+pub mod encoded;
 pub mod graph;
+pub mod kind;
 pub mod pooling;
 pub mod prompts;
 pub mod source;
 pub mod tokenizer;
 
 pub use embedder::{normalize, Backend, Naive, TextEmbedder, TextNet};
+pub use encoded::Encoded;
+pub use kind::ModelKind;
 pub use pooling::Pooling;
 pub use prompts::Prompts;
 pub use source::ModelFiles;

@@ -9,13 +9,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::model::kind::ModelKind;
 use crate::model::pooling::Pooling;
 use crate::model::prompts::Prompts;
 
 /// The file name of the model `--models DIR` (earlier releases' flag) names.
 pub const LEGACY_ONNX: &str = "paraphrase-MiniLM-L3-v2.onnx";
 
-/// The files of one embedding model.
+/// The files of one model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFiles {
     /// The model's name, as `/info` and the answers' `model` field give it: the directory's
@@ -31,6 +32,8 @@ pub struct ModelFiles {
     pub pooling_source: String,
     /// The prompts of `config_sentence_transformers.json` (none without it).
     pub prompts: Prompts,
+    /// What it answers, from `config.json` (an embedding model without one).
+    pub kind: ModelKind,
 }
 
 fn missing(path: &Path, what: &str) -> corestream::Error {
@@ -107,6 +110,7 @@ impl ModelFiles {
         let tokenizer = existing(dir.join("tokenizer.json"), "tokenizer.json")?;
         let (pooling, pooling_source) = Pooling::from_dir(dir).map_err(|m| missing(dir, &m))?;
         let prompts = Prompts::from_dir(dir).map_err(|m| missing(dir, &m))?;
+        let kind = ModelKind::from_dir(dir).map_err(|m| missing(dir, &m))?;
         let name = if onnx.ends_with(LEGACY_ONNX) {
             "paraphrase-MiniLM-L3-v2".to_owned()
         } else {
@@ -119,6 +123,7 @@ impl ModelFiles {
             pooling,
             pooling_source,
             prompts,
+            kind,
         })
     }
 
@@ -136,6 +141,7 @@ impl ModelFiles {
         let (pooling, pooling_source) =
             Pooling::from_dir(model_dir).map_err(|m| missing(model_dir, &m))?;
         let prompts = Prompts::from_dir(model_dir).map_err(|m| missing(model_dir, &m))?;
+        let kind = ModelKind::from_dir(model_dir).map_err(|m| missing(model_dir, &m))?;
         let name = if model_dir != dir || onnx.file_name() == Some("model.onnx".as_ref()) {
             name_of(model_dir)
         } else {
@@ -149,6 +155,7 @@ impl ModelFiles {
             pooling,
             pooling_source,
             prompts,
+            kind,
         })
     }
 }

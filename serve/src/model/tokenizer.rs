@@ -15,6 +15,8 @@ use std::sync::Mutex;
 
 use corestream::Error;
 
+use crate::model::encoded::Encoded;
+
 /// Texts longer than this that must be tokenised whole (see
 /// [`TextTokenizer::encode_within`]) are tokenised one at a time.
 const WHOLE_ALONE_BYTES: usize = 64 << 10;
@@ -196,42 +198,70 @@ impl TextTokenizer {
     /// changes only the word it falls in, for BERT's, SentencePiece's and byte-level BPE's
     /// tokenizers alike). A text that never settles is tokenised whole, as before.
     pub fn encode_within(&self, text: &str, max: usize, keep: Keep) -> Result<Vec<u32>, String> {
-        if matches!(self, TextTokenizer::Bytes { .. }) {
-            return self.encode(text);
-        }
-        let cut = |len: usize| match keep {
-            Keep::Start => &text[..boundary_after(text, len)],
-            Keep::End => &text[boundary_before(text, text.len().saturating_sub(len))..],
-        };
-        let end = |ids: &[u32]| -> Vec<u32> {
-            match keep {
-                Keep::Start => ids[..max].to_vec(),
-                Keep::End => ids[ids.len() - max..].to_vec(),
+        match self {
+            TextTokenizer::Hf { tokenizer, .. } => {
+                Ok(encoding_within(tokenizer, text, max, keep, true)?
+                    .get_ids()
+                    .to_vec())
             }
-        };
-        // Room for `max` tokens of up to 16 bytes each in the first piece.
-        let mut piece = max.saturating_add(2).saturating_mul(16).max(4096);
-        while piece.saturating_mul(2) < text.len() {
-            let part = cut(piece);
-            let ids = self.encode(part)?;
-            if ids.len() > max.saturating_add(1) {
-                let longer = self.encode(cut(piece * 2))?;
-                if longer.len() > max && end(&ids) == end(&longer) {
-                    return Ok(ids);
+            TextTokenizer::Bytes { .. } => self.encode(text),
+        }
+    }
+
+    /// The pair (`first`, `second`) as a cross-encoder takes it (`[CLS] first [SEP] second
+    /// [SEP]` for BERT's tokenizer, with its `token_type_ids`), within `max` tokens: `Ok(Err(n))`
+    /// when it is longer (at least `n` tokens) and not `truncate`d. Truncation is longest
+    /// first, as Hugging Face's: tokens come off the longer text until both are as long, then
+    /// off both. Each text is tokenised only as far as the limit needs (see
+    /// [`encode_within`](Self::encode_within)).
+    pub fn encode_pair(
+        &self,
+        first: &str,
+        second: &str,
+        max: usize,
+        truncate: bool,
+    ) -> Result<Result<Encoded, usize>, String> {
+        match self {
+            TextTokenizer::Hf { tokenizer, .. } => {
+                let added = tokenizer
+                    .get_post_processor()
+                    .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, true));
+                let budget = max.saturating_sub(added);
+                let mut a = encoding_within(tokenizer, first, budget, Keep::Start, false)?;
+                let mut b = encoding_within(tokenizer, second, budget, Keep::Start, false)?;
+                let (n1, n2) = (a.len(), b.len());
+                if n1 + n2 > budget {
+                    if !truncate {
+                        return Ok(Err(n1 + n2 + added));
+                    }
+                    let (k1, k2) = longest_first(n1, n2, budget);
+                    a.truncate(k1, 0, tokenizers::TruncationDirection::Right);
+                    b.truncate(k2, 0, tokenizers::TruncationDirection::Right);
                 }
+                let pair = tokenizer
+                    .post_process(a, Some(b), true)
+                    .map_err(|e| format!("cannot tokenise the pair: {e}"))?;
+                let second = pair
+                    .get_type_ids()
+                    .iter()
+                    .position(|&t| t != 0)
+                    .unwrap_or(pair.len());
+                Ok(Ok(Encoded::pair(pair.get_ids().to_vec(), second)))
             }
-            piece = piece.saturating_mul(2);
+            TextTokenizer::Bytes { .. } => {
+                let (n1, n2) = (first.len(), second.len());
+                let (k1, k2) = if n1 + n2 > max {
+                    if !truncate {
+                        return Ok(Err(n1 + n2));
+                    }
+                    longest_first(n1, n2, max)
+                } else {
+                    (n1, n2)
+                };
+                let ids = first.bytes().take(k1).chain(second.bytes().take(k2));
+                Ok(Ok(Encoded::pair(ids.map(u32::from).collect(), k1)))
+            }
         }
-        if text.len() <= WHOLE_ALONE_BYTES {
-            return self.encode(text);
-        }
-        // A long text whose tokens never settled (one long word, a run of whitespace): its
-        // whole tokenisation runs alone in the process, so that its working memory is paid
-        // once at a time, not once per CPU. (Texts this long are tokenised on tokio's
-        // blocking pool, never on an HTTP thread.)
-        static WHOLE: Mutex<()> = Mutex::new(());
-        let _alone = WHOLE.lock().unwrap_or_else(|e| e.into_inner());
-        self.encode(text)
     }
 
     /// The tokens of `text` with their byte offsets in it, as `POST /tokenize` answers them
@@ -316,6 +346,75 @@ impl TextTokenizer {
             }
         }
     }
+}
+
+/// How many tokens of each text of a pair of `n1` and `n2` tokens stay within `budget`,
+/// longest first: the longer text is cut to the shorter's length, then both alike (the second
+/// text losing the odd token).
+fn longest_first(n1: usize, n2: usize, budget: usize) -> (usize, usize) {
+    if n1 + n2 <= budget {
+        return (n1, n2);
+    }
+    let short = n1.min(n2);
+    if short * 2 >= budget {
+        // Both cut alike.
+        return (budget - budget / 2, budget / 2);
+    }
+    // Only the longer one is cut.
+    if n1 <= n2 {
+        (n1, budget - n1)
+    } else {
+        (budget - n2, n2)
+    }
+}
+
+/// The encoding of `text` (with special tokens when `add_special`) as
+/// [`TextTokenizer::encode_within`] describes it: whole, or, for a text longer than `max`
+/// tokens, a piece of it whose `keep` end holds the whole text's first (last) `max + 1` tokens.
+fn encoding_within(
+    tokenizer: &tokenizers::Tokenizer,
+    text: &str,
+    max: usize,
+    keep: Keep,
+    add_special: bool,
+) -> Result<tokenizers::Encoding, String> {
+    let encode = |part: &str| {
+        tokenizer
+            .encode(part, add_special)
+            .map_err(|e| format!("cannot tokenise the input: {e}"))
+    };
+    let cut = |len: usize| match keep {
+        Keep::Start => &text[..boundary_after(text, len)],
+        Keep::End => &text[boundary_before(text, text.len().saturating_sub(len))..],
+    };
+    let end = |ids: &[u32]| -> Vec<u32> {
+        match keep {
+            Keep::Start => ids[..max].to_vec(),
+            Keep::End => ids[ids.len() - max..].to_vec(),
+        }
+    };
+    // Room for `max` tokens of up to 16 bytes each in the first piece.
+    let mut piece = max.saturating_add(2).saturating_mul(16).max(4096);
+    while piece.saturating_mul(2) < text.len() {
+        let part = encode(cut(piece))?;
+        if part.len() > max.saturating_add(1) {
+            let longer = encode(cut(piece * 2))?;
+            if longer.len() > max && end(part.get_ids()) == end(longer.get_ids()) {
+                return Ok(part);
+            }
+        }
+        piece = piece.saturating_mul(2);
+    }
+    if text.len() <= WHOLE_ALONE_BYTES {
+        return encode(text);
+    }
+    // A long text whose tokens never settled (one long word, a run of whitespace): its
+    // whole tokenisation runs alone in the process, so that its working memory is paid
+    // once at a time, not once per CPU. (Texts this long are tokenised on tokio's
+    // blocking pool, never on an HTTP thread.)
+    static WHOLE: Mutex<()> = Mutex::new(());
+    let _alone = WHOLE.lock().unwrap_or_else(|e| e.into_inner());
+    encode(text)
 }
 
 /// Where a prefix of about `at` bytes ends: at the first whitespace at or after `at` when

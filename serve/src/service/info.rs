@@ -9,7 +9,12 @@ use utoipa::ToSchema;
 pub struct Info {
     /// The served model.
     pub model_id: String,
-    /// Length of each vector.
+    /// What it answers: `embedding` (`/embed`, `/v1/embeddings`), `reranker` (`/rerank`,
+    /// `/v1/rerank`) or `classifier` (`/predict`), from its `config.json`.
+    pub model_type: String,
+    /// A classifier's labels, in output order (`config.json`'s `id2label`).
+    pub labels: Vec<String>,
+    /// Length of each vector (of a reranker's or classifier's scores: 1 or the labels).
     pub dimension: usize,
     /// Longest input in tokens, special tokens included.
     pub max_input_length: usize,

@@ -9,7 +9,8 @@ use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
 
 use crate::args::Args;
 use crate::model::embedder::{self, Backend};
-use crate::model::{ModelFiles, Prompts, TextEmbedder, TextNet, TextTokenizer};
+use crate::model::encoded::{longest, Encoded};
+use crate::model::{ModelFiles, ModelKind, Prompts, TextEmbedder, TextNet, TextTokenizer};
 use crate::service::info::Info;
 use crate::service::state::{Embedder, Loaded};
 
@@ -54,11 +55,6 @@ impl BatchOptions {
     }
 }
 
-/// The padded length of one row of a request: its longest input, in tokens.
-pub fn longest(ids: &Rows<Vec<u32>>) -> usize {
-    ids.0.iter().map(Vec::len).max().unwrap_or(0)
-}
-
 /// Serves `model` (with `tokenizer`) behind a `Batcher` named `model_id` on streams as
 /// `options` say. The recorder of the `metrics` facade must be installed before: the batcher
 /// registers its metrics when built.
@@ -70,14 +66,14 @@ pub fn serve_model<M>(
     options: &BatchOptions,
 ) -> corestream::Result<Loaded>
 where
-    M: Module<Input = Rows<Vec<u32>>, Output = Rows<Vec<f32>>>,
+    M: Module<Input = Rows<Encoded>, Output = Rows<Vec<f32>>>,
 {
     // The dimension, from one direct call (which also warms the model up).
     let probe = tokenizer
         .encode("dimension probe")
         .map_err(corestream::Error::InvalidConfig)?;
     let dimension = model
-        .forward(Rows(vec![probe]))
+        .forward(Rows(vec![Encoded::single(probe)]))
         .map_err(corestream::Error::Module)?
         .0
         .first()
@@ -120,6 +116,8 @@ where
         queue_capacity: options.queue,
         auto_truncate: options.auto_truncate,
         pooling: "none".to_owned(),
+        model_type: ModelKind::Embedding.name().to_owned(),
+        labels: Vec::new(),
         onnx_file: None,
         prompts: Vec::new(),
         default_prompt_name: None,
@@ -133,6 +131,7 @@ where
         info,
         monitor: Some(batcher),
         prompts: Prompts::default(),
+        kind: ModelKind::Embedding,
     })
 }
 
@@ -201,8 +200,11 @@ pub fn load(args: &Args) -> corestream::Result<Loaded> {
     } else {
         let files = model_files(args)?;
         let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend)?;
+        let kind = model.kind().clone();
+        let pooling = model.pooling();
         let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), &options)?;
-        loaded.info.pooling = files.pooling.to_string();
+        loaded.set_kind(kind);
+        loaded.info.pooling = pooling.map_or_else(|| "none".to_owned(), |p| p.to_string());
         loaded.info.onnx_file = files
             .onnx
             .file_name()

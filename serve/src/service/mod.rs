@@ -1,7 +1,7 @@
 //! The service layer, independent of the HTTP framework: the state every handler shares
 //! ([`Service`]: health, request accounting, the loaded model), loading a model behind its
 //! pinned streams and `Batcher` ([`load`]), the request path (validation, tokenisation with the
-//! length policy, the batcher call, normalisation) with its [`Failure`]s, and telemetry (logs,
+//! length policy, the batcher call, normalisation; a reranker's and classifier's scores) with its [`Failure`]s, and telemetry (logs,
 //! spans, Prometheus metrics). HTTP statuses are the HTTP layer's business
 //! ([`crate::http`]); a failure here has a [`FailureKind`].
 
@@ -13,6 +13,7 @@ pub mod health;
 pub mod info;
 pub mod load;
 pub mod requests;
+pub mod scores;
 pub mod state;
 pub mod telemetry;
 mod tokens;
@@ -25,4 +26,5 @@ pub use health::{Health, State};
 pub use info::Info;
 pub use load::{serve_model, BatchOptions};
 pub use requests::Requests;
+pub use scores::Sequence;
 pub use state::{Embedder, Loaded, Monitor, Service};

@@ -12,6 +12,8 @@ use corestream::{Batch, Batcher, BatcherHealth, BatcherStats, Error, Infer, Modu
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::model::encoded::Encoded;
+use crate::model::kind::ModelKind;
 use crate::model::prompts::Prompts;
 use crate::model::tokenizer::{Keep, TextTokenizer};
 use crate::service::access::ApiKey;
@@ -22,9 +24,9 @@ use crate::service::health::{Health, State};
 use crate::service::info::Info;
 use crate::service::requests::Requests;
 
-/// Texts (or token ids) in, one unnormalised vector per row out: a `Batcher`, or the naive
-/// baseline of the load generator.
-pub type Embedder = Arc<dyn Infer<Rows<Vec<u32>>, Rows<Vec<f32>>>>;
+/// Encoded inputs in, one unnormalised vector (or raw scores) per row out: a `Batcher`, or
+/// the naive baseline of the load generator.
+pub type Embedder = Arc<dyn Infer<Rows<Encoded>, Rows<Vec<f32>>>>;
 
 /// A loaded model, ready to serve.
 pub struct Loaded {
@@ -39,6 +41,9 @@ pub struct Loaded {
     /// The prompts requests may name, and the default one (set with
     /// [`set_prompts`](Self::set_prompts), which keeps `info` in step).
     pub prompts: Prompts,
+    /// What the model answers, and so which routes serve it (set with
+    /// [`set_kind`](Self::set_kind), which keeps `info` in step).
+    pub kind: ModelKind,
 }
 
 impl Loaded {
@@ -49,6 +54,16 @@ impl Loaded {
         self.info.default_prompt_name = prompts.default_name().map(str::to_owned);
         self.info.default_prompt = prompts.default_text().map(str::to_owned);
         self.prompts = prompts;
+    }
+
+    /// Serves a model of `kind`: its routes answer, and `GET /info` says which kind and labels.
+    pub fn set_kind(&mut self, kind: ModelKind) {
+        self.info.model_type = kind.name().to_owned();
+        self.info.labels = match &kind {
+            ModelKind::Classifier { labels, .. } => labels.clone(),
+            _ => Vec::new(),
+        };
+        self.kind = kind;
     }
 }
 
@@ -449,8 +464,20 @@ impl Service {
         f: impl FnOnce(&TextTokenizer, Vec<String>) -> T + Send + 'static,
     ) -> Result<T, Failure> {
         let bytes: usize = texts.iter().map(String::len).sum();
+        self.with_tokenizer_bytes(loaded, bytes, move |tokenizer| f(tokenizer, texts))
+            .await
+    }
+
+    /// Runs `f`, which tokenises `bytes` of text, with the model's tokenizer: here or on
+    /// tokio's blocking pool, as [`with_tokenizer`](Self::with_tokenizer).
+    pub(crate) async fn with_tokenizer_bytes<T: Send + 'static>(
+        &self,
+        loaded: &Loaded,
+        bytes: usize,
+        f: impl FnOnce(&TextTokenizer) -> T + Send + 'static,
+    ) -> Result<T, Failure> {
         if bytes <= INLINE_TOKENIZE_BYTES {
-            return Ok(f(&loaded.tokenizer, texts));
+            return Ok(f(&loaded.tokenizer));
         }
         // The permit moves into the blocking task: a request dropped meanwhile (its client
         // left) does not free the place while its tokenisation still runs.
@@ -461,7 +488,7 @@ impl Service {
         let tokenizer = Arc::clone(&loaded.tokenizer);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f(&tokenizer, texts)
+            f(&tokenizer)
         })
         .await
         .map_err(|e| Failure::internal("tokenizer_error", format!("tokenisation failed: {e}")))
@@ -525,27 +552,35 @@ impl Service {
         input: Tokenized,
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>, Failure> {
+        let rows = input.ids.into_iter().map(Encoded::single).collect();
+        let vectors = self.infer(loaded, rows, input.tokens).await?;
+        Ok(if normalize {
+            vectors
+                .into_iter()
+                .map(crate::model::embedder::normalize)
+                .collect()
+        } else {
+            vectors
+        })
+    }
+
+    /// Runs encoded inputs (`tokens` in all) through the batcher: one unnormalised vector or
+    /// raw scores per input, in order.
+    pub(crate) async fn infer(
+        &self,
+        loaded: &Loaded,
+        inputs: Vec<Encoded>,
+        tokens: usize,
+    ) -> Result<Vec<Vec<f32>>, Failure> {
         let model = loaded.info.model_id.as_str();
-        let rows = input.ids.len();
+        let rows = inputs.len();
         metrics::counter!("corestream_embed_inputs_total", "model" => model.to_owned())
             .increment(rows as u64);
         metrics::counter!("corestream_embed_tokens_total", "model" => model.to_owned())
-            .increment(input.tokens as u64);
-        let span = tracing::info_span!("infer", model, rows, tokens = input.tokens);
-        match loaded
-            .embedder
-            .infer(Rows(input.ids))
-            .instrument(span)
-            .await
-        {
-            Ok(Rows(vectors)) if vectors.len() == rows => Ok(if normalize {
-                vectors
-                    .into_iter()
-                    .map(crate::model::embedder::normalize)
-                    .collect()
-            } else {
-                vectors
-            }),
+            .increment(tokens as u64);
+        let span = tracing::info_span!("infer", model, rows, tokens);
+        match loaded.embedder.infer(Rows(inputs)).instrument(span).await {
+            Ok(Rows(vectors)) if vectors.len() == rows => Ok(vectors),
             Ok(Rows(vectors)) => Err(Failure::internal(
                 "model_error",
                 format!(

@@ -4,6 +4,7 @@
 //! in flight are 429 with a `Retry-After` from the measured answer rate, in each route's error
 //! shape, while the probes keep answering.
 
+use corestream_serve::model::Encoded;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,9 +218,9 @@ struct Gated {
 }
 
 impl Module for Gated {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
-    fn forward(&self, x: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
+    fn forward(&self, x: Rows<Encoded>) -> Result<Rows<Vec<f32>>, BoxError> {
         let until = Instant::now() + Duration::from_secs(10);
         while !self.open.load(Ordering::Acquire) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));

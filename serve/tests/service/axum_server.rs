@@ -27,12 +27,16 @@ fn assert_backends_agree(kind: Kind) {
     let all: Vec<String> = (0..8).flat_map(support::texts).collect();
     let ids: Vec<Vec<u32>> = all.iter().map(|t| tokenizer.encode(t).unwrap()).collect();
     let norm = |m: &Model, ids: Vec<Vec<u32>>| -> Vec<Vec<f32>> {
-        m.forward(Rows(ids))
-            .unwrap()
-            .0
-            .into_iter()
-            .map(embedder::normalize)
-            .collect()
+        m.forward(Rows(
+            ids.into_iter()
+                .map(corestream_serve::model::Encoded::single)
+                .collect(),
+        ))
+        .unwrap()
+        .0
+        .into_iter()
+        .map(embedder::normalize)
+        .collect()
     };
     let d = support::max_diff(&norm(&tract, ids.clone()), &norm(&ort, ids.clone()));
     assert!(d <= 1e-4, "tract vs ort, one batch: max diff {d}");
@@ -85,7 +89,7 @@ async fn minilm_end_to_end() {
         .iter()
         .map(|t| {
             let ids = tokenizer.encode(t).unwrap();
-            embedder::normalize(model.forward(Rows(vec![ids])).unwrap().0.remove(0))
+            embedder::normalize(model.forward(Rows(vec![ids.into()])).unwrap().0.remove(0))
         })
         .collect();
         let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();

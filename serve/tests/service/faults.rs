@@ -17,6 +17,7 @@
 //! The scenarios run alone in this test binary (`support::exclusive`), so the process's RSS
 //! and descriptors are theirs.
 
+use corestream_serve::model::Encoded;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,11 +45,11 @@ struct Faulty {
 }
 
 impl Module for Faulty {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
-    fn forward(&self, x: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
+    fn forward(&self, x: Rows<Encoded>) -> Result<Rows<Vec<f32>>, BoxError> {
         std::thread::sleep(self.delay);
-        if x.0.contains(&self.poison) {
+        if x.0.iter().any(|row| row.ids == self.poison) {
             panic!("the model cannot take this input");
         }
         self.model.forward(x)

@@ -10,6 +10,9 @@
 //!   429 with `Retry-After` on a full queue and past `--max-concurrent-requests`;
 //! - `tokens.rs` (run by both server files): `POST /tokenize` and `POST /decode`;
 //! - `prompts.rs` (run by both server files): prompts before the inputs, by name or default;
+//! - `scores.rs` (run by both server files): `/rerank`, `/v1/rerank` and `/predict` on a
+//!   cross-encoder and a classifier made by `heads.rs` from MiniLM, against scores computed by
+//!   hand;
 //! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
 //! - `accounting.rs`: request counters and the rate-limited cancellation log;
 //! - `lifecycle.rs`: a loader that fails or panics leaves the service failed;
@@ -28,9 +31,11 @@ mod accounting;
 mod actix_server;
 mod axum_server;
 mod faults;
+mod heads;
 mod lifecycle;
 mod prompts;
 mod scenarios;
+mod scores;
 mod stuck;
 mod tokenizer;
 mod tokens;

@@ -40,7 +40,13 @@ pub async fn prompts_go_before_the_inputs(launch: Launch, name: &str) {
     let client = reqwest::Client::new();
     let expected = |text: &str| {
         let ids = reference_tokenizer.encode(text).unwrap();
-        embedder::normalize(reference.forward(Rows(vec![ids])).unwrap().0.remove(0))
+        embedder::normalize(
+            reference
+                .forward(Rows(vec![ids.into()]))
+                .unwrap()
+                .0
+                .remove(0),
+        )
     };
 
     let (s, named) = post(

@@ -176,7 +176,7 @@ pub async fn limits_and_validation(
     let mut ids = tokenizer.encode(&long).unwrap();
     tokenizer.truncate(&mut ids, max, corestream_serve::model::Keep::Start);
     assert_eq!(ids.len(), max);
-    let expected = embedder::normalize(model.forward(Rows(vec![ids])).unwrap().0.remove(0));
+    let expected = embedder::normalize(model.forward(Rows(vec![ids.into()])).unwrap().0.remove(0));
     let (s, a) = post(
         &client,
         openai.clone(),
@@ -277,7 +277,11 @@ pub async fn limits_and_validation(
     // Fewer `dimensions`: the leading ones, unit length again (Matryoshka truncation).
     let short = (dim / 2).max(1);
     let ids = tokenizer.encode("a cat sits").unwrap();
-    let full = model.forward(Rows(vec![ids.clone()])).unwrap().0.remove(0);
+    let full = model
+        .forward(Rows(vec![ids.clone().into()]))
+        .unwrap()
+        .0
+        .remove(0);
     let cut = embedder::normalize(embedder::normalize(full)[..short].to_vec());
     let (s, a) = post(
         &client,
@@ -316,7 +320,13 @@ pub async fn limits_and_validation(
 
     // `dimensions` equal to the model's is accepted; token ids are served as given.
     let ids = tokenizer.encode("a cat sits").unwrap();
-    let expected = embedder::normalize(model.forward(Rows(vec![ids.clone()])).unwrap().0.remove(0));
+    let expected = embedder::normalize(
+        model
+            .forward(Rows(vec![ids.clone().into()]))
+            .unwrap()
+            .0
+            .remove(0),
+    );
     let (s, a) = post(
         &client,
         openai,

@@ -8,6 +8,7 @@
 //!   within the body timeout gets 429 before sending its body, health probes are not held up,
 //!   and the budget comes back when the requests holding it are answered.
 
+use corestream_serve::model::Encoded;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,9 +30,9 @@ struct Gated {
 }
 
 impl Module for Gated {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
-    fn forward(&self, x: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
+    fn forward(&self, x: Rows<Encoded>) -> Result<Rows<Vec<f32>>, BoxError> {
         let (open, opened) = &*self.gate;
         let mut open = open.lock().unwrap();
         while !*open {

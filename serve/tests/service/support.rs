@@ -3,6 +3,7 @@
 //! ([`server_scenarios!`], over `scenarios.rs`), the process-wide telemetry (one Prometheus
 //! recorder, one span-recording subscriber), the models under test and small HTTP helpers.
 
+use corestream_serve::model::Encoded;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -165,6 +166,36 @@ macro_rules! server_scenarios {
             crate::prompts::prompts_go_before_the_inputs(
                 crate::support::launcher($server),
                 concat!($prefix, "-prompts"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn rerank_routes_score_as_the_model_does() {
+            let _shared = crate::support::shared().await;
+            crate::scores::rerank_scores(
+                crate::support::launcher($server),
+                concat!($prefix, "-rerank"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn predict_labels_as_the_model_does() {
+            let _shared = crate::support::shared().await;
+            crate::scores::predict_scores(
+                crate::support::launcher($server),
+                concat!($prefix, "-predict"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn embedding_models_refuse_the_scoring_routes() {
+            let _shared = crate::support::shared().await;
+            crate::scores::embedders_refuse_scoring(
+                crate::support::launcher($server),
+                concat!($prefix, "-refuse"),
             )
             .await;
         }
@@ -354,12 +385,12 @@ pub fn load(kind: Kind, backend: Backend) -> (Model, TextTokenizer) {
 
 /// Any embedder as one type, so scenarios need no generics.
 #[derive(Clone)]
-pub struct Model(pub Arc<dyn Module<Input = Rows<Vec<u32>>, Output = Rows<Vec<f32>>>>);
+pub struct Model(pub Arc<dyn Module<Input = Rows<Encoded>, Output = Rows<Vec<f32>>>>);
 
 impl Module for Model {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
-    fn forward(&self, x: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
+    fn forward(&self, x: Rows<Encoded>) -> Result<Rows<Vec<f32>>, BoxError> {
         self.0.forward(x)
     }
 }
@@ -368,9 +399,9 @@ impl Module for Model {
 pub struct Slow(pub Model);
 
 impl Module for Slow {
-    type Input = Rows<Vec<u32>>;
+    type Input = Rows<Encoded>;
     type Output = Rows<Vec<f32>>;
-    fn forward(&self, x: Rows<Vec<u32>>) -> Result<Rows<Vec<f32>>, BoxError> {
+    fn forward(&self, x: Rows<Encoded>) -> Result<Rows<Vec<f32>>, BoxError> {
         std::thread::sleep(Duration::from_millis(150));
         self.0.forward(x)
     }
@@ -399,7 +430,7 @@ pub fn service<M>(
     options: &BatchOptions,
 ) -> Arc<Service>
 where
-    M: Module<Input = Rows<Vec<u32>>, Output = Rows<Vec<f32>>>,
+    M: Module<Input = Rows<Encoded>, Output = Rows<Vec<f32>>>,
 {
     let render = telemetry();
     let loaded: Loaded = serve_model(model, tokenizer, name, "test".into(), options).unwrap();
@@ -434,7 +465,7 @@ pub fn reference(
         .iter()
         .map(|t| {
             let ids = tokenizer.encode(t).unwrap();
-            let v = model.forward(Rows(vec![ids])).unwrap().0.remove(0);
+            let v = model.forward(Rows(vec![ids.into()])).unwrap().0.remove(0);
             if normalize {
                 embedder::normalize(v)
             } else {

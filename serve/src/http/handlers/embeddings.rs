@@ -13,6 +13,8 @@ use crate::http::bounded::{self, ParseError};
 use crate::http::handlers::errors::{openai_failure, tei_failure};
 use crate::http::handlers::Reply;
 use crate::model::tokenizer::Keep;
+use crate::model::ModelKind;
+use crate::service::scores::wrong_model;
 use crate::service::{Failure, Loaded, Service};
 
 /// Little-endian f32 bytes in base64, as OpenAI sends `encoding_format: base64`.
@@ -81,6 +83,9 @@ pub(super) fn parse_body<T: DeserializeOwned>(
 async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
     let loaded = service.loaded()?;
+    if loaded.kind != ModelKind::Embedding {
+        return Err(wrong_model(loaded, "/v1/embeddings"));
+    }
     let request: OpenAiRequest = parse_body(text, loaded, |e| {
         invalid_json(
             e,
@@ -197,6 +202,9 @@ fn invalid_embed_body(e: impl std::fmt::Display) -> Failure {
 async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
     let loaded = service.loaded()?;
+    if loaded.kind != ModelKind::Embedding {
+        return Err(wrong_model(loaded, "/embed"));
+    }
     let body: EmbedBody = parse_body(text, loaded, invalid_embed_body)?;
     match body {
         EmbedBody {

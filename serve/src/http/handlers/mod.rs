@@ -9,6 +9,7 @@
 //! | `errors.rs` | a [`Failure`] in each API's error shape, and its [`status`] |
 //! | `embeddings.rs` | `POST /v1/embeddings`, `POST /embed` |
 //! | `tokens.rs` | `POST /tokenize`, `POST /decode` |
+//! | `scores.rs` | `POST /rerank`, `POST /v1/rerank`, `POST /predict` |
 //! | `probes.rs` | `GET /info`, health, metrics, the OpenAPI document |
 
 use std::future::Future;
@@ -22,12 +23,14 @@ use crate::service::{Failure, FailureKind, Service};
 pub(crate) mod embeddings;
 mod errors;
 pub(crate) mod probes;
+pub(crate) mod scores;
 pub(crate) mod tokens;
 
 pub use embeddings::{embed, openai_embeddings, to_base64};
 pub use errors::status;
 use errors::{body_failure, route_failure};
 pub use probes::{health, info, live, metrics, openapi_json, ready};
+pub use scores::{cohere_rerank, predict, rerank};
 pub use tokens::{decode, tokenize};
 
 /// The largest request body accepted (larger: 413 from the framework).
@@ -77,6 +80,12 @@ pub enum Route {
     Tokenize,
     /// `POST /decode`.
     Decode,
+    /// `POST /rerank`.
+    Rerank,
+    /// `POST /v1/rerank`.
+    CohereRerank,
+    /// `POST /predict`.
+    Predict,
     /// `GET /info`.
     Info,
     /// `GET /health`.
@@ -93,11 +102,14 @@ pub enum Route {
 
 impl Route {
     /// All routes, for the adapters to register.
-    pub const ALL: [Route; 10] = [
+    pub const ALL: [Route; 13] = [
         Route::OpenAiEmbeddings,
         Route::Embed,
         Route::Tokenize,
         Route::Decode,
+        Route::Rerank,
+        Route::CohereRerank,
+        Route::Predict,
         Route::Info,
         Route::Health,
         Route::Live,
@@ -113,6 +125,9 @@ impl Route {
             Route::Embed => "/embed",
             Route::Tokenize => "/tokenize",
             Route::Decode => "/decode",
+            Route::Rerank => "/rerank",
+            Route::CohereRerank => "/v1/rerank",
+            Route::Predict => "/predict",
             Route::Info => "/info",
             Route::Health => "/health",
             Route::Live => "/health/live",
@@ -125,11 +140,28 @@ impl Route {
     /// The method.
     pub fn method(self) -> Method {
         match self {
-            Route::OpenAiEmbeddings | Route::Embed | Route::Tokenize | Route::Decode => {
-                Method::Post
-            }
+            Route::OpenAiEmbeddings
+            | Route::Embed
+            | Route::Tokenize
+            | Route::Decode
+            | Route::Rerank
+            | Route::CohereRerank
+            | Route::Predict => Method::Post,
             _ => Method::Get,
         }
+    }
+
+    /// Whether the route's answers come from the model (not the tokenizer's, nor the probes):
+    /// their rate is the drain rate `Retry-After` is computed from.
+    pub fn runs_the_model(self) -> bool {
+        matches!(
+            self,
+            Route::OpenAiEmbeddings
+                | Route::Embed
+                | Route::Rerank
+                | Route::CohereRerank
+                | Route::Predict
+        )
     }
 
     /// Whether `--api-key` guards the route: all but the health probes, `/metrics` and
@@ -366,6 +398,9 @@ pub async fn handle<B: AsRef<[u8]>>(
             Route::Embed => within(service, route, embed(service, body)).await,
             Route::Tokenize => within(service, route, tokenize(service, body)).await,
             Route::Decode => decode(service, body),
+            Route::Rerank => within(service, route, rerank(service, body)).await,
+            Route::CohereRerank => within(service, route, cohere_rerank(service, body)).await,
+            Route::Predict => within(service, route, predict(service, body)).await,
             Route::Info => info(service),
             Route::Health => health(service),
             Route::Ready => ready(service),
@@ -382,7 +417,7 @@ pub async fn handle<B: AsRef<[u8]>>(
     .instrument(span.clone())
     .await;
     ticket.answered();
-    if matches!(route, Route::OpenAiEmbeddings | Route::Embed) && reply.status == 200 {
+    if route.runs_the_model() && reply.status == 200 {
         // The answer rate that `Retry-After` is computed from: the model's work done (not
         // refusals, nor the tokenizer's quick routes).
         service.admission.drain.answered(Instant::now());

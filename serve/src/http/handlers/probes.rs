@@ -129,6 +129,7 @@ pub fn openapi_json(service: &Service) -> Reply {
         max_input_length: loaded.info.max_input_length,
         vocab: loaded.tokenizer.vocab_size(),
         prompts: loaded.info.prompts.clone(),
+        model_type: loaded.kind.name(),
     });
     Reply::json(200, &openapi::document(limits))
 }

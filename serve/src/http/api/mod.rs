@@ -1,11 +1,19 @@
 //! The service's wire format, independent of the HTTP framework: request and response bodies of
 //! every route (serde) with their OpenAPI schemas (utoipa), and the two error shapes: OpenAI's
-//! `{"error": {"message", "type", "code"}}` on `/v1/embeddings`, text-embeddings-inference's
+//! `{"error": {"message", "type", "code"}}` on `/v1/*`, text-embeddings-inference's
 //! `{"error", "error_type"}` everywhere else (its `error` string is also what the original
 //! `{"texts"}` route answered).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+mod scores;
+
+pub use scores::{
+    CohereRerankRequest, CohereRerankResponse, CohereResult, Document, DocumentText, PredictInput,
+    PredictItem, PredictRequest, PredictResponse, Prediction, Rank, RerankRequest, RerankResponse,
+    RerankUsage,
+};
 
 pub use crate::service::info::Info;
 
