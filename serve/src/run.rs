@@ -73,6 +73,8 @@ fn log_choice(loaded: &Loaded, args: &Args, workers: usize) {
         max_client_batch = info.max_client_batch_size,
         max_input_length = info.max_input_length,
         max_input_length_source = %info.max_input_length_source,
+        model_type = %info.model_type,
+        labels = %info.labels.join(","),
         pooling = %info.pooling,
         onnx_file = info.onnx_file.as_deref().unwrap_or("-"),
         cpu_quota = info.cpu_quota.map_or_else(|| "none".to_owned(), |q| format!("{q:.2}")),
