@@ -175,7 +175,8 @@ fn encode_sequences(
         .collect()
 }
 
-fn too_long(i: usize, len: usize, max: usize) -> Failure {
+/// The 413 of input `i`, at least `len` tokens long, over the model's `max`.
+pub(crate) fn too_long(i: usize, len: usize, max: usize) -> Failure {
     Failure::too_large(
         "input_too_long",
         format!(

@@ -23,6 +23,7 @@ use crate::service::failure::Failure;
 use crate::service::health::{Health, State};
 use crate::service::info::Info;
 use crate::service::requests::Requests;
+use crate::service::scores::too_long;
 
 /// Encoded inputs in, one unnormalised vector (or raw scores) per row out: a `Batcher`, or
 /// the naive baseline of the load generator.
@@ -527,15 +528,7 @@ impl Service {
         for (i, row) in ids.iter_mut().enumerate() {
             if row.len() > max {
                 if !truncate {
-                    return Err(Failure::too_large(
-                        "input_too_long",
-                        format!(
-                            "input {i} is at least {} tokens long; the model takes at most \
-                             {max} (send \"truncate\": true, or start the server with \
-                             --truncate, to cut it)",
-                            row.len()
-                        ),
-                    ));
+                    return Err(too_long(i, row.len(), max));
                 }
                 loaded.tokenizer.truncate(row, max, keep);
             }
