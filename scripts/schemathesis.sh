@@ -11,8 +11,9 @@
 # Usage: bash scripts/schemathesis.sh [MAX_EXAMPLES]   (default 25; CI's bound)
 # Needs: pip install schemathesis (CI pins it); builds the `corestream` command (cli/) and runs
 # `corestream serve --server axum`, then `--server actix`. Serves MiniLM when models/ is
-# fetched, else TextNet. Environment: CORESTREAM_ST_SERVERS (default "axum actix"),
-# CORESTREAM_ST_SEED.
+# fetched, else TextNet; with MiniLM, also a cross-encoder and a classifier made from it
+# (`corestream-heads`, crate corestream-testkit) on the first server, for /rerank, /v1/rerank and
+# /predict. Environment: CORESTREAM_ST_SERVERS (default "axum actix"), CORESTREAM_ST_SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${1:-25}"
@@ -35,11 +36,14 @@ pid=""
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 
-for server in $servers; do
+# Serves `corestream serve --server $1` with the remaining arguments and runs schemathesis
+# against its document.
+check() {
+    local server="$1"; shift
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     log="target/schemathesis-$server.log"
     RUST_LOG=warn CORESTREAM_QUEUE=1024 target/debug/corestream serve --server "$server" \
-        "${model_args[@]}" --bind "127.0.0.1:$port" >"$log" 2>&1 &
+        "$@" --bind "127.0.0.1:$port" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 240); do
         if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
@@ -47,11 +51,27 @@ for server in $servers; do
         sleep 0.5
     done
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null || { echo "$server never became ready" >&2; cat "$log" >&2; exit 1; }
-    echo "==> schemathesis against $server (${model_args[*]}) on port $port, $examples examples per operation"
+    echo "==> schemathesis against $server ($*) on port $port, $examples examples per operation"
     # Run from target/ so its cache (.schemathesis/) stays out of the tree.
     (cd target && "$st" --config-file ../scripts/schemathesis.toml \
         run "http://127.0.0.1:$port/openapi.json" \
         --max-examples "$examples" --seed "$seed" --workers 2 --request-timeout 60 \
         --suppress-health-check all --generation-database none)
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+}
+
+for server in $servers; do
+    check "$server" "${model_args[@]}"
 done
+
+# The scoring routes (/rerank, /v1/rerank, /predict): a cross-encoder and a classifier made
+# from MiniLM (corestream-testkit), on the first server (the routes are the same code on both).
+if [ "${model_args[0]}" = --models ]; then
+    cargo build --quiet -p corestream-testkit --bin corestream-heads
+    target/debug/corestream-heads models target/heads >/dev/null
+    first="${servers%% *}"
+    check "$first" --model target/heads/reranker
+    check "$first" --model target/heads/classifier
+else
+    echo "schemathesis: models/ not fetched, the scoring routes were not checked (bash scripts/fetch-models.sh)"
+fi

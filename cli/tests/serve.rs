@@ -7,6 +7,8 @@
 //!   `--model FILE.onnx --tokenizer FILE.json` serves the same vectors, `--pooling cls`
 //!   other ones, and a directory without a model leaves `/health` at 503 (the reason in the
 //!   log, not in the answer).
+//! - A cross-encoder's and a classifier's directories (made from MiniLM by
+//!   corestream-testkit) are served as rerankers and classifiers.
 //! - SIGTERM under load on both servers: every request the server took is answered (200, or
 //!   429 when the queue is full), none cancelled or lost; the server exits 0.
 
@@ -250,6 +252,87 @@ fn onnx_file_picks_a_file_of_the_directory() {
         error.contains("it has: onnx/model.onnx, onnx/model_copy.onnx"),
         "{logged}"
     );
+}
+
+/// A cross-encoder's and a classifier's directories (config.json says
+/// `BertForSequenceClassification`) are served as what they are: the startup line and `/info`
+/// name the kind, the kind's routes answer with the scores the model gives, the embedding
+/// routes refuse.
+#[test]
+fn serves_rerankers_and_classifiers_by_their_config() {
+    use corestream_testkit::heads::{classifier_config, reranker_config, Head, LABELS};
+    let _alone = one_at_a_time();
+    let Some((onnx, _)) = fetched_minilm() else {
+        return;
+    };
+    let minilm = onnx.parent().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (reranker, classifier) = (Head::random(1, 7), Head::random(3, 11));
+    reranker
+        .write(minilm, &tmp.path().join("reranker"), &reranker_config())
+        .unwrap();
+    classifier
+        .write(
+            minilm,
+            &tmp.path().join("classifier"),
+            &classifier_config(false),
+        )
+        .unwrap();
+
+    let mut server = Process::start(&[
+        "--model",
+        tmp.path().join("reranker").to_str().unwrap(),
+        "--streams",
+        "1",
+    ]);
+    let base = server.base();
+    wait_health(&mut server, &base, 200);
+    let ready = server.wait_log("ready");
+    assert_eq!(ready["model_type"], "reranker", "{ready}");
+    let reference = reranker.reference(minilm, corestream::backend::Backend::Tract);
+    let texts = ["cats nap all day", "the market fell", "kittens sleep a lot"];
+    let (s, ranks) = call(
+        &format!("{base}/rerank"),
+        Some(json!({"query": "how do cats sleep", "texts": texts, "raw_scores": true})),
+    );
+    assert_eq!(s, 200, "{ranks}");
+    let ranks = ranks.as_array().unwrap();
+    assert_eq!(ranks.len(), 3);
+    for r in ranks {
+        let i = r["index"].as_u64().unwrap() as usize;
+        let want = reference.scores("how do cats sleep", Some(texts[i]))[0];
+        assert!(
+            (r["score"].as_f64().unwrap() - f64::from(want)).abs() < 1e-4,
+            "{r}"
+        );
+    }
+    let (s, e) = call(&format!("{base}/embed"), Some(json!({"inputs": "x"})));
+    assert_eq!(s, 400, "{e}");
+    drop(server);
+
+    let mut server = Process::start(&[
+        "--model",
+        tmp.path().join("classifier").to_str().unwrap(),
+        "--streams",
+        "1",
+    ]);
+    let base = server.base();
+    wait_health(&mut server, &base, 200);
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert_eq!(info["model_type"], "classifier", "{info}");
+    assert_eq!(info["labels"], json!(LABELS), "{info}");
+    let (s, labels) = call(
+        &format!("{base}/predict"),
+        Some(json!({"inputs": "the service answered quickly"})),
+    );
+    assert_eq!(s, 200, "{labels}");
+    let sum: f64 = labels
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["score"].as_f64().unwrap())
+        .sum();
+    assert!((sum - 1.0).abs() < 1e-5, "softmax: {labels}");
 }
 
 #[test]

@@ -89,6 +89,17 @@ const ROUTES_OF_KIND: [(&str, &[&str]); 3] = [
 /// ```
 pub fn document(limits: Option<Limits>) -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+    // A pair is two texts (utoipa states no length for `[String; 2]`). `inputs` as a pair is
+    // also a list of two texts, so the schema keeps one list form, with items that are texts
+    // or pairs, and the description says how two texts are read (`oneOf` branches must not
+    // overlap).
+    let predict = &mut doc["components"]["schemas"];
+    predict["PredictItem"]["oneOf"][1]["minItems"] = 2.into();
+    predict["PredictItem"]["oneOf"][1]["maxItems"] = 2.into();
+    if let Some(forms) = predict["PredictInput"]["oneOf"].as_array_mut() {
+        forms.remove(1);
+        forms[1]["minItems"] = 1.into();
+    }
     let Some(l) = limits else {
         return doc;
     };
@@ -147,7 +158,6 @@ pub fn document(limits: Option<Limits>) -> serde_json::Value {
         l.max_client_batch,
     );
     schemas["CohereRerankRequest"]["properties"]["top_n"]["maximum"] = l.max_client_batch.into();
-    let predict = &mut schemas["PredictInput"]["oneOf"];
-    list(&mut predict[2], l.max_client_batch);
+    list(&mut schemas["PredictInput"]["oneOf"][1], l.max_client_batch);
     doc
 }

@@ -11,7 +11,7 @@
 //! - `tokens.rs` (run by both server files): `POST /tokenize` and `POST /decode`;
 //! - `prompts.rs` (run by both server files): prompts before the inputs, by name or default;
 //! - `scores.rs` (run by both server files): `/rerank`, `/v1/rerank` and `/predict` on a
-//!   cross-encoder and a classifier made by `heads.rs` from MiniLM, against scores computed by
+//!   cross-encoder and a classifier made by `corestream-testkit` from MiniLM, against scores computed by
 //!   hand;
 //! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
 //! - `accounting.rs`: request counters and the rate-limited cancellation log;
@@ -31,7 +31,6 @@ mod accounting;
 mod actix_server;
 mod axum_server;
 mod faults;
-mod heads;
 mod lifecycle;
 mod prompts;
 mod scenarios;

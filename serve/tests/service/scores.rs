@@ -13,8 +13,8 @@ use corestream_serve::model::{Backend, ModelFiles, ModelKind, TextEmbedder};
 use corestream_serve::service::{serve_model, BatchOptions, Service};
 use serde_json::{json, Value};
 
-use crate::heads::Head;
 use crate::support::{minilm_dir, options, post, telemetry, Launch};
+use corestream_testkit::heads::{classifier_config, reranker_config, Head, LABELS};
 
 const QUERY: &str = "how do cats sleep";
 
@@ -68,11 +68,7 @@ pub async fn rerank_scores(launch: Launch, name: &str) {
     let Some(minilm) = minilm_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let head = Head::random(1, 7);
-    head.write(
-        minilm,
-        dir.path(),
-        &json!({"architectures": ["BertForSequenceClassification"], "id2label": {"0": "LABEL_0"}}),
-    );
+    head.write(minilm, dir.path(), &reranker_config()).unwrap();
     assert_eq!(
         ModelFiles::from_dir(dir.path()).unwrap().kind,
         ModelKind::Reranker
@@ -256,15 +252,11 @@ pub async fn rerank_scores(launch: Launch, name: &str) {
 
 pub async fn predict_scores(launch: Launch, name: &str) {
     let Some(minilm) = minilm_dir() else { return };
-    let labels = ["negative", "neutral", "positive"];
+    let labels = LABELS;
     let dir = tempfile::tempdir().unwrap();
     let head = Head::random(3, 11);
-    head.write(
-        minilm,
-        dir.path(),
-        &json!({"architectures": ["BertForSequenceClassification"],
-                "id2label": {"0": "negative", "1": "neutral", "2": "positive"}}),
-    );
+    head.write(minilm, dir.path(), &classifier_config(false))
+        .unwrap();
     let base = launch(serve(dir.path(), name));
     let client = reqwest::Client::new();
     let softmax = |x: &[f32]| {
@@ -374,13 +366,8 @@ pub async fn predict_scores(launch: Launch, name: &str) {
 
     // A multi-label classifier scores each label on its own (sigmoid).
     let dir = tempfile::tempdir().unwrap();
-    head.write(
-        minilm,
-        dir.path(),
-        &json!({"architectures": ["BertForSequenceClassification"],
-                "problem_type": "multi_label_classification",
-                "id2label": {"0": "negative", "1": "neutral", "2": "positive"}}),
-    );
+    head.write(minilm, dir.path(), &classifier_config(true))
+        .unwrap();
     let base = launch(serve(dir.path(), &format!("{name}-multi")));
     let (s, a) = post(
         &client,

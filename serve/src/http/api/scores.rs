@@ -56,7 +56,8 @@ pub struct CohereRerankRequest {
     #[serde(deserialize_with = "crate::http::bounded::list")]
     #[schema(min_items = 1)]
     pub documents: Vec<Document>,
-    /// How many results to answer, most relevant first (default: all).
+    /// How many results to answer, most relevant first (default: all; at most
+    /// `--max-client-batch`, more than the documents answers them all).
     #[serde(default, deserialize_with = "crate::http::bounded::optional_whole")]
     #[schema(minimum = 1)]
     pub top_n: Option<u64>,

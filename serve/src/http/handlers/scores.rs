@@ -102,10 +102,11 @@ async fn cohere_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
              \"top_n\": N, \"return_documents\": false}",
         )
     })?;
-    if request.top_n == Some(0) {
+    let most = loaded.info.max_client_batch_size;
+    if let Some(top_n) = request.top_n.filter(|&k| k == 0 || k > most as u64) {
         return Err(Failure::bad_request(
             "invalid_request",
-            "top_n is 0; ask for at least one result",
+            format!("top_n is {top_n}; ask for 1 to {most} results (--max-client-batch)"),
         ));
     }
     let documents: Vec<String> = request
@@ -118,9 +119,7 @@ async fn cohere_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
     let (scores, total_tokens) = service
         .rerank(loaded, request.query, documents, request.truncate, false)
         .await?;
-    let top_n = request
-        .top_n
-        .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
+    let top_n = request.top_n.map_or(n, |k| (k as usize).min(n));
     let results = ranked(&scores)
         .take(top_n)
         .map(|index| CohereResult {

@@ -7,6 +7,7 @@
 //! `BertForSequenceClassification` with its labels. [`Head::reference`] computes the same
 //! scores by hand from the unmodified MiniLM, to check the service against.
 
+use std::io;
 use std::path::Path;
 
 use corestream::backend::{Backend, Tensor};
@@ -26,10 +27,35 @@ pub struct Head {
     pub b: Vec<f32>,
     /// (labels): added once per token of type 1.
     pub t: Vec<f32>,
+    /// How many scores.
     pub labels: usize,
 }
 
 const HIDDEN: usize = 384;
+
+/// The fetched MiniLM's ONNX file, in `models/`.
+const MINILM: &str = "paraphrase-MiniLM-L3-v2.onnx";
+
+/// The classifier's labels, in output order.
+pub const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
+
+/// A cross-encoder's `config.json`: one label.
+pub fn reranker_config() -> serde_json::Value {
+    serde_json::json!({"architectures": ["BertForSequenceClassification"], "id2label": {"0": "LABEL_0"}})
+}
+
+/// A classifier's `config.json` with [`LABELS`], multi-label (sigmoid per label) or not
+/// (softmax).
+pub fn classifier_config(multi_label: bool) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "architectures": ["BertForSequenceClassification"],
+        "id2label": {"0": LABELS[0], "1": LABELS[1], "2": LABELS[2]},
+    });
+    if multi_label {
+        config["problem_type"] = "multi_label_classification".into();
+    }
+    config
+}
 
 impl Head {
     /// Random weights from `seed` (xorshift), scaled so that scores spread over a few units.
@@ -50,11 +76,15 @@ impl Head {
     }
 
     /// Writes the model directory `out` (`onnx/model.onnx`, `tokenizer.json`, `config.json`)
-    /// from MiniLM in `minilm` (the fetched `models/` folder); `config` is the `config.json`.
-    pub fn write(&self, minilm: &Path, out: &Path, config: &serde_json::Value) {
-        let bytes = std::fs::read(minilm.join("paraphrase-MiniLM-L3-v2.onnx")).unwrap();
-        let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
-        let graph = model.graph.as_mut().unwrap();
+    /// from MiniLM in `minilm` (the fetched `models/` folder); `config` is the `config.json`
+    /// (see [`reranker_config`], [`classifier_config`]).
+    pub fn write(&self, minilm: &Path, out: &Path, config: &serde_json::Value) -> io::Result<()> {
+        let bytes = std::fs::read(minilm.join(MINILM))?;
+        let mut model = ModelProto::decode(bytes.as_slice()).map_err(io::Error::other)?;
+        let graph = model
+            .graph
+            .as_mut()
+            .ok_or_else(|| io::Error::other("MiniLM's ONNX file has no graph"))?;
         // The (batch, tokens, hidden) output.
         let rank = |o: &ValueInfoProto| match o.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(type_proto::Value::TensorType(t)) => t.shape.as_ref().map_or(0, |s| s.dim.len()),
@@ -65,7 +95,7 @@ impl Head {
             .iter()
             .find(|o| rank(o) == 3)
             .map(|o| o.name.clone())
-            .expect("MiniLM has a (batch, tokens, hidden) output");
+            .ok_or_else(|| io::Error::other("MiniLM has no (batch, tokens, hidden) output"))?;
         let tensor = |name: &str, dims: Vec<i64>, data_type: DataType| TensorProto {
             name: name.to_owned(),
             dims,
@@ -136,7 +166,7 @@ impl Head {
             .iter()
             .find(|o| o.domain.is_empty())
             .map_or(13, |o| o.version);
-        let graph = model.graph.as_mut().unwrap();
+        let graph = model.graph.as_mut().expect("checked above");
         let mut types = graph.input[0].clone();
         types.name = "token_type_ids".to_owned();
         graph.input.push(types);
@@ -201,10 +231,10 @@ impl Head {
             }),
             ..Default::default()
         }];
-        std::fs::create_dir_all(out.join("onnx")).unwrap();
-        std::fs::write(out.join("onnx/model.onnx"), model.encode_to_vec()).unwrap();
-        std::fs::copy(minilm.join("tokenizer.json"), out.join("tokenizer.json")).unwrap();
-        std::fs::write(out.join("config.json"), config.to_string()).unwrap();
+        std::fs::create_dir_all(out.join("onnx"))?;
+        std::fs::write(out.join("onnx/model.onnx"), model.encode_to_vec())?;
+        std::fs::copy(minilm.join("tokenizer.json"), out.join("tokenizer.json"))?;
+        std::fs::write(out.join("config.json"), config.to_string())
     }
 
     /// Computes this head's scores by hand from MiniLM in `minilm` on `backend` (see
@@ -213,9 +243,7 @@ impl Head {
         Reference {
             head: self,
             tokenizer: tokenizers::Tokenizer::from_file(minilm.join("tokenizer.json")).unwrap(),
-            model: backend
-                .load(&minilm.join("paraphrase-MiniLM-L3-v2.onnx"))
-                .unwrap(),
+            model: backend.load(&minilm.join(MINILM)).unwrap(),
         }
     }
 }
