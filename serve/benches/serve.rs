@@ -20,13 +20,19 @@
 //! `max_batch` 16 (equal p99). On MiniLM the cost of a batch is rows x padded length; TextNet's
 //! cost does not depend on length, so part 2 says little without `models/`.
 //!
+//! Part 3, reranking (MiniLM only: a cross-encoder made from it by corestream-testkit):
+//! `POST /rerank` of one query with 64 documents of 3 to 62 words, C_r concurrent clients
+//! (`CORESTREAM_RERANK_CLIENTS`, default 2), pairs/s of the service against the backend's
+//! offline ceiling for the same 64 pairs on all streams (the better of: all 64 in one
+//! multi-stream call, or sorted by length in calls of `max_batch` rows, two in flight).
+//!
 //! Run: `cargo bench --features tract,ort,metrics,tracing --bench serve` (MiniLM-L3 when
 //! `models/` has been fetched, else the bundled TextNet). Environment:
 //! `CORESTREAM_LOAD_CLIENTS` (default 64), `CORESTREAM_LOAD_SECS` (per measurement, default
 //! 10), `CORESTREAM_LOAD_MAX_REQUESTS` (default 200000), `CORESTREAM_LOAD_MAX_BATCH` (part 1,
 //! default 16), `CORESTREAM_LOAD_STREAMS` (default: one per CPU), `CORESTREAM_SERVE_BUDGETS`
 //! (part 2's token budgets, comma-separated, default 256,512,1024,2048,4096),
-//! `CORESTREAM_SERVE_PARTS` (`throughput`, `mixed` or both, default both),
+//! `CORESTREAM_SERVE_PARTS` (`throughput`, `mixed`, `rerank`, comma-separated, default all),
 //! `CORESTREAM_BACKEND` (`ort`, `tract` or `auto`: ONNX Runtime when found, else tract).
 
 use corestream_serve::model::Encoded;
@@ -38,7 +44,7 @@ use std::time::{Duration, Instant};
 use corestream::batch::Rows;
 use corestream::{CpuPool, Module, MultiStreamModule, Streams};
 use corestream_serve::http::axum as app;
-use corestream_serve::model::{embedder, Backend, TextTokenizer};
+use corestream_serve::model::{embedder, Backend, ModelKind, TextTokenizer};
 use corestream_serve::service::{serve_model, BatchOptions, Loaded, Monitor, Service};
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -197,6 +203,7 @@ impl Module for Model {
 
 struct Setup {
     name: &'static str,
+    kind: ModelKind,
     backend: String,
     load_model: Box<dyn Fn() -> (Model, TextTokenizer)>,
     pool: CpuPool,
@@ -231,8 +238,9 @@ fn serve(
     naive: bool,
 ) -> (String, Option<Loaded>) {
     let (model, tokenizer) = (setup.load_model)();
-    let loaded =
+    let mut loaded =
         serve_model(model, tokenizer, label, setup.backend.clone(), options).expect("batcher");
+    loaded.set_kind(setup.kind.clone());
     let stats = loaded.monitor.clone();
     if let Some(s) = &stats {
         STATS
@@ -262,26 +270,35 @@ async fn ceiling(setup: &Setup, ids: &[Vec<u32>], batch: usize, secs: u64) -> f6
         .num_streams(setup.streams)
         .build()
         .expect("streams");
-    let n = msm.num_streams();
-    let rows = batch * n;
+    let rows = batch * msm.num_streams();
     let input = Rows(
         (0..rows)
             .map(|i| Encoded::single(ids[i % ids.len()].clone()))
             .collect::<Vec<_>>(),
     );
-    msm.forward(input.clone()).await.expect("warm-up");
+    offline(&msm, &[input], secs).await
+}
+
+/// Rows/s of `msm` running `inputs` over and over, in turn, two calls in flight so that no
+/// stream waits.
+async fn offline(msm: &MultiStreamModule<Model>, inputs: &[Rows<Encoded>], secs: u64) -> f64 {
+    for input in inputs {
+        msm.forward(input.clone()).await.expect("warm-up");
+    }
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let mut done = 0u64;
+    let mut next = (0..inputs.len()).cycle();
+    let run = |i: usize| async move { (i, msm.forward(inputs[i].clone()).await) };
     for _ in 0..2 {
-        in_flight.push(msm.forward(input.clone()));
+        in_flight.push(run(next.next().expect("an input")));
     }
-    while let Some(r) = in_flight.next().await {
-        r.expect("ceiling run");
-        done += rows as u64;
+    while let Some((i, r)) = in_flight.next().await {
+        r.expect("offline run");
+        done += inputs[i].0.len() as u64;
         if Instant::now() < deadline {
-            in_flight.push(msm.forward(input.clone()));
+            in_flight.push(run(next.next().expect("an input")));
         }
     }
     done as f64 / start.elapsed().as_secs_f64()
@@ -451,6 +468,111 @@ async fn mixed(setup: &Setup, load: Load) {
     }
 }
 
+/// One query and 64 documents of 3 to 62 words.
+fn rerank_documents() -> Vec<String> {
+    let words = SENTENCES.join(" ");
+    let words: Vec<&str> = words.split_whitespace().collect();
+    (0..64)
+        .map(|i| {
+            let n = 3 + (i * 37) % 60;
+            (0..n)
+                .map(|k| words[(i * 5 + k) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+const RERANK_QUERY: &str = "what does the guitar player do";
+
+async fn rerank(setup: &Setup, minilm: &Path, load: Load) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cross = dir.path().join("reranker");
+    corestream_testkit::Head::random(1, 7)
+        .write(
+            minilm,
+            &cross,
+            &corestream_testkit::heads::reranker_config(),
+        )
+        .expect("reranker");
+    let backend = setup.backend.clone();
+    let which = if backend.starts_with("ort") {
+        Backend::Ort
+    } else {
+        Backend::Tract
+    };
+    let files = corestream_serve::model::ModelFiles::from_dir(&cross).expect("reranker files");
+    let reranker = Setup {
+        name: "reranker",
+        kind: ModelKind::Reranker,
+        backend,
+        load_model: Box::new(move || {
+            let (m, t) = corestream_serve::model::TextEmbedder::load_with_tokenizer(&files, which)
+                .expect("reranker");
+            (Model(Arc::new(m)), t)
+        }),
+        pool: setup.pool.clone(),
+        streams: setup.streams,
+    };
+    let load = Load {
+        clients: env_or("CORESTREAM_RERANK_CLIENTS", 2),
+        ..load
+    };
+    let max_batch = env_or("CORESTREAM_LOAD_MAX_BATCH", 16) as usize;
+    let docs = rerank_documents();
+    let body = serde_json::json!({ "query": RERANK_QUERY, "texts": docs }).to_string();
+    let workload: Workload = Arc::new(move |_, _| ("/rerank", body.clone(), 64));
+    let (base, _) = serve(
+        &reranker,
+        "reranker",
+        &options(&reranker, max_batch, None, false),
+        false,
+    );
+    println!(
+        "## reranking: one query x 64 documents (3-62 words) per request, {} on backend {}, {} clients x {} s\n",
+        reranker.name, reranker.backend, load.clients, load.secs
+    );
+    let a = drive(&base, load, workload).await;
+
+    let (model, tokenizer) = (reranker.load_model)();
+    let max = tokenizer.max_input_length();
+    let mut pairs: Vec<Encoded> = docs
+        .iter()
+        .map(|d| {
+            tokenizer
+                .encode_pair(RERANK_QUERY, d, max, true)
+                .expect("tokenise")
+                .expect("within the limit")
+        })
+        .collect();
+    let msm = MultiStreamModule::builder(model)
+        .pool(reranker.pool.clone())
+        .num_streams(reranker.streams)
+        .build()
+        .expect("streams");
+    let whole = offline(&msm, &[Rows(pairs.clone())], load.secs).await;
+    pairs.sort_by_key(Encoded::len);
+    let sorted: Vec<Rows<Encoded>> = pairs.chunks(max_batch).map(|c| Rows(c.to_vec())).collect();
+    let chunked = offline(&msm, &sorted, load.secs).await;
+    let ceiling = whole.max(chunked);
+    let rate = a.rows as f64 / a.secs;
+    let s = fast_stats("reranker");
+    println!("| | pairs/s | p50 ms | p99 ms | ok | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| (a) corestream service, POST /rerank (mean batch {:.1} rows) | {rate:.1} | {:.1} | {:.1} | {} | {} |",
+        served_batch(&s), a.p(0.5), a.p(0.99), a.ok, a.failed + a.overloaded
+    );
+    println!(
+        "| (b1) backend offline, all 64 pairs in one multi-stream call | {whole:.1} | | | | |"
+    );
+    println!("| (b2) backend offline, sorted by length, {max_batch} rows per call | {chunked:.1} | | | | |");
+    println!(
+        "\n(a)/max(b1, b2) = {:.2}x of the ceiling\n",
+        rate / ceiling
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -482,6 +604,7 @@ fn main() {
         } else {
             "textnet"
         },
+        kind: ModelKind::Embedding,
         backend: backend.describe(),
         load_model: Box::new(move || {
             if minilm {
@@ -502,14 +625,21 @@ fn main() {
             n => Streams::Count(n as usize),
         },
     };
-    let parts =
-        std::env::var("CORESTREAM_SERVE_PARTS").unwrap_or_else(|_| "throughput,mixed".into());
+    let parts = std::env::var("CORESTREAM_SERVE_PARTS")
+        .unwrap_or_else(|_| "throughput,mixed,rerank".into());
     runtime.block_on(async {
         if parts.contains("throughput") {
             throughput(&setup, load).await;
         }
         if parts.contains("mixed") {
             mixed(&setup, load).await;
+        }
+        if parts.contains("rerank") {
+            if minilm {
+                rerank(&setup, dir, load).await;
+            } else {
+                println!("## reranking: needs models/ (scripts/fetch-models.sh); skipped");
+            }
         }
     });
 }

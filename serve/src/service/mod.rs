@@ -12,6 +12,7 @@ pub mod failure;
 pub mod health;
 pub mod info;
 pub mod load;
+mod parts;
 pub mod requests;
 pub mod scores;
 pub mod state;

@@ -22,6 +22,7 @@ use crate::service::budget::BodyBudget;
 use crate::service::failure::Failure;
 use crate::service::health::{Health, State};
 use crate::service::info::Info;
+use crate::service::parts::{reassemble, split_by_length};
 use crate::service::requests::Requests;
 use crate::service::scores::too_long;
 
@@ -572,14 +573,34 @@ impl Service {
         metrics::counter!("corestream_embed_tokens_total", "model" => model.to_owned())
             .increment(tokens as u64);
         let span = tracing::info_span!("infer", model, rows, tokens);
-        match loaded.embedder.infer(Rows(inputs)).instrument(span).await {
-            Ok(Rows(vectors)) if vectors.len() == rows => Ok(vectors),
-            Ok(Rows(vectors)) => Err(Failure::internal(
+        let parts = split_by_length(inputs, loaded.info.max_batch, loaded.info.max_batch_tokens);
+        let answered = if parts.len() == 1 {
+            let (order, part) = parts.into_iter().next().expect("one part");
+            loaded
+                .embedder
+                .infer(part)
+                .instrument(span)
+                .await
+                .map(|answer| vec![(order, answer)])
+        } else {
+            let calls = parts.into_iter().map(|(order, part)| async move {
+                loaded
+                    .embedder
+                    .infer(part)
+                    .await
+                    .map(|answer| (order, answer))
+            });
+            futures::future::join_all(calls)
+                .instrument(span)
+                .await
+                .into_iter()
+                .collect()
+        };
+        match answered.map(|parts| reassemble(parts, rows)) {
+            Ok(Some(vectors)) => Ok(vectors),
+            Ok(None) => Err(Failure::internal(
                 "model_error",
-                format!(
-                    "the model answered {} vectors for {rows} inputs",
-                    vectors.len()
-                ),
+                format!("the model answered a wrong number of vectors for {rows} inputs"),
             )),
             Err(e @ Error::Overloaded { .. }) => {
                 let queued = loaded.monitor.as_ref().map_or(0, |m| m.stats().queue_depth);

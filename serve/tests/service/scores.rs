@@ -18,7 +18,7 @@ use corestream_testkit::heads::{classifier_config, reranker_config, Head, LABELS
 
 const QUERY: &str = "how do cats sleep";
 
-/// 64 documents of mixed lengths (3 to ~60 words).
+/// 64 distinct documents of mixed lengths (5 to 64 words).
 fn documents() -> Vec<String> {
     let words = [
         "cats", "sleep", "sixteen", "hours", "a", "day", "dogs", "bark", "the", "market", "fell",
@@ -27,10 +27,11 @@ fn documents() -> Vec<String> {
     (0..64)
         .map(|i| {
             let n = 3 + (i * 7) % 60;
-            (0..n)
+            // Distinct documents (a tie would leave the ranking order to rounding).
+            let text: Vec<&str> = (0..n)
                 .map(|k| words[(i * 3 + k * 5) % words.len()])
-                .collect::<Vec<_>>()
-                .join(" ")
+                .collect();
+            format!("{} number {i}", text.join(" "))
         })
         .collect()
 }
