@@ -3,6 +3,7 @@
 
 Usage: python3 scripts/openai_client_check.py http://127.0.0.1:8080
 
+`models.list()` lists the one served model.
 With the client's defaults (it asks for base64 and decodes it itself), then with
 encoding_format="float": same vectors, unit length, input order, usage counted; a single
 string input; `dimensions` below the model's gives that many leading dimensions, unit length
@@ -26,9 +27,13 @@ texts = [
     "The stock market fell sharply today.",
 ]
 
+listed = client.models.list()
+assert len(listed.data) == 1 and listed.data[0].object == "model", listed
+
 default = client.embeddings.create(model="any-model", input=texts)  # base64 on the wire
 floats = client.embeddings.create(model="any-model", input=texts, encoding_format="float")
 assert default.object == "list", default.object
+assert listed.data[0].id == default.model, (listed.data[0].id, default.model)
 assert [d.index for d in default.data] == [0, 1, 2], [d.index for d in default.data]
 assert all(d.object == "embedding" for d in default.data)
 assert default.usage.prompt_tokens > 0 and default.usage.total_tokens == default.usage.prompt_tokens

@@ -25,6 +25,7 @@ use crate::http::handlers;
         handlers::scores::cohere_rerank,
         handlers::scores::predict,
         handlers::probes::info,
+        handlers::probes::models,
         handlers::probes::health,
         handlers::probes::ready,
         handlers::probes::live,

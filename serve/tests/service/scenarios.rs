@@ -346,7 +346,18 @@ pub async fn info(base: &str, name: &str, dim: usize, max_input_length: usize) {
         .await
         .unwrap();
     assert_eq!(info["model_id"], name);
+    assert_eq!(info["model_type"], "embedding");
     assert_eq!(info["dimension"], dim);
+    let models: Value = reqwest::get(format!("{base}/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], name);
+    assert_eq!(models["data"][0]["object"], "model");
+    assert_eq!(models["data"].as_array().unwrap().len(), 1);
     assert_eq!(info["max_input_length"], max_input_length);
     assert_eq!(info["max_batch"], 16);
     assert_eq!(info["max_batch_tokens"], 16 * max_input_length);

@@ -358,3 +358,27 @@ impl InputIds {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!(["hello world"]))]
 pub struct DecodeResponse(pub Vec<String>);
+
+/// `GET /v1/models` (OpenAI): the served model.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    /// The served model.
+    pub data: Vec<ModelCard>,
+}
+
+/// One model of `GET /v1/models`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelCard {
+    /// Its id, as the answers' `model` field gives it.
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Unix seconds of its creation: 0, unknown (a model directory carries no date).
+    pub created: u64,
+    /// Always `corestream`.
+    pub owned_by: String,
+    /// Extension: what it answers (`embedding`, `reranker`, `classifier`).
+    pub model_type: String,
+}

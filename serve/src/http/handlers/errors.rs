@@ -46,7 +46,7 @@ fn request_id() -> String {
 /// inference's for the others.
 pub(super) fn route_failure(route: Route, f: Failure) -> Reply {
     match route {
-        Route::OpenAiEmbeddings | Route::CohereRerank => openai_failure(f),
+        Route::OpenAiEmbeddings | Route::CohereRerank | Route::Models => openai_failure(f),
         _ => tei_failure(f),
     }
 }

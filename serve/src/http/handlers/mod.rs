@@ -10,7 +10,7 @@
 //! | `embeddings.rs` | `POST /v1/embeddings`, `POST /embed` |
 //! | `tokens.rs` | `POST /tokenize`, `POST /decode` |
 //! | `scores.rs` | `POST /rerank`, `POST /v1/rerank`, `POST /predict` |
-//! | `probes.rs` | `GET /info`, health, metrics, the OpenAPI document |
+//! | `probes.rs` | `GET /info`, `GET /v1/models`, health, metrics, the OpenAPI document |
 
 use std::future::Future;
 use std::time::Instant;
@@ -29,7 +29,7 @@ pub(crate) mod tokens;
 pub use embeddings::{embed, openai_embeddings, to_base64};
 pub use errors::status;
 use errors::{body_failure, route_failure};
-pub use probes::{health, info, live, metrics, openapi_json, ready};
+pub use probes::{health, info, live, metrics, models, openapi_json, ready};
 pub use scores::{cohere_rerank, predict, rerank};
 pub use tokens::{decode, tokenize};
 
@@ -88,6 +88,8 @@ pub enum Route {
     Predict,
     /// `GET /info`.
     Info,
+    /// `GET /v1/models`.
+    Models,
     /// `GET /health`.
     Health,
     /// `GET /health/live`.
@@ -102,7 +104,7 @@ pub enum Route {
 
 impl Route {
     /// All routes, for the adapters to register.
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 14] = [
         Route::OpenAiEmbeddings,
         Route::Embed,
         Route::Tokenize,
@@ -111,6 +113,7 @@ impl Route {
         Route::CohereRerank,
         Route::Predict,
         Route::Info,
+        Route::Models,
         Route::Health,
         Route::Live,
         Route::Ready,
@@ -129,6 +132,7 @@ impl Route {
             Route::CohereRerank => "/v1/rerank",
             Route::Predict => "/predict",
             Route::Info => "/info",
+            Route::Models => "/v1/models",
             Route::Health => "/health",
             Route::Live => "/health/live",
             Route::Ready => "/health/ready",
@@ -402,6 +406,7 @@ pub async fn handle<B: AsRef<[u8]>>(
             Route::CohereRerank => within(service, route, cohere_rerank(service, body)).await,
             Route::Predict => within(service, route, predict(service, body)).await,
             Route::Info => info(service),
+            Route::Models => models(service),
             Route::Health => health(service),
             Route::Ready => ready(service),
             Route::Live => live(service),

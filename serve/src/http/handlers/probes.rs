@@ -1,8 +1,8 @@
-//! What operators and tools ask: `GET /info`, the health probes, Prometheus metrics and the
-//! OpenAPI document.
+//! What operators and tools ask: `GET /info`, `GET /v1/models`, the health probes, Prometheus
+//! metrics and the OpenAPI document.
 
-use crate::http::api::{HealthBody, Info, TeiError};
-use crate::http::handlers::errors::tei_failure;
+use crate::http::api::{HealthBody, Info, ModelCard, ModelList, OpenAiError, TeiError};
+use crate::http::handlers::errors::{openai_failure, tei_failure};
 use crate::http::handlers::Reply;
 use crate::http::openapi;
 use crate::service::health::State;
@@ -23,6 +23,36 @@ pub fn info(service: &Service) -> Reply {
     match service.loaded() {
         Ok(loaded) => Reply::json(200, &loaded.info),
         Err(f) => tei_failure(f),
+    }
+}
+
+/// The served model, as OpenAI lists models (the official clients' `models.list()`).
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    responses(
+        (status = 200, description = "The served model", body = ModelList),
+        (status = 401, description = "The server has an --api-key and the request did not present it", body = OpenAiError),
+        (status = 503, description = "The model is not loaded", body = OpenAiError),
+    )
+)]
+pub fn models(service: &Service) -> Reply {
+    match service.loaded() {
+        Ok(loaded) => Reply::json(
+            200,
+            &ModelList {
+                object: "list".to_owned(),
+                data: vec![ModelCard {
+                    id: loaded.info.model_id.clone(),
+                    object: "model".to_owned(),
+                    created: 0,
+                    owned_by: "corestream".to_owned(),
+                    model_type: loaded.info.model_type.clone(),
+                }],
+            },
+        ),
+        Err(f) => openai_failure(f),
     }
 }
 
