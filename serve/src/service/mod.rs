@@ -8,6 +8,7 @@
 pub mod access;
 pub mod admission;
 pub mod budget;
+mod embedding;
 pub mod failure;
 pub mod health;
 pub mod info;

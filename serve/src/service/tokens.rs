@@ -2,7 +2,7 @@
 //! `POST /decode`) in the service's terms.
 
 use crate::model::tokenizer::{Keep, Token};
-use crate::service::state::in_vocabulary;
+use crate::service::embedding::in_vocabulary;
 use crate::service::{Failure, Loaded, Service};
 
 impl Service {
