@@ -36,11 +36,13 @@ fn documents() -> Vec<String> {
         .collect()
 }
 
-/// The service over the model directory `dir`, named `name`, on tract.
+/// The service over the model directory `dir`, named `name`, on ONNX Runtime when its library
+/// is found (CI), else tract; the references run on tract, so the two backends are compared.
 fn serve(dir: &Path, name: &str) -> Arc<Service> {
     let files = ModelFiles::from_dir(dir).unwrap();
     let kind = files.kind.clone();
-    let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, Backend::Tract).unwrap();
+    let backend = *crate::support::backends(name).last().expect("a backend");
+    let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend).unwrap();
     let options = BatchOptions {
         max_client_batch: 64,
         ..options(256, 16)
