@@ -355,20 +355,20 @@ fn a_stream_with_k_cpus_runs_tract_kernels_on_its_k_pinned_threads() {
         .unwrap();
     // Big batches make tract's matrix products large enough to be split across threads.
     let x = vec![Tensor::zeros::<f32>(&[512, 256])];
-    // Runs until worker 1 has been charged CPU time (ticks are 10 ms, so a few runs on a quiet
-    // machine; many more under valgrind, which runs one thread at a time), or a deadline.
+    // Runs until worker 1 exists (rayon starts its workers asynchronously) and has been
+    // charged CPU time (ticks are 10 ms, so a few runs on a quiet machine; many more under
+    // valgrind, which runs one thread at a time), or a deadline.
     let worker_1 = || {
         threads()
             .into_iter()
             .find(|(name, _, _)| name == "cs-tract-k2w1")
-            .expect("the stream's second intra-op worker exists")
     };
     let start = Instant::now();
-    while worker_1().1 == 0 && start.elapsed() < Duration::from_secs(30) {
+    while worker_1().is_none_or(|w| w.1 == 0) && start.elapsed() < Duration::from_secs(30) {
         task.run_sync(x.clone()).unwrap();
     }
     let all = threads();
-    let worker = worker_1();
+    let worker = worker_1().expect("the stream's second intra-op worker exists");
     assert!(
         worker.1 > 0,
         "worker 1 never ran a kernel (cpu ticks {})",
