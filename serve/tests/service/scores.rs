@@ -13,7 +13,7 @@ use corestream_serve::model::{Backend, ModelFiles, ModelKind, TextEmbedder};
 use corestream_serve::service::{serve_model, BatchOptions, Service};
 use serde_json::{json, Value};
 
-use crate::support::{minilm_dir, options, post, telemetry, Launch};
+use crate::support::{get, minilm_dir, options, post, telemetry, Launch};
 use corestream_testkit::heads::{classifier_config, reranker_config, Head, LABELS};
 
 const QUERY: &str = "how do cats sleep";
@@ -229,26 +229,12 @@ pub async fn rerank_scores(launch: Launch, name: &str) {
     assert_eq!(s, 200, "{a}");
 
     // /info and the OpenAPI document follow the kind.
-    let info: Value = client
-        .get(format!("{base}/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, info) = get(&client, format!("{base}/info")).await;
     assert_eq!(
         (info["model_type"].as_str(), info["dimension"].as_u64()),
         (Some("reranker"), Some(1))
     );
-    let doc: Value = client
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = get(&client, format!("{base}/openapi.json")).await;
     assert!(doc["paths"]["/rerank"].is_object() && doc["paths"]["/v1/rerank"].is_object());
     assert!(doc["paths"]["/embed"].is_null() && doc["paths"]["/predict"].is_null());
 }
@@ -356,14 +342,7 @@ pub async fn predict_scores(launch: Launch, name: &str) {
     )
     .await;
     assert_eq!(s, 400, "{e}");
-    let info: Value = client
-        .get(format!("{base}/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, info) = get(&client, format!("{base}/info")).await;
     assert_eq!(info["model_type"], "classifier");
     assert_eq!(info["labels"], json!(labels));
 

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{self, Kind, Launch, Model};
+use crate::support::{self, get, Kind, Launch, Model};
 
 /// TextNet behind a gate: every call waits until the gate opens.
 struct Gated {
@@ -41,12 +41,6 @@ impl Module for Gated {
         drop(open);
         self.model.forward(x)
     }
-}
-
-async fn get(client: &reqwest::Client, url: String) -> (u16, Value) {
-    let response = client.get(url).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn stuck_model(launch: Launch, name: &str) {

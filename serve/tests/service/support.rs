@@ -508,6 +508,13 @@ pub fn texts(i: usize) -> Vec<String> {
         .collect()
 }
 
+/// GETs `url`: status and JSON answer (`null` when the answer is not JSON).
+pub async fn get(client: &reqwest::Client, url: String) -> (u16, Value) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// POSTs `body` (raw) to `base` + `path`: status and JSON answer.
 pub async fn post(client: &reqwest::Client, url: String, body: String) -> (u16, Value) {
     let r = client
