@@ -20,6 +20,64 @@ pub enum Server {
     Actix,
 }
 
+/// One `--model`: a path, and the name to serve it as (`NAME=PATH`).
+///
+/// ```
+/// use corestream_serve::ModelSpec;
+///
+/// let spec: ModelSpec = "rerank=models/bge-reranker".parse()?;
+/// assert_eq!(spec.name.as_deref(), Some("rerank"));
+/// assert_eq!(spec.path, std::path::Path::new("models/bge-reranker"));
+/// // A path alone; a `=` after a `/` is part of the path.
+/// let spec: ModelSpec = "models/a=b".parse()?;
+/// assert_eq!((spec.name, spec.path.to_str()), (None, Some("models/a=b")));
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// The name in answers, `/info`, metrics and `/models/{name}/`; default: the directory's
+    /// name (or `--served-model-name`).
+    pub name: Option<String>,
+    /// A model directory or an ONNX file.
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for ModelSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ModelSpec, String> {
+        let named = text
+            .split_once('=')
+            .filter(|(name, _)| !name.contains('/') && !name.contains('\\'));
+        let (name, path) = match named {
+            Some((name, path)) => (Some(name.trim().to_owned()), path),
+            None => (None, text),
+        };
+        if name.as_deref() == Some("") {
+            return Err(format!("{text:?}: the name before `=` is empty"));
+        }
+        if path.trim().is_empty() {
+            return Err(format!("{text:?}: no path"));
+        }
+        Ok(ModelSpec {
+            name,
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+/// How several models share the CPUs (`--model-cpus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ModelCpus {
+    /// Each model gets its own CPUs, an equal share in `--model` order, and its streams on
+    /// them: models do not slow each other down (the default).
+    #[default]
+    Split,
+    /// Every model has streams on all the CPUs: a busy model may use the CPUs an idle one
+    /// leaves, and the models contend when all are busy.
+    Shared,
+}
+
 /// Flags of the embedding service; each also reads an environment variable.
 ///
 /// ```
@@ -41,14 +99,26 @@ pub struct Args {
     /// The model: a Hugging Face model directory as text-embeddings-inference takes it
     /// (tokenizer.json, onnx/model.onnx or model.onnx, 1_Pooling/config.json,
     /// sentence_bert_config.json), or an ONNX file (with --tokenizer, or the tokenizer.json
-    /// beside it).
+    /// beside it). Repeat it to serve several models (`NAME=PATH` names one): requests pick
+    /// one by the OpenAI `model` field or the path `/models/NAME/...`; each reads its
+    /// settings from its directory.
     #[arg(
         long,
         visible_alias = "model-id",
         env = "CORESTREAM_MODEL",
-        value_name = "DIR|FILE.onnx"
+        value_name = "[NAME=]DIR|FILE.onnx",
+        action = clap::ArgAction::Append
     )]
-    pub model: Option<PathBuf>,
+    pub model: Vec<ModelSpec>,
+    /// With several --model: `split` gives each model its own equal share of the CPUs (its
+    /// streams pinned there), `shared` gives every model streams on all of them.
+    #[arg(
+        long,
+        value_enum,
+        env = "CORESTREAM_MODEL_CPUS",
+        default_value_t = ModelCpus::Split
+    )]
+    pub model_cpus: ModelCpus,
     /// Which ONNX file of the model directory to serve, relative to it (default:
     /// onnx/model.onnx, else model.onnx), e.g. `onnx/model_qint8_avx512_vnni.onnx` among the
     /// quantised files Hugging Face repositories ship.
@@ -233,6 +303,72 @@ pub struct Args {
         )
     )]
     pub max_concurrent_requests: usize,
+}
+
+impl Args {
+    /// Whether the flags fit together: with several `--model`, the flags that describe one
+    /// model (`--served-model-name`, `--onnx-file`, `--tokenizer`, `--pooling`,
+    /// `--default-prompt`, `--default-prompt-name`) are refused, since each model reads them
+    /// from its own directory (`NAME=` names it); and no two models may share a name.
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// use corestream_serve::Args;
+    ///
+    /// #[derive(Parser)]
+    /// struct Command {
+    ///     #[command(flatten)]
+    ///     serve: Args,
+    /// }
+    ///
+    /// let two = ["serve", "--model", "a=models/x", "--model", "b=models/y"];
+    /// assert!(Command::parse_from(two).serve.check().is_ok());
+    /// let pooled = Command::parse_from(two.into_iter().chain(["--pooling", "cls"]));
+    /// assert!(pooled.serve.check().unwrap_err().contains("--pooling"));
+    /// let same = ["serve", "--model", "a=models/x", "--model", "a=models/y"];
+    /// assert!(Command::parse_from(same).serve.check().is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What does not fit, and how to say it instead.
+    pub fn check(&self) -> Result<(), String> {
+        if self.model.len() <= 1 {
+            return Ok(());
+        }
+        let one_model = [
+            ("--served-model-name", self.served_model_name.is_some()),
+            ("--onnx-file", self.onnx_file.is_some()),
+            ("--tokenizer", self.tokenizer.is_some()),
+            ("--pooling", self.pooling.is_some()),
+            ("--default-prompt", self.default_prompt.is_some()),
+            ("--default-prompt-name", self.default_prompt_name.is_some()),
+        ];
+        let given: Vec<&str> = one_model
+            .iter()
+            .filter(|(_, given)| *given)
+            .map(|(flag, _)| *flag)
+            .collect();
+        if !given.is_empty() {
+            return Err(format!(
+                "{} describe one model, and {} --model are given: each model reads its \
+                 settings from its own directory (1_Pooling/config.json, \
+                 config_sentence_transformers.json), and `--model NAME=DIR` names it",
+                given.join(", "),
+                self.model.len()
+            ));
+        }
+        for (i, spec) in self.model.iter().enumerate() {
+            let Some(name) = &spec.name else { continue };
+            if self.model[..i]
+                .iter()
+                .any(|s| s.name.as_ref() == Some(name))
+            {
+                return Err(format!("two --model are named {name:?}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An `--api-key`: not empty.

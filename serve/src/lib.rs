@@ -72,6 +72,6 @@ pub mod model;
 mod run;
 pub mod service;
 
-pub use args::{Args, Server};
+pub use args::{Args, ModelCpus, ModelSpec, Server};
 pub use error::Error;
 pub use run::{drain_on_signal, run};

@@ -11,18 +11,20 @@ use std::time::Duration;
 
 use crate::args::{Args, Server};
 use crate::error::Error;
-use crate::service::{load, telemetry, Loaded, Service, State};
+use crate::service::{load, telemetry, Loaded, Models, Service, State};
 
 /// Serves the model `args` name until Ctrl-C or SIGTERM, on the server `args.server` names;
 /// blocks the calling thread (it builds the server's own runtime).
 ///
 /// # Errors
 ///
-/// Logs or metrics already set up in this process, the address cannot be bound, or
-/// `--server actix` in a build without feature `actix`. A model that fails to load is not an
+/// Flags that do not fit together ([`Args::check`]), logs or metrics already set up in this
+/// process, the address cannot be bound, or `--server actix` in a build without feature
+/// `actix`. A model that fails to load is not an
 /// error here: the service keeps answering `/health` with 503 (the reason in the log), as a container
 /// orchestrator expects.
 pub fn run(args: Args) -> Result<(), Error> {
+    args.check().map_err(Error::Config)?;
     match args.server {
         Server::Axum => run_axum(args),
         #[cfg(feature = "actix")]
@@ -50,14 +52,16 @@ fn start(args: &Args) -> Result<Arc<Service>, Error> {
     ))
 }
 
-/// Loads the model on a thread of its own (the listener is already open), then logs the one
-/// line that says what was chosen, or why loading failed.
+/// Loads the models on a thread of its own (the listener is already open), then logs the
+/// line per model that says what was chosen, or why loading failed.
 fn load_in_background(service: &Arc<Service>, args: &Args, workers: usize) {
     let args = args.clone();
     service.load_in_background(move || {
-        let loaded = load::load(&args)?;
-        log_choice(&loaded, &args, workers);
-        Ok(loaded)
+        let models: Models = load::load(&args)?;
+        for loaded in models.iter() {
+            log_choice(loaded, &args, workers);
+        }
+        Ok(models)
     });
 }
 

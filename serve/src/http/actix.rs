@@ -9,6 +9,7 @@
 //! (the request is cancelled, as on axum) once a peek at it reads end of stream.
 
 use std::any::Any;
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,10 @@ use actix_web::http::StatusCode;
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::http::handlers::{handle, BodyError, Method, Reply, RequestHead, Route, BODY_LIMIT};
+use crate::http::handlers::{
+    handle, handle_model_path, BodyError, Method, Reply, RequestHead, Route, BODY_LIMIT,
+    MODEL_PREFIX,
+};
 use crate::service::state::Service;
 
 fn response(reply: Reply) -> HttpResponse {
@@ -80,29 +84,57 @@ pub fn on_connect(connection: &dyn Any, data: &mut Extensions) {
     }
 }
 
+/// `reply`, or a 499 once the client of `request` has left (then `reply` is dropped, which
+/// cancels the request, counted as such).
+async fn unless_gone(request: &HttpRequest, reply: impl Future<Output = Reply>) -> HttpResponse {
+    match request.conn_data::<Peer>().cloned() {
+        Some(peer) => tokio::select! {
+            biased;
+            reply = reply => response(reply),
+            // Nobody reads this: 499, nginx's "client closed request", for the logs.
+            () = peer.gone() => HttpResponse::new(
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            ),
+        },
+        None => response(reply.await),
+    }
+}
+
+fn head(request: &HttpRequest) -> RequestHead {
+    let headers = request.headers();
+    RequestHead::read(|name| headers.get(name).map(|v| v.as_bytes()))
+}
+
+/// A path under [`MODEL_PREFIX`]: one model's route (see [`handle_model_path`]).
+async fn model_path(
+    service: web::Data<Service>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let method = if request.method() == actix_web::http::Method::GET {
+        Method::Get
+    } else {
+        Method::Post
+    };
+    let path = request.path().to_owned();
+    let reply = handle_model_path(&service, method, &path, head(&request), read_body(payload));
+    unless_gone(&request, reply).await
+}
+
 /// Registers the service's routes (the same as the axum router's) on an `App`:
 /// `App::new().app_data(data.clone()).configure(routes)`, with `data: web::Data<Service>`.
 pub fn routes(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource(format!("{MODEL_PREFIX}{{rest:.*}}"))
+            .route(web::get().to(model_path))
+            .route(web::post().to(model_path)),
+    );
     for route in Route::ALL {
         let handler = move |service: web::Data<Service>,
                             request: HttpRequest,
                             payload: web::Payload| async move {
-            let peer = request.conn_data::<Peer>().cloned();
-            let headers = request.headers();
-            let head = RequestHead::read(|name| headers.get(name).map(|v| v.as_bytes()));
-            let reply = handle(&service, route, head, read_body(payload));
-            match peer {
-                // Dropping `reply` cancels the request (counted as such) when the client left.
-                Some(peer) => tokio::select! {
-                    biased;
-                    reply = reply => response(reply),
-                    // Nobody reads this: 499, nginx's "client closed request", for the logs.
-                    () = peer.gone() => HttpResponse::new(
-                        StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                    ),
-                },
-                None => response(reply.await),
-            }
+            let reply = handle(&service, route, head(&request), read_body(payload));
+            unless_gone(&request, reply).await
         };
         let (method, allow) = match route.method() {
             Method::Get => (web::get(), "GET"),

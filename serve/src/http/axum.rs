@@ -18,7 +18,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
-use crate::http::handlers::{handle, BodyError, Method, Reply, RequestHead, Route, BODY_LIMIT};
+use crate::http::handlers::{
+    handle, handle_model_path, BodyError, Method, Reply, RequestHead, Route, BODY_LIMIT,
+    MODEL_PREFIX,
+};
 use crate::service::state::Service;
 
 fn response(reply: Reply) -> Response {
@@ -48,14 +51,32 @@ async fn read_body(request: Request) -> Result<Bytes, BodyError> {
         })
 }
 
-/// The service's routes: `POST /v1/embeddings`, `POST /embed`, `GET /info`, `GET /health`,
-/// `GET /health/live`, `GET /health/ready`, `GET /metrics`, `GET /openapi.json`.
+fn head(request: &Request) -> RequestHead {
+    let headers = request.headers();
+    RequestHead::read(|name| headers.get(name).map(|v| v.as_bytes()))
+}
+
+/// A path under [`MODEL_PREFIX`]: one model's route (see [`handle_model_path`]).
+async fn model_path(State(service): State<Arc<Service>>, request: Request) -> Response {
+    let method = if request.method() == axum::http::Method::GET {
+        Method::Get
+    } else {
+        Method::Post
+    };
+    let path = request.uri().path().to_owned();
+    let head = head(&request);
+    response(handle_model_path(&service, method, &path, head, read_body(request)).await)
+}
+
+/// The service's routes ([`Route::ALL`]), and each model's under [`MODEL_PREFIX`].
 pub fn router(service: Arc<Service>) -> Router {
-    let mut router = Router::new();
+    let mut router = Router::new().route(
+        &format!("{MODEL_PREFIX}{{*rest}}"),
+        get(model_path).post(model_path),
+    );
     for route in Route::ALL {
         let handler = move |State(service): State<Arc<Service>>, request: Request| async move {
-            let headers = request.headers();
-            let head = RequestHead::read(|name| headers.get(name).map(|v| v.as_bytes()));
+            let head = head(&request);
             response(handle(&service, route, head, read_body(request)).await)
         };
         router = router.route(

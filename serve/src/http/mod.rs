@@ -12,5 +12,6 @@ pub mod handlers;
 pub mod openapi;
 
 pub use handlers::{
-    handle, status, BodyError, BodySize, Method, Reply, RequestHead, Route, BODY_LIMIT,
+    handle, handle_model_path, status, BodyError, BodySize, Method, Reply, RequestHead, Route,
+    BODY_LIMIT, MODEL_PREFIX,
 };

@@ -6,15 +6,19 @@
 use utoipa::OpenApi;
 
 use crate::http::handlers;
+use crate::model::ModelKind;
+use crate::service::Models;
 
 /// The document: every route with its request and response schemas.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "corestream embedding service",
-        description = "Sentence embeddings over pinned CPU streams with dynamic batching: \
-                       OpenAI's /v1/embeddings, text-embeddings-inference's /embed, /tokenize, /decode and /info, \
-                       health, Prometheus metrics."
+        description = "Embeddings, reranking and classification over pinned CPU streams with dynamic batching: \
+                       OpenAI's /v1/embeddings and /v1/models, text-embeddings-inference's /embed, /rerank, /predict, \
+                       /tokenize, /decode and /info, Cohere's /v1/rerank, health, Prometheus metrics. \
+                       A server of several models answers each model route, and /info, also under \
+                       /models/{name}/ (e.g. /models/{name}/v1/embeddings) for the model of that name."
     ),
     paths(
         handlers::embeddings::openai_embeddings,
@@ -48,10 +52,40 @@ pub struct Limits {
     pub vocab: usize,
     /// The prompts a request may name.
     pub prompts: Vec<String>,
-    /// What the model answers (`embedding`, `reranker`, `classifier`: see
+    /// What the models answer (`embedding`, `reranker`, `classifier`: see
     /// [`ModelKind::name`](crate::model::ModelKind::name)): the routes of the other kinds are
     /// left out.
-    pub model_type: &'static str,
+    pub model_types: Vec<&'static str>,
+}
+
+impl Limits {
+    /// What `models` accept, whichever of them a request reaches: the smallest dimension of
+    /// the embedding models, the shortest input, the smallest vocabulary, the prompts all of
+    /// them have; every kind they answer.
+    pub fn of(models: &Models) -> Limits {
+        let first = models.first();
+        let mut limits = Limits {
+            dimension: first.info.dimension,
+            max_client_batch: first.info.max_client_batch_size,
+            max_input_length: first.info.max_input_length,
+            vocab: first.tokenizer.vocab_size(),
+            prompts: first.info.prompts.clone(),
+            model_types: Vec::new(),
+        };
+        let embedders = || models.iter().filter(|m| m.kind == ModelKind::Embedding);
+        if let Some(smallest) = embedders().map(|m| m.info.dimension).min() {
+            limits.dimension = smallest;
+        }
+        for model in models.iter() {
+            limits.max_input_length = limits.max_input_length.min(model.info.max_input_length);
+            limits.vocab = limits.vocab.min(model.tokenizer.vocab_size());
+            limits.prompts.retain(|p| model.info.prompts.contains(p));
+            if !limits.model_types.contains(&model.kind.name()) {
+                limits.model_types.push(model.kind.name());
+            }
+        }
+        limits
+    }
 }
 
 /// The routes that need a model of one kind, by kind.
@@ -61,8 +95,8 @@ const ROUTES_OF_KIND: [(&str, &[&str]); 3] = [
     ("classifier", &["/predict"]),
 ];
 
-/// The document, with `limits` written into its schemas when a model is loaded: only the
-/// routes the model answers (with the tokenizer's and the probes), lists of inputs hold 1 to
+/// The document, with `limits` written into its schemas when the models are loaded: only
+/// the routes the models answer (with the tokenizer's and the probes), lists of inputs hold 1 to
 /// `max_client_batch` items, an input of token ids 1 to `max_input_length`
 /// ids below `vocab`, `dimensions` at most `dimension`, `prompt_name` one of `prompts` (or
 /// null). (Text length is not stated: its limit
@@ -77,7 +111,7 @@ const ROUTES_OF_KIND: [(&str, &[&str]); 3] = [
 ///     max_input_length: 128,
 ///     vocab: 30522,
 ///     prompts: vec!["query".into()],
-///     model_type: "embedding",
+///     model_types: vec!["embedding"],
 /// };
 /// let doc = document(Some(limits));
 /// let dims = &doc["components"]["schemas"]["OpenAiRequest"]["properties"]["dimensions"];
@@ -106,7 +140,7 @@ pub fn document(limits: Option<Limits>) -> serde_json::Value {
     };
     if let Some(paths) = doc["paths"].as_object_mut() {
         for (kind, routes) in ROUTES_OF_KIND {
-            if kind != l.model_type {
+            if !l.model_types.contains(&kind) {
                 routes.iter().for_each(|r| drop(paths.remove(*r)));
             }
         }

@@ -22,6 +22,10 @@ pub enum FailureKind {
     Unauthorized,
     /// A request body that is not `application/json` (HTTP 415).
     UnsupportedMediaType,
+    /// The request names a model this server does not serve, or no route (HTTP 404).
+    NotFound,
+    /// A route asked with a method it does not answer (HTTP 405).
+    MethodNotAllowed,
     /// The model or the tokenizer failed (HTTP 500).
     Internal,
     /// The request was not answered within `--request-timeout` (HTTP 504).
@@ -35,7 +39,7 @@ pub struct Failure {
     pub kind: FailureKind,
     /// `invalid_json`, `invalid_request`, `too_many_inputs`, `input_too_long`,
     /// `invalid_dimensions`, `request_timeout`, `overloaded`, `unavailable`, `unauthorized`,
-    /// `unsupported_media_type`, `tokenizer_error` or `model_error`.
+    /// `unsupported_media_type`, `model_not_found`, `tokenizer_error` or `model_error`.
     pub code: &'static str,
     /// What was wrong and what is allowed.
     pub message: String,

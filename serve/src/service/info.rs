@@ -53,4 +53,8 @@ pub struct Info {
     pub default_prompt: Option<String>,
     /// The service's (corestream's) version.
     pub version: String,
+    /// Every model this server serves, by name, in `--model` order (this one among them):
+    /// `/models/{name}/info` describes each.
+    #[serde(default)]
+    pub models: Vec<String>,
 }

@@ -1,5 +1,6 @@
-//! Loading a model and serving it: backend choice, model files and tokenizer, streams, the
-//! `Batcher` (token budget, grouping, name), and the `/info` figures, from the [`Args`].
+//! Loading the models and serving them: backend choice, model files and tokenizer, each
+//! model's share of the CPUs and its streams, the `Batcher` (token budget, grouping, name),
+//! and the `/info` figures, from the [`Args`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +8,14 @@ use std::time::Duration;
 use corestream::batch::Rows;
 use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
 
+use crate::args::{ModelCpus, ModelSpec};
+
 use crate::args::Args;
 use crate::model::embedder::{self, Backend};
 use crate::model::encoded::{longest, Encoded};
 use crate::model::{ModelFiles, ModelKind, Prompts, TextEmbedder, TextNet, TextTokenizer};
 use crate::service::info::Info;
+use crate::service::models::Models;
 use crate::service::state::{Embedder, Loaded};
 
 /// How a model is served: streams and batching.
@@ -123,6 +127,7 @@ where
         default_prompt_name: None,
         default_prompt: None,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        models: vec![model_id.to_owned()],
     };
     let batcher = Arc::new(batcher);
     Ok(Loaded {
@@ -147,11 +152,12 @@ pub fn backend(args: &Args) -> corestream::Result<Backend> {
     Ok(embedder::backend_or_default(explicit))
 }
 
-/// The files of the model `args` name: `--model` (a directory or an ONNX file, with
-/// `--tokenizer`), else the folder `--models` (earlier releases' flag).
-pub fn model_files(args: &Args) -> corestream::Result<ModelFiles> {
-    let mut files = match &args.model {
-        Some(path) => ModelFiles::locate(path, args.tokenizer.as_deref()),
+/// The files of the model `spec` names (a `--model`: a directory or an ONNX file, with
+/// `--tokenizer`), else of the folder `--models` (earlier releases' flag), with the flags of
+/// `args` that apply to one model.
+pub fn model_files(args: &Args, spec: Option<&ModelSpec>) -> corestream::Result<ModelFiles> {
+    let mut files = match spec {
+        Some(spec) => ModelFiles::locate(&spec.path, args.tokenizer.as_deref()),
         None => ModelFiles::from_dir(&args.models).map_err(|e| match e {
             corestream::Error::ModelLoad { model, message } => corestream::Error::ModelLoad {
                 model,
@@ -164,7 +170,7 @@ pub fn model_files(args: &Args) -> corestream::Result<ModelFiles> {
         }),
     }?;
     if let Some(file) = &args.onnx_file {
-        let dir = match &args.model {
+        let dir = match spec.map(|s| &s.path) {
             Some(path) if path.is_dir() => path.clone(),
             Some(_) => {
                 return Err(corestream::Error::ModelLoad {
@@ -181,28 +187,85 @@ pub fn model_files(args: &Args) -> corestream::Result<ModelFiles> {
         files.pooling = pooling;
         files.pooling_source = "--pooling".to_owned();
     }
-    if let Some(name) = &args.served_model_name {
+    if let Some(name) = spec
+        .and_then(|s| s.name.as_ref())
+        .or(args.served_model_name.as_ref())
+    {
         files.name.clone_from(name);
     }
     Ok(files)
 }
 
-/// Loads the model `args` name (see [`model_files`], or the bundled TextNet with
-/// `--textnet`) and serves it.
-pub fn load(args: &Args) -> corestream::Result<Loaded> {
-    let options = BatchOptions::from_args(args)?;
+/// The CPUs of each of `models` models, as `--model-cpus` says: all of them for each
+/// (`shared`, or one model), or an equal share each (`split`, in order). Under a CPU quota with
+/// `--streams auto`, the shares are cut from the CPUs the quota pays for. When there are fewer
+/// CPUs than models, the models share them (and the log says so).
+pub fn model_pools(args: &Args, models: usize) -> corestream::Result<Vec<CpuPool>> {
+    let mut pool = CpuPool::all()?;
+    if models <= 1 || args.model_cpus == ModelCpus::Shared {
+        return Ok(vec![pool; models.max(1)]);
+    }
+    if args.streams == Streams::Auto {
+        if let Some(quota) = corestream::quota::CpuQuota::detect() {
+            let paid = Streams::auto_count(pool.len(), Some(&quota));
+            if paid < pool.len() {
+                pool = CpuPool::new(pool.cpus()[..paid].iter().copied())?;
+            }
+        }
+    }
+    if pool.len() < models {
+        tracing::warn!(
+            cpus = pool.len(),
+            models,
+            "fewer CPUs than models: every model gets streams on all of them (--model-cpus shared)"
+        );
+        return Ok(vec![pool; models]);
+    }
+    pool.split(models)
+}
+
+/// Loads the models `args` name (see [`model_files`]; the bundled TextNet with `--textnet`),
+/// each on its CPUs (see [`model_pools`]), and serves them.
+pub fn load(args: &Args) -> corestream::Result<Models> {
+    if args.textnet {
+        return load_one(args, None, &BatchOptions::from_args(args)?).map(Models::from);
+    }
+    let specs: Vec<Option<&ModelSpec>> = if args.model.is_empty() {
+        vec![None]
+    } else {
+        args.model.iter().map(Some).collect()
+    };
+    let pools = model_pools(args, specs.len())?;
+    let mut models = Vec::with_capacity(specs.len());
+    for (spec, pool) in specs.into_iter().zip(pools) {
+        let options = BatchOptions {
+            pool,
+            ..BatchOptions::from_args(args)?
+        };
+        models.push(load_one(args, spec, &options)?);
+    }
+    Models::new(models).map_err(corestream::Error::InvalidConfig)
+}
+
+/// Loads the model `spec` names (or the bundled TextNet with `--textnet`) and serves it as
+/// `options` say.
+fn load_one(
+    args: &Args,
+    spec: Option<&ModelSpec>,
+    options: &BatchOptions,
+) -> corestream::Result<Loaded> {
     let backend = backend(args)?;
     let (mut loaded, prompts) = if args.textnet {
         let (model, tokenizer) = TextNet::load_with_tokenizer(backend)?;
         let name = args.served_model_name.as_deref().unwrap_or("textnet");
-        let loaded = serve_model(model, tokenizer, name, backend.describe(), &options)?;
+        let loaded = serve_model(model, tokenizer, name, backend.describe(), options)?;
         (loaded, Prompts::default())
     } else {
-        let files = model_files(args)?;
+        let files = model_files(args, spec)?;
         let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend)?;
         let kind = model.kind().clone();
         let pooling = model.pooling();
-        let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), &options)?;
+        let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), options)?;
         loaded.set_kind(kind);
         loaded.info.pooling = pooling.map_or_else(|| "none".to_owned(), |p| p.to_string());
         loaded.info.onnx_file = files

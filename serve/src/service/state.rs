@@ -1,4 +1,4 @@
-//! The service's state, independent of the HTTP framework: the loaded model, health and its
+//! The service's state, independent of the HTTP framework: the loaded models, health and its
 //! probes (stuck batchers), the limits and budgets, background loading, metrics. The request
 //! paths are `embedding.rs` and `scores.rs`; the axum and actix-web servers are thin adapters
 //! over [`crate::http::handlers`], which call them.
@@ -21,6 +21,7 @@ use crate::service::budget::BodyBudget;
 use crate::service::failure::Failure;
 use crate::service::health::{Health, State};
 use crate::service::info::Info;
+use crate::service::models::Models;
 use crate::service::requests::Requests;
 
 /// Encoded inputs in, one unnormalised vector (or raw scores) per row out: a `Batcher`, or
@@ -114,7 +115,7 @@ pub const DEFAULT_BODY_BUDGET: usize = 64 << 20;
 /// itself stuck (`/health/live` 503), by default (`--stuck-after`).
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(60);
 
-/// What the handlers share: health, the request counters, the loaded model (once loaded),
+/// What the handlers share: health, the request counters, the loaded models (once loaded),
 /// the metrics renderer.
 pub struct Service {
     /// Loading, ready, failed or draining.
@@ -133,7 +134,7 @@ pub struct Service {
     pub admission: Admission,
     /// Large requests tokenised at once (one per CPU).
     pub(crate) tokenizing: Arc<Semaphore>,
-    loaded: OnceLock<Loaded>,
+    models: OnceLock<Models>,
     metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
@@ -151,7 +152,7 @@ impl std::fmt::Debug for Service {
         f.debug_struct("Service")
             .field("health", &self.health.state())
             .field("body_timeout", &self.body_timeout)
-            .field("loaded", &self.loaded.get())
+            .field("models", &self.models.get())
             .finish_non_exhaustive()
     }
 }
@@ -172,7 +173,7 @@ impl Service {
             tokenizing: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             )),
-            loaded: OnceLock::new(),
+            models: OnceLock::new(),
             metrics,
         }
     }
@@ -233,16 +234,21 @@ impl Service {
         self
     }
 
-    /// Why the loaded model's batcher cannot be trusted to answer, if so (see
+    /// Why a loaded model's batcher cannot be trusted to answer, if so (see
     /// [`BatcherHealth::problem`]): a serve loop ended, a model call or a queued request older
-    /// than `--stuck-after`. The change from healthy to stuck and back is logged once.
+    /// than `--stuck-after` (the model named when several are served). The change from healthy
+    /// to stuck and back is logged once.
     pub fn stuck(&self) -> Option<String> {
-        let problem = self
-            .loaded
-            .get()
-            .and_then(|l| l.monitor.as_ref())
-            .and_then(|m| m.health().problem(self.stuck_after))
-            .map(|p| p.to_string());
+        let models = self.models.get();
+        let several = models.is_some_and(|m| m.len() > 1);
+        let problem = models.into_iter().flat_map(Models::iter).find_map(|l| {
+            let problem = l.monitor.as_ref()?.health().problem(self.stuck_after)?;
+            Some(if several {
+                format!("{}: {problem}", l.info.model_id)
+            } else {
+                problem.to_string()
+            })
+        });
         let was = self.stuck.swap(problem.is_some(), Ordering::Relaxed);
         match (&problem, was) {
             (Some(why), false) => {
@@ -277,17 +283,20 @@ impl Service {
         self.stuck().map_or(Ok(()), Err)
     }
 
-    /// A ready service (what tests and the load generator serve).
-    #[allow(dead_code)]
-    pub fn ready(loaded: Loaded, metrics: Arc<dyn Fn() -> String + Send + Sync>) -> Service {
+    /// A ready service serving `models`: a [`Loaded`] model or several [`Models`] (what tests
+    /// and the load generator serve).
+    pub fn ready(
+        models: impl Into<Models>,
+        metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    ) -> Service {
         let service = Service::new(metrics);
-        service.set_loaded(loaded);
+        service.set_loaded(models);
         service
     }
 
-    /// The model is loaded: serve it (ready unless draining).
-    pub fn set_loaded(&self, loaded: Loaded) {
-        if self.loaded.set(loaded).is_ok() {
+    /// The models are loaded: serve them (ready unless draining).
+    pub fn set_loaded(&self, models: impl Into<Models>) {
+        if self.models.set(models.into()).is_ok() {
             self.health.set(State::Ready, None);
         }
     }
@@ -302,7 +311,8 @@ impl Service {
         self.health.set(State::Failed, Some(LOAD_FAILED.to_owned()));
     }
 
-    /// Runs `load` on a thread of its own and makes the service ready with what it returns,
+    /// Runs `load` on a thread of its own and makes the service ready with the models it
+    /// returns (`Models::from(loaded)` for one),
     /// or failed (`/health` 503, liveness included, so an orchestrator restarts it) when it
     /// returns an error, panics, or the thread cannot start: the service never stays
     /// "loading" for ever.
@@ -318,7 +328,7 @@ impl Service {
     /// ```
     pub fn load_in_background(
         self: &Arc<Self>,
-        load: impl FnOnce() -> corestream::Result<Loaded> + Send + 'static,
+        load: impl FnOnce() -> corestream::Result<Models> + Send + 'static,
     ) -> Option<std::thread::JoinHandle<()>> {
         let loading = Arc::clone(self);
         let spawned = std::thread::Builder::new()
@@ -356,9 +366,13 @@ impl Service {
             in_flight = requests.in_flight(),
             "http request totals"
         );
-        if let Some(monitor) = self.loaded.get().and_then(|l| l.monitor.as_ref()) {
+        for loaded in self.models.get().into_iter().flat_map(Models::iter) {
+            let Some(monitor) = &loaded.monitor else {
+                continue;
+            };
             let s = monitor.stats();
             tracing::info!(
+                model = %loaded.info.model_id,
                 completed = s.completed,
                 failed = s.failed,
                 rejected = s.rejected,
@@ -372,14 +386,17 @@ impl Service {
     }
 
     /// Prometheus text, with the gauges read at each scrape brought up to date first:
-    /// `corestream_http_requests_in_flight{model}` (POST requests admitted and not answered:
-    /// the load signal `deploy/kubernetes.yaml`'s autoscaler follows), and the batcher's liveness
-    /// `corestream_serve_loops{model}` (running), `corestream_serve_loops_ended{model}`,
-    /// `corestream_oldest_queued_seconds{model}`, `corestream_longest_batch_seconds{model}`.
+    /// `corestream_http_requests_in_flight` (POST requests admitted and not answered, all
+    /// models': the load signal `deploy/kubernetes.yaml`'s autoscaler follows), and each
+    /// model's batcher's liveness `corestream_serve_loops{model}` (running),
+    /// `corestream_serve_loops_ended{model}`, `corestream_oldest_queued_seconds{model}`,
+    /// `corestream_longest_batch_seconds{model}`.
     pub fn render_metrics(&self) -> String {
-        if let Some(loaded) = self.loaded.get() {
-            metrics::gauge!("corestream_http_requests_in_flight", "model" => loaded.info.model_id.clone())
+        if self.models.get().is_some() {
+            metrics::gauge!("corestream_http_requests_in_flight")
                 .set(self.admission.in_flight() as f64);
+        }
+        for loaded in self.models.get().into_iter().flat_map(Models::iter) {
             if let Some(monitor) = &loaded.monitor {
                 let h = monitor.health();
                 let model = loaded.info.model_id.clone();
@@ -396,9 +413,25 @@ impl Service {
         (self.metrics)()
     }
 
-    /// The loaded model, or a 503 saying why there is none.
-    pub fn loaded(&self) -> Result<&Loaded, Failure> {
-        self.loaded.get().ok_or_else(|| {
+    /// The model a request reaches (see [`Models::pick`]): `path`, the model its path names;
+    /// `body`, the model its body names; `kind`, the kind its route needs.
+    ///
+    /// # Errors
+    ///
+    /// A 503 while the models load (or after they failed to, or while draining), a 404 for a
+    /// model not served.
+    pub fn model(
+        &self,
+        path: Option<&str>,
+        body: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<&Loaded, Failure> {
+        self.models()?.pick(path, body, kind)
+    }
+
+    /// The loaded models, or a 503 saying why there are none.
+    pub fn models(&self) -> Result<&Models, Failure> {
+        self.models.get().ok_or_else(|| {
             let why = match self.health.state() {
                 State::Failed => LOAD_FAILED.to_owned(),
                 State::Draining => "the service is shutting down".to_owned(),

@@ -119,8 +119,9 @@ impl Server {
 
     fn stats(&self) -> corestream::BatcherStats {
         self.service
-            .loaded()
+            .models()
             .unwrap()
+            .first()
             .monitor
             .as_ref()
             .unwrap()
@@ -267,7 +268,7 @@ async fn client_disconnects(launch: Launch, name: &str) {
     assert_eq!((counts.cancelled, counts.answered), (8, 0), "{counts:?}");
     // At most one request per stream was running (max_batch 1, 500 ms per call): the others
     // were still queued and never ran.
-    let streams = server.service.loaded().unwrap().info.streams as u64;
+    let streams = server.service.models().unwrap().first().info.streams as u64;
     assert!(stats.cancelled >= 8 - streams, "{stats:?}");
     assert_eq!(cancelled, 8.0);
     assert_eq!(server.healthy_request().await, 200);

@@ -13,6 +13,8 @@
 //! - `scores.rs` (run by both server files): `/rerank`, `/v1/rerank` and `/predict` on a
 //!   cross-encoder and a classifier made by `corestream-testkit` from MiniLM, against scores computed by
 //!   hand;
+//! - `models.rs` (run by both server files): several models in one service, reached by the
+//!   `model` field, the path `/models/{name}/...` or the route;
 //! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
 //! - `accounting.rs`: request counters and the rate-limited cancellation log;
 //! - `lifecycle.rs`: a loader that fails or panics leaves the service failed;
@@ -32,6 +34,7 @@ mod actix_server;
 mod axum_server;
 mod faults;
 mod lifecycle;
+mod models;
 mod prompts;
 mod scenarios;
 mod scores;

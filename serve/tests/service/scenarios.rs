@@ -498,7 +498,7 @@ pub async fn end_to_end(launch: Launch, kind: Kind, backend: Backend, name: &str
     let (reference_model, reference_tokenizer) = load(kind, backend);
     let max_input_length = tokenizer.max_input_length();
     let service = service(model, tokenizer, name, &options(256, 16));
-    let dim = service.loaded().unwrap().info.dimension;
+    let dim = service.models().unwrap().first().info.dimension;
     let base = launch(service);
     concurrent_requests_equal_unbatched(&base, &reference_model, &reference_tokenizer).await;
     base64_equals_float(&base, &reference_model, &reference_tokenizer).await;

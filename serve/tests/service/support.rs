@@ -191,6 +191,16 @@ macro_rules! server_scenarios {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn several_models_each_answer_their_requests() {
+            let _shared = crate::support::shared().await;
+            crate::models::several_models(
+                crate::support::launcher($server),
+                concat!($prefix, "-models"),
+            )
+            .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn embedding_models_refuse_the_scoring_routes() {
             let _shared = crate::support::shared().await;
             crate::scores::embedders_refuse_scoring(

@@ -23,8 +23,9 @@ pub struct OpenAiRequest {
     /// A text, a list of texts, a list of token ids, or a list of lists of token ids (ids of
     /// this model's tokenizer, `0..vocab`).
     pub input: OpenAiInput,
-    /// Any model name: the served model answers and its id is echoed in `model`.
-    #[allow(dead_code)] // accepted, not used
+    /// The model to answer, by its served name; with one model served, any name (that
+    /// model answers, and its id is echoed in `model`). A path prefix
+    /// `/models/{name}/` wins over it.
     #[serde(default)]
     pub model: Option<String>,
     /// `float` (default) or `base64`: each vector as little-endian f32 bytes in base64, as

@@ -46,8 +46,9 @@ pub struct RerankResponse(pub Vec<Rank>);
 /// `POST /v1/rerank` (Cohere's and Jina's API).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CohereRerankRequest {
-    /// Any model name: the served model answers and its id is echoed in `model`.
-    #[allow(dead_code)] // accepted, not used
+    /// The model to answer, by its served name; with one model served, any name (that
+    /// model answers, and its id is echoed in `model`). A path prefix
+    /// `/models/{name}/` wins over it.
     #[serde(default)]
     pub model: Option<String>,
     /// The query every document is scored against.

@@ -40,8 +40,10 @@ pub fn to_base64(v: &[f32]) -> String {
         (status = 503, description = "Model not loaded, failed, or shutting down", body = OpenAiError),
     )
 )]
-pub async fn openai_embeddings(service: &Service, body: &[u8]) -> Reply {
-    openai(service, body).await.unwrap_or_else(openai_failure)
+pub async fn openai_embeddings(service: &Service, model: Option<&str>, body: &[u8]) -> Reply {
+    openai(service, model, body)
+        .await
+        .unwrap_or_else(openai_failure)
 }
 
 /// The body as text, if it is UTF-8 (RFC 8259; checked whole, because serde_json does not
@@ -64,7 +66,7 @@ pub(super) fn json_object(body: &[u8]) -> Result<&str, Failure> {
     Ok(text)
 }
 
-/// Parses a body for `loaded`'s limits: a list of inputs stops being read past
+/// Parses a body for `loaded`'s limits (every model's: the limits are the server's): a list of inputs stops being read past
 /// `--max-client-batch` (413), other failures are `invalid` (400).
 pub(super) fn parse_body<T: DeserializeOwned>(
     text: &str,
@@ -80,19 +82,20 @@ pub(super) fn parse_body<T: DeserializeOwned>(
     })
 }
 
-async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+async fn openai(service: &Service, model: Option<&str>, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
-    let loaded = service.loaded()?;
-    if loaded.kind != ModelKind::Embedding {
-        return Err(wrong_model(loaded, "/v1/embeddings"));
-    }
-    let request: OpenAiRequest = parse_body(text, loaded, |e| {
+    let models = service.models()?;
+    let request: OpenAiRequest = parse_body(text, models.first(), |e| {
         invalid_json(
             e,
             "{\"input\": \"text\" | [\"text\", ...] | [token ids] | [[token ids], ...], \
              \"model\": \"...\", \"encoding_format\": \"float\" | \"base64\"}",
         )
     })?;
+    let loaded = models.pick(model, request.model.as_deref(), Some("embedding"))?;
+    if loaded.kind != ModelKind::Embedding {
+        return Err(wrong_model(loaded, "/v1/embeddings"));
+    }
     let dim = loaded.info.dimension;
     let dimensions = match request.dimensions {
         None => dim,
@@ -178,8 +181,10 @@ async fn openai(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
         (status = 503, description = "Model not loaded, failed, or shutting down", body = TeiError),
     )
 )]
-pub async fn embed(service: &Service, body: &[u8]) -> Reply {
-    embed_any(service, body).await.unwrap_or_else(tei_failure)
+pub async fn embed(service: &Service, model: Option<&str>, body: &[u8]) -> Reply {
+    embed_any(service, model, body)
+        .await
+        .unwrap_or_else(tei_failure)
 }
 
 /// A 400 `invalid_json` for a body that is not the route's shape: what was wrong (`e`) and the
@@ -199,9 +204,9 @@ fn invalid_embed_body(e: impl std::fmt::Display) -> Failure {
     )
 }
 
-async fn embed_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+async fn embed_any(service: &Service, model: Option<&str>, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
-    let loaded = service.loaded()?;
+    let loaded = service.model(model, None, Some("embedding"))?;
     if loaded.kind != ModelKind::Embedding {
         return Err(wrong_model(loaded, "/embed"));
     }

@@ -59,6 +59,8 @@ pub fn status(kind: FailureKind) -> u16 {
         FailureKind::TooLarge => 413,
         FailureKind::Internal => 500,
         FailureKind::Unauthorized => 401,
+        FailureKind::NotFound => 404,
+        FailureKind::MethodNotAllowed => 405,
         FailureKind::UnsupportedMediaType => 415,
         FailureKind::Overloaded => 429,
         FailureKind::Unavailable => 503,
@@ -76,6 +78,8 @@ fn openai_type(kind: FailureKind) -> &'static str {
         | FailureKind::Timeout
         | FailureKind::TooLarge
         | FailureKind::Unauthorized
+        | FailureKind::NotFound
+        | FailureKind::MethodNotAllowed
         | FailureKind::UnsupportedMediaType => "invalid_request_error",
     }
 }

@@ -36,6 +36,10 @@ pub use tokens::{decode, tokenize};
 /// The largest request body accepted (larger: 413 from the framework).
 pub const BODY_LIMIT: usize = 2 << 20;
 
+/// Where the routes of one model of several are served: `/models/{name}/v1/embeddings`,
+/// `/models/{name}/rerank`, ... (see [`Route::per_model`]).
+pub const MODEL_PREFIX: &str = "/models/";
+
 /// An HTTP answer, framework-neutral.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -168,6 +172,53 @@ impl Route {
         )
     }
 
+    /// Whether the route answers for one model, and so is also served under
+    /// [`MODEL_PREFIX`]`{name}` for each model of a server of several: the model routes,
+    /// the tokenizer's, `/info`.
+    pub fn per_model(self) -> bool {
+        !matches!(
+            self,
+            Route::Models
+                | Route::Health
+                | Route::Live
+                | Route::Ready
+                | Route::Metrics
+                | Route::OpenApi
+        )
+    }
+
+    /// The route and the model's name of a path under [`MODEL_PREFIX`]: `rest` is the path
+    /// after the prefix, `{name}{route}` (names may hold `/`: `org/model/v1/embeddings`).
+    /// When more than one split fits (`x/v1/rerank`: model `x` and `/v1/rerank`, or model
+    /// `x/v1` and `/rerank`), the one whose name `is_model` accepts wins, else the longer
+    /// route.
+    ///
+    /// ```
+    /// use corestream_serve::http::Route;
+    ///
+    /// let served = |name: &str| name == "org/reranker";
+    /// assert_eq!(
+    ///     Route::under_model("org/reranker/v1/rerank", served),
+    ///     Some((Route::CohereRerank, "org/reranker"))
+    /// );
+    /// assert_eq!(Route::under_model("a/info", served), Some((Route::Info, "a")));
+    /// assert_eq!(Route::under_model("a/health", served), None);
+    /// assert_eq!(Route::under_model("/embed", served), None); // no name
+    /// ```
+    pub fn under_model(rest: &str, is_model: impl Fn(&str) -> bool) -> Option<(Route, &str)> {
+        let mut fits: Vec<(Route, &str)> = Route::ALL
+            .into_iter()
+            .filter(|r| r.per_model())
+            .filter_map(|r| Some((r, rest.strip_suffix(r.path())?)))
+            .filter(|(_, name)| !name.is_empty())
+            .collect();
+        fits.sort_by_key(|(r, _)| std::cmp::Reverse(r.path().len()));
+        fits.iter()
+            .find(|(_, name)| is_model(name))
+            .or(fits.first())
+            .copied()
+    }
+
     /// Whether `--api-key` guards the route: all but the health probes, `/metrics` and
     /// `/openapi.json` (see [`ApiKey`](crate::service::ApiKey)).
     pub fn guarded(self) -> bool {
@@ -221,6 +272,8 @@ pub struct RequestHead {
     pub content_type: Option<Vec<u8>>,
     /// The `Authorization` header's raw value, if sent.
     pub authorization: Option<Vec<u8>>,
+    /// The model the request's path names (`/models/{name}/...`), if it does.
+    pub model: Option<String>,
 }
 
 impl RequestHead {
@@ -246,6 +299,7 @@ impl RequestHead {
             ),
             content_type: header("content-type").map(<[u8]>::to_vec),
             authorization: header("authorization").map(<[u8]>::to_vec),
+            model: None,
         }
     }
 
@@ -255,6 +309,7 @@ impl RequestHead {
             size,
             content_type: Some(b"application/json".to_vec()),
             authorization: None,
+            model: None,
         }
     }
 
@@ -395,17 +450,20 @@ pub async fn handle<B: AsRef<[u8]>>(
             }
         };
         let body = body.as_ref();
+        let model = head.model.as_deref();
         let reply = match route {
             Route::OpenAiEmbeddings => {
-                within(service, route, openai_embeddings(service, body)).await
+                within(service, route, openai_embeddings(service, model, body)).await
             }
-            Route::Embed => within(service, route, embed(service, body)).await,
-            Route::Tokenize => within(service, route, tokenize(service, body)).await,
-            Route::Decode => decode(service, body),
-            Route::Rerank => within(service, route, rerank(service, body)).await,
-            Route::CohereRerank => within(service, route, cohere_rerank(service, body)).await,
-            Route::Predict => within(service, route, predict(service, body)).await,
-            Route::Info => info(service),
+            Route::Embed => within(service, route, embed(service, model, body)).await,
+            Route::Tokenize => within(service, route, tokenize(service, model, body)).await,
+            Route::Decode => decode(service, model, body),
+            Route::Rerank => within(service, route, rerank(service, model, body)).await,
+            Route::CohereRerank => {
+                within(service, route, cohere_rerank(service, model, body)).await
+            }
+            Route::Predict => within(service, route, predict(service, model, body)).await,
+            Route::Info => info(service, model),
             Route::Models => models(service),
             Route::Health => health(service),
             Route::Ready => ready(service),
@@ -440,6 +498,58 @@ pub async fn handle<B: AsRef<[u8]>>(
     metrics::histogram!("corestream_http_request_duration_seconds", "route" => route.path())
         .record(start.elapsed().as_secs_f64());
     reply
+}
+
+/// Answers a request whose path is under [`MODEL_PREFIX`] (the adapters route every such path
+/// here): the route and model it names (see [`Route::under_model`]) answered by [`handle`]
+/// with [`RequestHead::model`] set, or a 404 for a path that names no route, a 405 (with
+/// `Allow`) for a route asked with the wrong method.
+pub async fn handle_model_path<B: AsRef<[u8]>>(
+    service: &Service,
+    method: Method,
+    path: &str,
+    mut head: RequestHead,
+    read_body: impl Future<Output = Result<B, BodyError>>,
+) -> Reply {
+    let rest = path.strip_prefix(MODEL_PREFIX).unwrap_or_default();
+    let served = |name: &str| {
+        service
+            .models()
+            .is_ok_and(|models| models.get(name).is_some())
+    };
+    let Some((route, name)) = Route::under_model(rest, served) else {
+        return errors::tei_failure(Failure::new(
+            FailureKind::NotFound,
+            "not_found",
+            format!(
+                "no route here: under {MODEL_PREFIX}{{name}} a model answers {}",
+                Route::ALL
+                    .into_iter()
+                    .filter(|r| r.per_model())
+                    .map(Route::path)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    };
+    if route.method() != method {
+        let mut reply = route_failure(
+            route,
+            Failure::new(
+                FailureKind::MethodNotAllowed,
+                "method_not_allowed",
+                format!("{} answers {:?} only", route.path(), route.method()),
+            ),
+        );
+        let allow = match route.method() {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        };
+        reply.headers.push(("allow", allow.to_owned()));
+        return reply;
+    }
+    head.model = Some(name.to_owned());
+    handle(service, route, head, read_body).await
 }
 
 /// Counts a 429 of `route` in `corestream_http_overloaded_total{route,why}`: `why` is

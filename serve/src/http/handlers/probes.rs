@@ -8,7 +8,8 @@ use crate::http::openapi;
 use crate::service::health::State;
 use crate::service::Service;
 
-/// The served model and the service's limits.
+/// A served model and the service's limits: the model the path names
+/// (`/models/{name}/info`), else the first, with the names of all.
 #[utoipa::path(
     get,
     path = "/info",
@@ -19,37 +20,45 @@ use crate::service::Service;
         (status = 503, description = "The model is not loaded", body = TeiError),
     )
 )]
-pub fn info(service: &Service) -> Reply {
-    match service.loaded() {
-        Ok(loaded) => Reply::json(200, &loaded.info),
+pub fn info(service: &Service, model: Option<&str>) -> Reply {
+    let answer = service.models().and_then(|models| {
+        let mut info = models.pick(model, None, None)?.info.clone();
+        info.models = models.iter().map(|m| m.info.model_id.clone()).collect();
+        Ok(info)
+    });
+    match answer {
+        Ok(info) => Reply::json(200, &info),
         Err(f) => tei_failure(f),
     }
 }
 
-/// The served model, as OpenAI lists models (the official clients' `models.list()`).
+/// The served models, as OpenAI lists models (the official clients' `models.list()`).
 #[utoipa::path(
     get,
     path = "/v1/models",
     tag = "openai",
     responses(
-        (status = 200, description = "The served model", body = ModelList),
+        (status = 200, description = "The served models, in --model order", body = ModelList),
         (status = 401, description = "The server has an --api-key and the request did not present it", body = OpenAiError),
         (status = 503, description = "The model is not loaded", body = OpenAiError),
     )
 )]
 pub fn models(service: &Service) -> Reply {
-    match service.loaded() {
-        Ok(loaded) => Reply::json(
+    match service.models() {
+        Ok(models) => Reply::json(
             200,
             &ModelList {
                 object: "list".to_owned(),
-                data: vec![ModelCard {
-                    id: loaded.info.model_id.clone(),
-                    object: "model".to_owned(),
-                    created: 0,
-                    owned_by: "corestream".to_owned(),
-                    model_type: loaded.info.model_type.clone(),
-                }],
+                data: models
+                    .iter()
+                    .map(|loaded| ModelCard {
+                        id: loaded.info.model_id.clone(),
+                        object: "model".to_owned(),
+                        created: 0,
+                        owned_by: "corestream".to_owned(),
+                        model_type: loaded.info.model_type.clone(),
+                    })
+                    .collect(),
             },
         ),
         Err(f) => openai_failure(f),
@@ -145,7 +154,8 @@ pub fn metrics(service: &Service) -> Reply {
     }
 }
 
-/// This document, stating the loaded model's limits (see [`openapi::document`]).
+/// This document, stating the limits of the models that requests without a model's name
+/// reach (see [`openapi::document`] and [`openapi::Limits::of`]).
 #[utoipa::path(
     get,
     path = "/openapi.json",
@@ -153,13 +163,6 @@ pub fn metrics(service: &Service) -> Reply {
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]
 pub fn openapi_json(service: &Service) -> Reply {
-    let limits = service.loaded().ok().map(|loaded| openapi::Limits {
-        dimension: loaded.info.dimension,
-        max_client_batch: loaded.info.max_client_batch_size,
-        max_input_length: loaded.info.max_input_length,
-        vocab: loaded.tokenizer.vocab_size(),
-        prompts: loaded.info.prompts.clone(),
-        model_type: loaded.kind.name(),
-    });
+    let limits = service.models().ok().map(openapi::Limits::of);
     Reply::json(200, &openapi::document(limits))
 }

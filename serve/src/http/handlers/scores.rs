@@ -29,13 +29,15 @@ use crate::service::{Failure, Service};
         (status = 503, description = "Model not loaded, failed, or shutting down", body = TeiError),
     )
 )]
-pub async fn rerank(service: &Service, body: &[u8]) -> Reply {
-    rerank_any(service, body).await.unwrap_or_else(tei_failure)
+pub async fn rerank(service: &Service, model: Option<&str>, body: &[u8]) -> Reply {
+    rerank_any(service, model, body)
+        .await
+        .unwrap_or_else(tei_failure)
 }
 
-async fn rerank_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+async fn rerank_any(service: &Service, model: Option<&str>, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
-    let loaded = service.loaded()?;
+    let loaded = service.model(model, None, Some("reranker"))?;
     if loaded.kind != ModelKind::Reranker {
         return Err(wrong_model(loaded, "/rerank"));
     }
@@ -83,25 +85,26 @@ async fn rerank_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
         (status = 503, description = "Model not loaded, failed, or shutting down", body = OpenAiError),
     )
 )]
-pub async fn cohere_rerank(service: &Service, body: &[u8]) -> Reply {
-    cohere_any(service, body)
+pub async fn cohere_rerank(service: &Service, model: Option<&str>, body: &[u8]) -> Reply {
+    cohere_any(service, model, body)
         .await
         .unwrap_or_else(openai_failure)
 }
 
-async fn cohere_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+async fn cohere_any(service: &Service, model: Option<&str>, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
-    let loaded = service.loaded()?;
-    if loaded.kind != ModelKind::Reranker {
-        return Err(wrong_model(loaded, "/v1/rerank"));
-    }
-    let request: CohereRerankRequest = parse_body(text, loaded, |e| {
+    let models = service.models()?;
+    let request: CohereRerankRequest = parse_body(text, models.first(), |e| {
         invalid_json(
             e,
             "{\"query\": \"...\", \"documents\": [\"...\" | {\"text\": \"...\"}, ...], \
              \"top_n\": N, \"return_documents\": false}",
         )
     })?;
+    let loaded = models.pick(model, request.model.as_deref(), Some("reranker"))?;
+    if loaded.kind != ModelKind::Reranker {
+        return Err(wrong_model(loaded, "/v1/rerank"));
+    }
     let most = loaded.info.max_client_batch_size;
     if let Some(top_n) = request.top_n.filter(|&k| k == 0 || k > most as u64) {
         return Err(Failure::bad_request(
@@ -156,13 +159,19 @@ async fn cohere_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
         (status = 503, description = "Model not loaded, failed, or shutting down", body = TeiError),
     )
 )]
-pub async fn predict(service: &Service, body: &[u8]) -> Reply {
-    predict_any(service, body).await.unwrap_or_else(tei_failure)
+pub async fn predict(service: &Service, model: Option<&str>, body: &[u8]) -> Reply {
+    predict_any(service, model, body)
+        .await
+        .unwrap_or_else(tei_failure)
 }
 
-async fn predict_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+async fn predict_any(
+    service: &Service,
+    model: Option<&str>,
+    body: &[u8],
+) -> Result<Reply, Failure> {
     let text = json_object(body)?;
-    let loaded = service.loaded()?;
+    let loaded = service.model(model, None, Some("classifier"))?;
     let ModelKind::Classifier { labels, .. } = &loaded.kind else {
         return Err(wrong_model(loaded, "/predict"));
     };

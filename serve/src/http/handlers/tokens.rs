@@ -26,15 +26,19 @@ use crate::service::{Failure, Service};
         (status = 503, description = "Model not loaded, failed, or shutting down", body = TeiError),
     )
 )]
-pub async fn tokenize(service: &Service, body: &[u8]) -> Reply {
-    tokenize_any(service, body)
+pub async fn tokenize(service: &Service, model: Option<&str>, body: &[u8]) -> Reply {
+    tokenize_any(service, model, body)
         .await
         .unwrap_or_else(tei_failure)
 }
 
-async fn tokenize_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+async fn tokenize_any(
+    service: &Service,
+    model: Option<&str>,
+    body: &[u8],
+) -> Result<Reply, Failure> {
     let text = json_object(body)?;
-    let loaded = service.loaded()?;
+    let loaded = service.model(model, None, None)?;
     let request: TokenizeRequest = parse_body(text, loaded, |e| {
         invalid_json(
             e,
@@ -82,13 +86,13 @@ async fn tokenize_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> 
         (status = 503, description = "Model not loaded, failed, or shutting down", body = TeiError),
     )
 )]
-pub fn decode(service: &Service, body: &[u8]) -> Reply {
-    decode_any(service, body).unwrap_or_else(tei_failure)
+pub fn decode(service: &Service, model: Option<&str>, body: &[u8]) -> Reply {
+    decode_any(service, model, body).unwrap_or_else(tei_failure)
 }
 
-fn decode_any(service: &Service, body: &[u8]) -> Result<Reply, Failure> {
+fn decode_any(service: &Service, model: Option<&str>, body: &[u8]) -> Result<Reply, Failure> {
     let text = json_object(body)?;
-    let loaded = service.loaded()?;
+    let loaded = service.model(model, None, None)?;
     let request: DecodeRequest = parse_body(text, loaded, |e| {
         invalid_json(
             e,
