@@ -7,6 +7,7 @@
 //!   `--model FILE.onnx --tokenizer FILE.json` serves the same vectors, `--pooling cls`
 //!   other ones, and a directory without a model leaves `/health` at 503 (the reason in the
 //!   log, not in the answer).
+//! - Two models in one process (`--model NAME=DIR` twice): on their own CPUs, or shared.
 //! - A cross-encoder's and a classifier's directories (made from MiniLM by
 //!   corestream-testkit) are served as rerankers and classifiers.
 //! - SIGTERM under load on both servers: every request the server took is answered (200, or
@@ -335,6 +336,80 @@ fn serves_rerankers_and_classifiers_by_their_config() {
     assert!((sum - 1.0).abs() < 1e-5, "softmax: {labels}");
 }
 
+/// Two models in one process: each on its own share of the CPUs by default (all of them with
+/// `--model-cpus shared`), one startup line each, both listed, each reached by its route or
+/// its name.
+#[test]
+fn serves_several_models_on_their_share_of_the_cpus() {
+    use corestream_testkit::heads::{reranker_config, Head};
+    let _alone = one_at_a_time();
+    let Some((onnx, tokenizer)) = fetched_minilm() else {
+        return;
+    };
+    let (_tmp, embedder) = hugging_face_dir(&onnx, &tokenizer);
+    let rerankers = tempfile::tempdir().unwrap();
+    let reranker = rerankers.path().join("reranker");
+    Head::random(1, 7)
+        .write(onnx.parent().unwrap(), &reranker, &reranker_config())
+        .unwrap();
+    let embedder = format!("emb={}", embedder.display());
+    let reranker = format!("org/rr={}", reranker.display());
+    let cpus = corestream::CpuPool::all().unwrap().len();
+    let quota = corestream::quota::CpuQuota::detect().map_or(cpus, |q| q.whole_cpus());
+    for shared in [false, true] {
+        let mut args = vec!["--model", &embedder, "--model", &reranker];
+        if shared {
+            args.extend(["--model-cpus", "shared"]);
+        }
+        let mut server = Process::start(&args);
+        let base = server.base();
+        wait_health(&mut server, &base, 200);
+        let ready: Vec<Value> = server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("ready"))
+            })
+            .map(|v| v["fields"].clone())
+            .collect();
+        let names: Vec<&str> = ready.iter().map(|r| r["model"].as_str().unwrap()).collect();
+        assert_eq!(names, ["emb", "org/rr"], "{ready:?}");
+        let (_, models) = call(&format!("{base}/v1/models"), None);
+        assert_eq!(models["data"][1]["id"], "org/rr", "{models}");
+        let (_, emb) = call(&format!("{base}/models/emb/info"), None);
+        let (_, rr) = call(&format!("{base}/models/org/rr/info"), None);
+        assert_eq!(rr["model_type"], "reranker", "{rr}");
+        let split = !shared && cpus.min(quota) >= 2;
+        assert_eq!(
+            emb["stream_cpus"] != rr["stream_cpus"],
+            split,
+            "shared: {shared}, {cpus} CPUs: {} vs {}",
+            emb["stream_cpus"],
+            rr["stream_cpus"]
+        );
+        let (s, a) = call(&format!("{base}/embed"), Some(json!({"inputs": "a cat"})));
+        assert_eq!(s, 200, "{a}");
+        let (s, a) = call(
+            &format!("{base}/rerank"),
+            Some(json!({"query": "cats", "texts": ["a cat", "a market"]})),
+        );
+        assert_eq!(s, 200, "{a}");
+        let (s, a) = call(
+            &format!("{base}/v1/embeddings"),
+            Some(json!({"input": "x", "model": "org/rr"})),
+        );
+        assert_eq!(
+            (s, &a["error"]["code"]),
+            (400, &json!("wrong_model_type")),
+            "{a}"
+        );
+    }
+}
+
 #[test]
 fn a_directory_without_a_model_answers_503_and_logs_the_reason() {
     let _alone = one_at_a_time();
@@ -374,6 +449,21 @@ fn bad_flags_are_refused_with_a_message() {
         (&["--streams", "0"][..], "positive number"),
         (&["--server", "tomcat"][..], "tomcat"),
         (&["--pooling", "median"][..], "mean, cls, max or last-token"),
+        (
+            &[
+                "--model",
+                "a=models",
+                "--model",
+                "b=models",
+                "--pooling",
+                "cls",
+            ][..],
+            "--pooling describe one model",
+        ),
+        (
+            &["--model", "a=models", "--model", "a=other"][..],
+            "two --model are named \"a\"",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_corestream"))
             .arg("serve")

@@ -20,17 +20,24 @@ pub enum Server {
     Actix,
 }
 
-/// One `--model`: a path, and the name to serve it as (`NAME=PATH`).
+/// One `--model`: a path, and the name to serve it as (`NAME=PATH`; a path that exists is
+/// taken whole, even with a `=` in it).
 ///
 /// ```
 /// use corestream_serve::ModelSpec;
 ///
-/// let spec: ModelSpec = "rerank=models/bge-reranker".parse()?;
-/// assert_eq!(spec.name.as_deref(), Some("rerank"));
+/// let spec: ModelSpec = "BAAI/bge-reranker-base=models/bge-reranker".parse()?;
+/// assert_eq!(spec.name.as_deref(), Some("BAAI/bge-reranker-base"));
 /// assert_eq!(spec.path, std::path::Path::new("models/bge-reranker"));
-/// // A path alone; a `=` after a `/` is part of the path.
-/// let spec: ModelSpec = "models/a=b".parse()?;
-/// assert_eq!((spec.name, spec.path.to_str()), (None, Some("models/a=b")));
+/// // A path alone.
+/// let spec: ModelSpec = "models/minilm".parse()?;
+/// assert_eq!((spec.name, spec.path.to_str()), (None, Some("models/minilm")));
+/// // A path that exists is a path, even with a `=` in it.
+/// let dir = tempfile::tempdir().unwrap();
+/// let odd = dir.path().join("a=b");
+/// std::fs::create_dir(&odd).unwrap();
+/// let spec: ModelSpec = odd.to_str().unwrap().parse()?;
+/// assert_eq!((spec.name, spec.path), (None, odd));
 /// # Ok::<(), String>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +53,11 @@ impl std::str::FromStr for ModelSpec {
     type Err = String;
 
     fn from_str(text: &str) -> Result<ModelSpec, String> {
+        // A path that exists is a path, `=` and all; else `NAME=` names the model (names
+        // may hold `/`, as Hugging Face's do).
         let named = text
             .split_once('=')
-            .filter(|(name, _)| !name.contains('/') && !name.contains('\\'));
+            .filter(|_| !std::path::Path::new(text).exists());
         let (name, path) = match named {
             Some((name, path)) => (Some(name.trim().to_owned()), path),
             None => (None, text),
