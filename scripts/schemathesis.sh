@@ -11,9 +11,9 @@
 # Usage: bash scripts/schemathesis.sh [MAX_EXAMPLES]   (default 25; CI's bound)
 # Needs: pip install schemathesis (CI pins it); builds the `corestream` command (cli/) and runs
 # `corestream serve --server axum`, then `--server actix`. Serves MiniLM when models/ is
-# fetched, else TextNet; with MiniLM, also a cross-encoder and a classifier made from it
-# (`corestream-heads`, crate corestream-testkit) on the first server, for /rerank, /v1/rerank and
-# /predict. Environment: CORESTREAM_ST_SERVERS (default "axum actix"), CORESTREAM_ST_SEED.
+# fetched, else TextNet; with MiniLM, also MiniLM, a cross-encoder and a classifier made from
+# it (`corestream-heads`, crate corestream-testkit) as three models of one process on the first
+# server, for /rerank, /v1/rerank, /predict and the `model` field. Environment: CORESTREAM_ST_SERVERS (default "axum actix"), CORESTREAM_ST_SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${1:-25}"
@@ -65,13 +65,15 @@ for server in $servers; do
 done
 
 # The scoring routes (/rerank, /v1/rerank, /predict): a cross-encoder and a classifier made
-# from MiniLM (corestream-testkit), on the first server (the routes are the same code on both).
+# from MiniLM (corestream-testkit), served with MiniLM as three models in one process (the
+# document then lists every route, and `model` must name one of the route's kind), on the
+# first server (the routes are the same code on both).
 if [ "${model_args[0]}" = --models ]; then
     cargo build --quiet -p corestream-testkit --bin corestream-heads
     target/debug/corestream-heads models target/heads >/dev/null
     first="${servers%% *}"
-    check "$first" --model target/heads/reranker
-    check "$first" --model target/heads/classifier
+    check "$first" --model minilm=models --model org/reranker=target/heads/reranker \
+        --model classifier=target/heads/classifier
 else
     echo "schemathesis: models/ not fetched, the scoring routes were not checked (bash scripts/fetch-models.sh)"
 fi

@@ -178,6 +178,34 @@ pub fn optional_whole<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Opti
     Option::<Whole>::deserialize(deserializer).map(|w| w.map(|w| w.0))
 }
 
+/// One input's token ids, each written `7` or `7.0` (as the first list's are).
+struct TokenIds(Vec<u32>);
+
+impl<'de> Deserialize<'de> for TokenIds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdsVisitor;
+        impl<'de> Visitor<'de> for IdsVisitor {
+            type Value = TokenIds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of token ids")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TokenIds, A::Error> {
+                read_ids(seq, Vec::new()).map(TokenIds)
+            }
+        }
+        deserializer.deserialize_seq(IdsVisitor)
+    }
+}
+
+/// The rest of a list of token-id lists after `first`.
+fn read_id_lists<'de, A: SeqAccess<'de>>(
+    seq: A,
+    first: Vec<u32>,
+) -> Result<Vec<Vec<u32>>, A::Error> {
+    let lists = read_rest(seq, vec![TokenIds(first)])?;
+    Ok(lists.into_iter().map(|ids| ids.0).collect())
+}
+
 /// The rest of one input's token ids after `ids`. Not limited in count: bounded by the body
 /// (4 bytes kept per id of at least 2 bytes sent), and by the model's length once parsed.
 fn read_ids<'de, A: SeqAccess<'de>>(mut seq: A, mut ids: Vec<u32>) -> Result<Vec<u32>, A::Error> {
@@ -208,7 +236,7 @@ impl<'de> Deserialize<'de> for OpenAiInput {
                     None => OpenAiInput::Texts(Vec::new()),
                     Some(First::Text(t)) => OpenAiInput::Texts(read_rest(seq, vec![t])?),
                     Some(First::Id(id)) => OpenAiInput::Tokens(read_ids(seq, vec![id])?),
-                    Some(First::Ids(ids)) => OpenAiInput::TokenLists(read_rest(seq, vec![ids])?),
+                    Some(First::Ids(ids)) => OpenAiInput::TokenLists(read_id_lists(seq, ids)?),
                 })
             }
         }
@@ -250,7 +278,7 @@ impl<'de> Deserialize<'de> for InputIds {
                 Ok(match seq.next_element::<First>()? {
                     None => InputIds::Single(Vec::new()),
                     Some(First::Id(id)) => InputIds::Single(read_ids(seq, vec![id])?),
-                    Some(First::Ids(ids)) => InputIds::Batch(read_rest(seq, vec![ids])?),
+                    Some(First::Ids(ids)) => InputIds::Batch(read_id_lists(seq, ids)?),
                     Some(First::Text(_)) => {
                         return Err(de::Error::invalid_type(
                             de::Unexpected::Str("..."),

@@ -56,6 +56,9 @@ pub struct Limits {
     /// [`ModelKind::name`](crate::model::ModelKind::name)): the routes of the other kinds are
     /// left out.
     pub model_types: Vec<&'static str>,
+    /// With several models, each one's name and kind: a request's `model` must then name one
+    /// of the route's kind (with one model, any name is accepted: empty).
+    pub models: Vec<(String, &'static str)>,
 }
 
 impl Limits {
@@ -71,6 +74,7 @@ impl Limits {
             vocab: first.tokenizer.vocab_size(),
             prompts: first.info.prompts.clone(),
             model_types: Vec::new(),
+            models: Vec::new(),
         };
         let embedders = || models.iter().filter(|m| m.kind == ModelKind::Embedding);
         if let Some(smallest) = embedders().map(|m| m.info.dimension).min() {
@@ -82,6 +86,11 @@ impl Limits {
             limits.prompts.retain(|p| model.info.prompts.contains(p));
             if !limits.model_types.contains(&model.kind.name()) {
                 limits.model_types.push(model.kind.name());
+            }
+            if models.len() > 1 {
+                limits
+                    .models
+                    .push((model.info.model_id.clone(), model.kind.name()));
             }
         }
         limits
@@ -112,6 +121,7 @@ const ROUTES_OF_KIND: [(&str, &[&str]); 3] = [
 ///     vocab: 30522,
 ///     prompts: vec!["query".into()],
 ///     model_types: vec!["embedding"],
+///     models: Vec::new(),
 /// };
 /// let doc = document(Some(limits));
 /// let dims = &doc["components"]["schemas"]["OpenAiRequest"]["properties"]["dimensions"];
@@ -166,6 +176,22 @@ pub fn document(limits: Option<Limits>) -> serde_json::Value {
         node["items"]["maximum"] = top_id.into();
     };
     schemas["OpenAiRequest"]["properties"]["dimensions"]["maximum"] = l.dimension.into();
+    if !l.models.is_empty() {
+        // Several models: `model` names one of the route's kind (or none: the first).
+        for (request, kind) in [
+            ("OpenAiRequest", "embedding"),
+            ("CohereRerankRequest", "reranker"),
+        ] {
+            let mut names = vec![serde_json::Value::Null];
+            names.extend(
+                l.models
+                    .iter()
+                    .filter(|(_, k)| *k == kind)
+                    .map(|(name, _)| serde_json::Value::from(name.as_str())),
+            );
+            schemas[request]["properties"]["model"]["enum"] = names.into();
+        }
+    }
     // OpenAiInput: text, texts, ids, lists of ids.
     let input = &mut schemas["OpenAiInput"]["oneOf"];
     list(&mut input[1], l.max_client_batch);

@@ -310,8 +310,19 @@ pub async fn limits_and_validation(
             std::slice::from_ref(&cut)
         ) <= 1e-4
     );
+    // In a list of lists, after the first list too (schemathesis: `[[0], [543.0, 4670]]`).
+    let (s, a) = post(
+        &client,
+        openai.clone(),
+        json!({"input": [ids.clone(), whole.clone()], "dimensions": short}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    let second = openai_vector(&a["data"][1]["embedding"]);
+    assert!(max_diff(&[second], std::slice::from_ref(&cut)) <= 1e-4);
     for body in [
         json!({"input": [1.5]}),
+        json!({"input": [[1], [1.5]]}),
         json!({"input": "a", "dimensions": 1.5}),
     ] {
         let (s, a) = post(&client, openai.clone(), body.to_string()).await;

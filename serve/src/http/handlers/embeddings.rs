@@ -36,6 +36,7 @@ pub fn to_base64(v: &[f32]) -> String {
         (status = 413, description = "A body over 2 MiB, more inputs than --max-client-batch, or an input over the maximum length without truncation", body = OpenAiError),
         (status = 401, description = "The server has an --api-key and the request did not present it as `Authorization: Bearer`", body = OpenAiError),
         (status = 415, description = "The body is not declared `Content-Type: application/json`", body = OpenAiError),
+        (status = 404, description = "With several models served: `model` names none of them", body = OpenAiError),
         (status = 429, description = "Overloaded: the queue, the body budget or --max-concurrent-requests is full; the `Retry-After` header says when to retry", body = OpenAiError),
         (status = 503, description = "Model not loaded, failed, or shutting down", body = OpenAiError),
     )

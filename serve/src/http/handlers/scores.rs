@@ -81,6 +81,7 @@ async fn rerank_any(service: &Service, model: Option<&str>, body: &[u8]) -> Resu
         (status = 401, description = "The server has an --api-key and the request did not present it", body = OpenAiError),
         (status = 413, description = "A body over 2 MiB, more documents than --max-client-batch, or a pair over the model's longest input without truncate", body = OpenAiError),
         (status = 415, description = "The body is not declared `Content-Type: application/json`", body = OpenAiError),
+        (status = 404, description = "With several models served: `model` names none of them", body = OpenAiError),
         (status = 429, description = "Overloaded; see `Retry-After`", body = OpenAiError),
         (status = 503, description = "Model not loaded, failed, or shutting down", body = OpenAiError),
     )
