@@ -299,7 +299,7 @@ impl Module for TextNet {
 }
 
 /// The naive baseline: the same model called once per request on tokio's blocking pool; no
-/// batching, no pinning, no streams. (Used by the load generator, `benches/serve.rs`.)
+/// batching, no pinning, no streams. (Used by the load generator, `benches/serve/`.)
 pub struct Naive<M>(pub Arc<M>);
 
 impl<M> std::fmt::Debug for Naive<M> {

@@ -38,7 +38,7 @@ pub struct BatchOptions {
     /// Truncate when a request does not say.
     pub auto_truncate: bool,
     /// Batch by rows alone: no token budget, no grouping by length (the comparison point of
-    /// `benches/serve.rs`).
+    /// `benches/serve/`).
     pub count_only: bool,
 }
 
