@@ -1,5 +1,6 @@
 //! Part 1, short sentences: the service against the backend's offline ceiling and the naive
-//! server.
+//! server. `CORESTREAM_LOAD_TEXT` replaces the eight sentences by one text (e.g. the one
+//! `scripts/tei-compare.sh` sends, for the ceiling of that workload).
 
 use std::sync::Arc;
 
@@ -11,8 +12,13 @@ use crate::SENTENCES;
 
 pub async fn throughput(setup: &Setup, load: Load) {
     let max_batch = env_or("CORESTREAM_LOAD_MAX_BATCH", 16) as usize;
-    let sentence: Workload = Arc::new(|c, i| {
-        let text = SENTENCES[((c + i) % SENTENCES.len() as u64) as usize];
+    let texts: Arc<Vec<String>> = Arc::new(match std::env::var("CORESTREAM_LOAD_TEXT") {
+        Ok(text) if !text.is_empty() => vec![text],
+        _ => SENTENCES.iter().map(|s| (*s).to_owned()).collect(),
+    });
+    let sentences = Arc::clone(&texts);
+    let sentence: Workload = Arc::new(move |c, i| {
+        let text = &sentences[((c + i) % sentences.len() as u64) as usize];
         (
             "/embed",
             serde_json::json!({ "inputs": text }).to_string(),
@@ -41,7 +47,7 @@ pub async fn throughput(setup: &Setup, load: Load) {
     );
     let a = drive(&fast, load, Arc::clone(&sentence)).await;
     let c = drive(&naive, load, sentence).await;
-    let ids: Vec<Vec<u32>> = SENTENCES
+    let ids: Vec<Vec<u32>> = texts
         .iter()
         .map(|s| tokenizer.encode(s).expect("tokenise"))
         .collect();
