@@ -15,7 +15,7 @@
 //!   hand;
 //! - `models.rs` (run by both server files): several models in one service, reached by the
 //!   `model` field, the path `/models/{name}/...` or the route;
-//! - `faults.rs`: misbehaving clients and faulty models, each scenario alone in the process;
+//! - `faults/`: misbehaving clients and faulty models, each scenario alone in the process;
 //! - `accounting.rs`: request counters and the rate-limited cancellation log;
 //! - `lifecycle.rs`: a loader that fails or panics leaves the service failed;
 //! - `stuck.rs`: a model call that does not return (504 after --request-timeout, liveness 503

@@ -107,7 +107,7 @@ fn launch_actix(service: Arc<Service>) -> String {
 
 /// The scenario tests both servers run, as `#[tokio::test]`s named alike in each test file:
 /// `server_scenarios!(Server::Axum, "axum")` (the prefix names each scenario's batcher).
-#[allow(unused_macros)] // tests/faults.rs has no use for it
+#[allow(unused_macros)] // faults/ has no use for it
 macro_rules! server_scenarios {
     ($server:expr, $prefix:literal) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
