@@ -23,7 +23,7 @@
 //! - `tokenizer.rs`: long texts tokenised in pieces give the ids of whole tokenisation.
 //!
 //! The `corestream serve` command as a process (a Hugging Face model directory, SIGTERM under
-//! load) is tested by the command's crate, `cli/tests/serve.rs`.
+//! load) is tested by the command's crate, `cli/tests/serve.rs` and `serve_sigterm.rs`.
 
 #[macro_use]
 mod support;
