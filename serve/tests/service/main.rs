@@ -6,6 +6,8 @@
 //!   `/info`, `/openapi.json`, health, metrics, spans, the official `openai` Python client),
 //!   on the bundled TextNet and on MiniLM-L3 when `models/` is fetched, each on tract and ONNX
 //!   Runtime;
+//! - `validation.rs` (from `scenarios.rs`): limits, validation and error shapes of the
+//!   embedding routes;
 //! - `access.rs` (run by both server files): `--api-key`, 415 for bodies not declared JSON,
 //!   429 with `Retry-After` on a full queue and past `--max-concurrent-requests`;
 //! - `tokens.rs` (run by both server files): `POST /tokenize` and `POST /decode`;
@@ -41,3 +43,4 @@ mod scores;
 mod stuck;
 mod tokenizer;
 mod tokens;
+mod validation;
