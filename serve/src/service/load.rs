@@ -8,9 +8,7 @@ use std::time::Duration;
 use corestream::batch::Rows;
 use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
 
-use crate::args::{ModelCpus, ModelSpec};
-
-use crate::args::Args;
+use crate::args::{Args, ModelCpus, ModelSpec};
 use crate::model::embedder::{self, Backend};
 use crate::model::encoded::{longest, Encoded};
 use crate::model::{ModelFiles, ModelKind, Prompts, TextEmbedder, TextNet, TextTokenizer};
@@ -127,7 +125,8 @@ where
         default_prompt_name: None,
         default_prompt: None,
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        models: vec![model_id.to_owned()],
+        // Every served model's name: set when the models are gathered (`Models`).
+        models: Vec::new(),
     };
     let batcher = Arc::new(batcher);
     Ok(Loaded {
@@ -196,12 +195,12 @@ pub fn model_files(args: &Args, spec: Option<&ModelSpec>) -> corestream::Result<
     Ok(files)
 }
 
-/// The CPUs of each of `models` models, as `--model-cpus` says: all of them for each
-/// (`shared`, or one model), or an equal share each (`split`, in order). Under a CPU quota with
-/// `--streams auto`, the shares are cut from the CPUs the quota pays for. When there are fewer
-/// CPUs than models, the models share them (and the log says so).
-pub fn model_pools(args: &Args, models: usize) -> corestream::Result<Vec<CpuPool>> {
-    let mut pool = CpuPool::all()?;
+/// The CPUs of each of `models` models out of `pool`, as `--model-cpus` says: all of them for
+/// each (`shared`, or one model), or an equal share each (`split`, in order). Under a CPU quota
+/// with `--streams auto`, the shares are cut from the CPUs the quota pays for. When there are
+/// fewer CPUs than models, the models share them (and the log says so).
+pub fn model_pools(args: &Args, pool: &CpuPool, models: usize) -> corestream::Result<Vec<CpuPool>> {
+    let mut pool = pool.clone();
     if models <= 1 || args.model_cpus == ModelCpus::Shared {
         return Ok(vec![pool; models.max(1)]);
     }
@@ -227,24 +226,46 @@ pub fn model_pools(args: &Args, models: usize) -> corestream::Result<Vec<CpuPool
 /// Loads the models `args` name (see [`model_files`]; the bundled TextNet with `--textnet`),
 /// each on its CPUs (see [`model_pools`]), and serves them.
 pub fn load(args: &Args) -> corestream::Result<Models> {
+    let options = BatchOptions::from_args(args)?;
     if args.textnet {
-        return load_one(args, None, &BatchOptions::from_args(args)?).map(Models::from);
+        return load_one(args, None, &options).map(Models::from);
     }
     let specs: Vec<Option<&ModelSpec>> = if args.model.is_empty() {
         vec![None]
     } else {
         args.model.iter().map(Some).collect()
     };
-    let pools = model_pools(args, specs.len())?;
+    let pools = model_pools(args, &options.pool, specs.len())?;
     let mut models = Vec::with_capacity(specs.len());
     for (spec, pool) in specs.into_iter().zip(pools) {
         let options = BatchOptions {
             pool,
-            ..BatchOptions::from_args(args)?
+            ..options.clone()
         };
         models.push(load_one(args, spec, &options)?);
     }
     Models::new(models).map_err(corestream::Error::InvalidConfig)
+}
+
+/// Loads the model of `files` on `backend` and serves it as `options` say, as what its
+/// directory says it is (embedder, reranker or classifier: [`Loaded::set_kind`]), with its
+/// pooling and ONNX file in `/info`. Its prompts are the caller's to set.
+pub fn serve_files(
+    files: &ModelFiles,
+    backend: Backend,
+    options: &BatchOptions,
+) -> corestream::Result<Loaded> {
+    let (model, tokenizer) = TextEmbedder::load_with_tokenizer(files, backend)?;
+    let kind = model.kind().clone();
+    let pooling = model.pooling();
+    let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), options)?;
+    loaded.set_kind(kind);
+    loaded.info.pooling = pooling.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    loaded.info.onnx_file = files
+        .onnx
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    Ok(loaded)
 }
 
 /// Loads the model `spec` names (or the bundled TextNet with `--textnet`) and serves it as
@@ -262,17 +283,7 @@ fn load_one(
         (loaded, Prompts::default())
     } else {
         let files = model_files(args, spec)?;
-        let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend)?;
-        let kind = model.kind().clone();
-        let pooling = model.pooling();
-        let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), options)?;
-        loaded.set_kind(kind);
-        loaded.info.pooling = pooling.map_or_else(|| "none".to_owned(), |p| p.to_string());
-        loaded.info.onnx_file = files
-            .onnx
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        (loaded, files.prompts)
+        (serve_files(&files, backend, options)?, files.prompts)
     };
     let prompts = prompts
         .with_default(

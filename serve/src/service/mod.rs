@@ -27,7 +27,7 @@ pub use budget::BodyBudget;
 pub use failure::{Failure, FailureKind};
 pub use health::{Health, State};
 pub use info::Info;
-pub use load::{serve_model, BatchOptions};
+pub use load::{serve_files, serve_model, BatchOptions};
 pub use models::Models;
 pub use requests::Requests;
 pub use scores::Sequence;

@@ -33,8 +33,9 @@ pub struct Models {
 }
 
 impl Models {
-    /// `list`, if it is not empty and no two models share a name (else why not).
-    pub fn new(list: Vec<Loaded>) -> Result<Models, String> {
+    /// `list`, if it is not empty and no two models share a name (else why not); each
+    /// model's `/info` then lists every name ([`Info::models`](crate::service::Info::models)).
+    pub fn new(mut list: Vec<Loaded>) -> Result<Models, String> {
         if list.is_empty() {
             return Err("no model to serve".to_owned());
         }
@@ -45,6 +46,10 @@ impl Models {
                     "two models are named {name:?}: name them apart with --model NAME=PATH"
                 ));
             }
+        }
+        let names: Vec<String> = list.iter().map(|m| m.info.model_id.clone()).collect();
+        for model in &mut list {
+            model.info.models.clone_from(&names);
         }
         Ok(Models { list })
     }
@@ -119,7 +124,8 @@ impl Models {
 }
 
 impl From<Loaded> for Models {
-    fn from(model: Loaded) -> Models {
+    fn from(mut model: Loaded) -> Models {
+        model.info.models = vec![model.info.model_id.clone()];
         Models { list: vec![model] }
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use corestream_serve::model::{Backend, ModelFiles, Pooling, TextEmbedder, TextTokenizer};
-use corestream_serve::service::{serve_model, Loaded, Models, Service};
+use corestream_serve::service::{serve_files, Loaded, Models, Service};
 use serde_json::{json, Value};
 
 use crate::support::{get, max_diff, minilm_dir, openai_vector, options, post, telemetry, Launch};
@@ -32,13 +32,8 @@ fn loaded(dir: &Path, name: &str, pooling: Option<Pooling>, backend: Backend) ->
     if let Some(pooling) = pooling {
         files.pooling = pooling;
     }
-    let kind = files.kind.clone();
-    let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend).unwrap();
-    let pooling = model.pooling();
-    let mut loaded = serve_model(model, tokenizer, name, "test".into(), &options(256, 16)).unwrap();
-    loaded.set_kind(kind);
-    loaded.info.pooling = pooling.map_or_else(|| "none".to_owned(), |p| p.to_string());
-    loaded
+    name.clone_into(&mut files.name);
+    serve_files(&files, backend, &options(256, 16)).unwrap()
 }
 
 /// Each of `texts` alone through `model`, unit length.

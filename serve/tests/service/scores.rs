@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use corestream_serve::model::{Backend, ModelFiles, ModelKind, TextEmbedder};
-use corestream_serve::service::{serve_model, BatchOptions, Service};
+use corestream_serve::model::{Backend, ModelFiles, ModelKind};
+use corestream_serve::service::{serve_files, BatchOptions, Service};
 use serde_json::{json, Value};
 
 use crate::support::{get, minilm_dir, options, post, telemetry, Launch};
@@ -39,16 +39,14 @@ fn documents() -> Vec<String> {
 /// The service over the model directory `dir`, named `name`, on ONNX Runtime when its library
 /// is found (CI), else tract; the references run on tract, so the two backends are compared.
 fn serve(dir: &Path, name: &str) -> Arc<Service> {
-    let files = ModelFiles::from_dir(dir).unwrap();
-    let kind = files.kind.clone();
+    let mut files = ModelFiles::from_dir(dir).unwrap();
+    name.clone_into(&mut files.name);
     let backend = *crate::support::backends(name).last().expect("a backend");
-    let (model, tokenizer) = TextEmbedder::load_with_tokenizer(&files, backend).unwrap();
     let options = BatchOptions {
         max_client_batch: 64,
         ..options(256, 16)
     };
-    let mut loaded = serve_model(model, tokenizer, name, "test".into(), &options).unwrap();
-    loaded.set_kind(kind);
+    let loaded = serve_files(&files, backend, &options).unwrap();
     Arc::new(Service::ready(loaded, telemetry()))
 }
 

@@ -21,13 +21,8 @@ use crate::service::Service;
     )
 )]
 pub fn info(service: &Service, model: Option<&str>) -> Reply {
-    let answer = service.models().and_then(|models| {
-        let mut info = models.pick(model, None, None)?.info.clone();
-        info.models = models.iter().map(|m| m.info.model_id.clone()).collect();
-        Ok(info)
-    });
-    match answer {
-        Ok(info) => Reply::json(200, &info),
+    match service.model(model, None, None) {
+        Ok(loaded) => Reply::json(200, &loaded.info),
         Err(f) => tei_failure(f),
     }
 }
