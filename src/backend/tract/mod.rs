@@ -108,8 +108,8 @@ impl OnnxModel {
     ///
     /// # Errors
     ///
-    /// [`Error::ModelLoad`](crate::Error::ModelLoad) for a missing, unreadable or corrupt file, or a model tract cannot
-    /// compile.
+    /// [`Error::ModelLoad`](crate::Error::ModelLoad) for a missing, unreadable or corrupt
+    /// file, or a model tract cannot compile.
     pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
         OnnxModel::builder(path).build()
     }
