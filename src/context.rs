@@ -38,6 +38,7 @@ pub struct StreamInfo {
     index: usize,
     id: u64,
     pool: CpuPool,
+    wide: bool,
     /// Shared by every clone: what runs when the stream stops (see [`StreamInfo::on_end`]).
     life: Arc<Life>,
 }
@@ -90,7 +91,18 @@ impl StreamInfo {
             index,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             pool,
+            wide: false,
             life: Arc::default(),
+        }
+    }
+
+    /// The wide stream of a [`Batcher`](crate::Batcher) with an adaptive or wide
+    /// [`Width`](crate::Width): every CPU of its module, seen by a batch that runs across them
+    /// all (see [`is_wide`](Self::is_wide)).
+    pub(crate) fn wide(pool: CpuPool) -> StreamInfo {
+        StreamInfo {
+            wide: true,
+            ..StreamInfo::new(0, pool)
         }
     }
 
@@ -143,6 +155,16 @@ impl StreamInfo {
     /// `pool().cpus()[t]` (worker 0 is the stream thread).
     pub fn pool(&self) -> &CpuPool {
         &self.pool
+    }
+
+    /// Whether this is a batcher's wide stream: a batch running across every CPU of the
+    /// batcher's module while its streams wait (see [`Width`](crate::Width)). The thread
+    /// running it is one of the module's stream threads, pinned to `pool().cpus()[0]` for the
+    /// call; a backend runs it as it runs a stream of `pool().len()` CPUs (ONNX Runtime: one
+    /// session of that many intra-op threads, whose workers stop spinning when the call ends,
+    /// since the narrow streams run next on the same CPUs).
+    pub fn is_wide(&self) -> bool {
+        self.wide
     }
 }
 

@@ -90,7 +90,7 @@ pub use batch::{Batch, Hint};
 #[cfg(feature = "tower")]
 pub use batcher::BatcherService;
 pub use batcher::{
-    Batcher, BatcherBuilder, BatcherHealth, BatcherProblem, BatcherStats, LATENCY_BUCKETS,
+    Batcher, BatcherBuilder, BatcherHealth, BatcherProblem, BatcherStats, Width, LATENCY_BUCKETS,
 };
 pub use context::{current_stream, StreamInfo};
 pub use cotenant::Cotenant;

@@ -437,10 +437,75 @@ fn a_directory_without_a_model_answers_503_and_logs_the_reason() {
     assert_eq!(status, 503);
 }
 
+/// The count of wide batches in `/metrics`' text for the model `name`.
+fn wide_batches(base: &str, name: &str) -> u64 {
+    let text = support::block_on(async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let prefix = format!("corestream_batcher_wide_batches_total{{model=\"{name}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// `--width`: adaptive by default (on ONNX Runtime a lone request runs across every CPU,
+/// counted in `/metrics`), narrow or wide by flag; the vectors are the same in every mode.
+#[test]
+fn batches_run_wide_when_alone_and_the_width_flag_pins_a_mode() {
+    let _alone = one_at_a_time();
+    let Some((onnx, tokenizer)) = fetched_minilm() else {
+        return;
+    };
+    let (_tmp, dir) = hugging_face_dir(&onnx, &tokenizer);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut answers = Vec::new();
+    for (flags, width) in [
+        (&[][..], "adaptive (wide up to 8 rows)"),
+        (&["--width", "narrow"][..], "narrow"),
+        (&["--width", "wide"][..], "wide"),
+        (
+            &["--width", "adaptive", "--wide-max-rows", "2"][..],
+            "adaptive (wide up to 2 rows)",
+        ),
+    ] {
+        let mut args = vec!["--model", dir.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let mut process = Process::start(&args);
+        let base = process.base();
+        wait_health(&mut process, &base, 200);
+        let ready = process.wait_log("ready");
+        let (_, info) = call(&format!("{base}/info"), None);
+        let ort = info["backend"].as_str().unwrap().starts_with("ort");
+        // tract computes on its calling thread only: its batches always run narrow.
+        let expected = if ort { width } else { "narrow" };
+        assert_eq!(info["width"], expected, "{flags:?}: {info}");
+        assert_eq!(ready["width"], expected, "{flags:?}: {ready}");
+        // One request at a time: each finds the pool idle.
+        let vectors: Vec<_> = TEXTS
+            .iter()
+            .map(|t| embeddings(&base, &[t]).remove(0))
+            .collect();
+        let wide = wide_batches(&base, "paraphrase-minilm");
+        let runs_wide = ort && cpus > 1 && width != "narrow";
+        assert_eq!(wide, if runs_wide { 3 } else { 0 }, "{flags:?}");
+        answers.push(vectors);
+    }
+    for other in &answers[1..] {
+        assert!(max_diff(&answers[0], other) < 1e-5);
+    }
+}
+
 #[test]
 fn bad_flags_are_refused_with_a_message() {
     for (args, expected) in [
         (&["--streams", "0"][..], "positive number"),
+        (&["--width", "sideways"][..], "sideways"),
+        (&["--wide-max-rows", "0"][..], "0 is not in 1..="),
         (&["--server", "tomcat"][..], "tomcat"),
         (&["--pooling", "median"][..], "mean, cls, max or last-token"),
         (

@@ -20,6 +20,34 @@ pub enum Server {
     Actix,
 }
 
+/// The default of `--wide-max-rows` (see the README's light-load table).
+pub const DEFAULT_WIDE_MAX_ROWS: usize = 8;
+
+/// How wide batches run (`--width`; see [`corestream::Width`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WidthMode {
+    /// A small batch runs across all the model's CPUs when nothing else is queued or running
+    /// (a lone request is answered by every core), the rest on one stream each (the default;
+    /// on ONNX Runtime only: tract computes on one thread, so it runs narrow).
+    #[default]
+    Adaptive,
+    /// Every batch on one stream: throughput mode.
+    Narrow,
+    /// Every batch across all the model's CPUs, one at a time: latency mode.
+    Wide,
+}
+
+impl WidthMode {
+    /// The name `/info` and the log give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WidthMode::Adaptive => "adaptive",
+            WidthMode::Narrow => "narrow",
+            WidthMode::Wide => "wide",
+        }
+    }
+}
+
 /// One `--model`: a path, and the name to serve it as (`NAME=PATH`; a path that exists is
 /// taken whole, even with a `=` in it).
 ///
@@ -209,6 +237,23 @@ pub struct Args {
         value_name = "MS"
     )]
     pub max_wait_ms: u64,
+    /// How wide batches run: adaptive (a small batch across all the model's CPUs when nothing
+    /// else wants them, the rest on one stream each), narrow (throughput mode) or wide
+    /// (latency mode).
+    #[arg(long, value_enum, env = "CORESTREAM_WIDTH", default_value_t = WidthMode::Adaptive)]
+    pub width: WidthMode,
+    /// Most rows of a batch run across all CPUs under `--width adaptive`.
+    #[arg(
+        long,
+        env = "CORESTREAM_WIDE_MAX_ROWS",
+        default_value_t = DEFAULT_WIDE_MAX_ROWS,
+        value_name = "N",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u64).range(1..=1 << 20),
+            |n| n as usize
+        )
+    )]
+    pub wide_max_rows: usize,
     /// Most requests waiting; more get 503.
     #[arg(
         long,

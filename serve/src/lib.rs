@@ -54,6 +54,7 @@
 //!     max_client_batch: 32,
 //!     auto_truncate: false,
 //!     count_only: false,
+//!     width: corestream::Width::adaptive(8),
 //! };
 //! let loaded = serve_model(model, tokenizer, "textnet", "tract".into(), &options)?;
 //! let service = Arc::new(Service::ready(loaded, metrics));
@@ -72,6 +73,6 @@ pub mod model;
 mod run;
 pub mod service;
 
-pub use args::{Args, ModelCpus, ModelSpec, Server};
+pub use args::{Args, ModelCpus, ModelSpec, Server, WidthMode, DEFAULT_WIDE_MAX_ROWS};
 pub use error::Error;
 pub use run::{drain_on_signal, run};

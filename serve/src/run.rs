@@ -72,6 +72,7 @@ fn log_choice(loaded: &Loaded, args: &Args, workers: usize) {
         backend = %info.backend,
         streams = info.streams,
         stream_cpus = %info.stream_cpus.join(" "),
+        width = %info.width,
         max_batch = info.max_batch,
         max_batch_tokens = info.max_batch_tokens,
         max_client_batch = info.max_client_batch_size,

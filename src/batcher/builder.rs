@@ -12,6 +12,7 @@ use super::health::Activity;
 use super::serve_loop::{max_polling, LoopEnded};
 use super::stats::Counters;
 use super::telemetry::Telemetry;
+use super::width::WideGate;
 use super::{Batcher, Queue, Shared, TokenFn};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -31,6 +32,7 @@ pub struct BatcherBuilder<M: Module> {
     pub(super) max_wait: Duration,
     pub(super) capacity: usize,
     pub(super) name: String,
+    pub(super) width: super::Width,
 }
 
 impl<M: Module> fmt::Debug for BatcherBuilder<M> {
@@ -42,6 +44,7 @@ impl<M: Module> fmt::Debug for BatcherBuilder<M> {
             .field("tokens", &self.tokens.is_some())
             .field("max_wait", &self.max_wait)
             .field("queue_capacity", &self.capacity)
+            .field("width", &self.width)
             .finish_non_exhaustive()
     }
 }
@@ -153,12 +156,23 @@ where
         self
     }
 
+    /// How wide batches run (default [`Width::Narrow`](super::Width::Narrow): each on the
+    /// stream that took it). [`Width::Adaptive`](super::Width::Adaptive) runs a small batch
+    /// across every CPU of the module when nothing else wants them, which answers a lone
+    /// request sooner on a model that computes on its stream's threads (ONNX Runtime);
+    /// [`Width::Wide`](super::Width::Wide) runs every batch so. See [`Width`](super::Width).
+    pub fn width(mut self, width: super::Width) -> Self {
+        self.width = width;
+        self
+    }
+
     /// Starts the batcher's serve loop on every stream of the module (no thread of its own).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for a zero `max_batch`, `queue_capacity` or
-    /// `max_batch_tokens`, or a `max_batch_tokens` without a `tokens` function;
+    /// `max_batch_tokens`, a `max_batch_tokens` without a `tokens` function, or an adaptive
+    /// width with a zero limit;
     /// [`Error::Shutdown`] when a stream has stopped.
     pub fn build(self) -> Result<Batcher<M>> {
         if self.max_batch == 0 || self.capacity == 0 {
@@ -181,6 +195,7 @@ where
             }
             _ => {}
         }
+        let wide = WideGate::new(self.width, &self.module.pools())?;
         let (intake, received) = mpsc::channel();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -205,6 +220,7 @@ where
             tokens: self.tokens,
             max_wait: self.max_wait,
             capacity: self.capacity,
+            wide,
             counters: Counters::new(self.max_batch),
             telemetry: Telemetry::new(&self.name, self.module.num_streams()),
             name: self.name,

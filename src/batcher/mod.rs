@@ -67,16 +67,19 @@ mod serve_loop;
 mod service;
 mod stats;
 mod telemetry;
+mod width;
 
 pub use builder::BatcherBuilder;
 pub use health::{BatcherHealth, BatcherProblem};
 #[cfg(feature = "tower")]
 pub use service::BatcherService;
 pub use stats::{BatcherStats, LATENCY_BUCKETS};
+pub use width::Width;
 
 use health::Activity;
 use stats::Counters;
 use telemetry::{Queued, Telemetry};
+use width::{Lane, WideGate};
 
 /// The name of a batcher not given one (see [`BatcherBuilder::name`]).
 pub(crate) const DEFAULT_NAME: &str = "batcher";
@@ -213,6 +216,8 @@ struct Shared<M: Module> {
     tokens: Option<TokenFn<M::Input>>,
     max_wait: Duration,
     capacity: usize,
+    /// Which batches run across all the module's CPUs (see `width.rs`).
+    wide: WideGate,
     name: String,
     counters: Counters,
     telemetry: Telemetry,
@@ -223,7 +228,8 @@ struct Shared<M: Module> {
 
 /// What a serve loop does next.
 enum Work<M: Module> {
-    Batch(Vec<Request<M>>),
+    /// A batch taken from the queue, and where it runs (counted by the gate until it ends).
+    Batch(Vec<Request<M>>, Lane),
     /// A job submitted to the stream directly waits in the stream's channel.
     Direct,
     Closed,
@@ -256,6 +262,7 @@ where
             .field("tokens", &self.shared.tokens.is_some())
             .field("max_wait", &self.shared.max_wait)
             .field("queue_capacity", &self.shared.capacity)
+            .field("width", &self.shared.wide.width())
             .finish_non_exhaustive()
     }
 }
@@ -276,6 +283,7 @@ where
             max_wait: Duration::ZERO,
             capacity: 1024,
             name: DEFAULT_NAME.to_owned(),
+            width: Width::Narrow,
         }
     }
 
@@ -408,6 +416,11 @@ where
     pub fn name(&self) -> &str {
         &self.shared.name
     }
+
+    /// How wide its batches run (see [`BatcherBuilder::width`]; [`Width`] has an example).
+    pub fn width(&self) -> Width {
+        self.shared.wide.width()
+    }
 }
 
 impl<M> Drop for Batcher<M>
@@ -422,6 +435,7 @@ where
         // model dropping the batcher) leaves its own loop to finish after it.
         let own = SERVING.with(Cell::get) == Arc::as_ptr(&self.shared) as usize;
         self.shared.wait_for_loops(usize::from(own));
+        self.shared.wide.end();
         if !own {
             for task in self.module.tasks() {
                 task.set_wake_hook(None);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::select::{self, Limits};
 use super::stats::BatchShape;
 use super::telemetry::StreamTelemetry;
+use super::width::{Lane, OnWide};
 use super::{Queue, Request, Shared, Ticket, Work, SERVING};
 use crate::batch::{Batch, Hint};
 use crate::error::{Error, Result};
@@ -39,11 +40,23 @@ where
         let telemetry = self.telemetry.stream(index);
         loop {
             match self.next_work(exec) {
-                // Empty when every request taken had been cancelled meanwhile.
-                Work::Batch(batch) if batch.is_empty() => {}
-                Work::Batch(batch) => {
-                    let _running = self.activity.running(index);
-                    self.run(exec, &telemetry, batch);
+                Work::Batch(batch, Lane::Narrow) => {
+                    let _lane = NarrowLane(self);
+                    // Empty when every request taken had been cancelled meanwhile.
+                    if !batch.is_empty() {
+                        let _running = self.activity.running(index);
+                        self.run(exec, &telemetry, batch);
+                    }
+                }
+                Work::Batch(batch, Lane::Wide) => {
+                    let _lane = WideLane(self);
+                    if let (false, Some(stream)) = (batch.is_empty(), self.wide.stream()) {
+                        let _running = self.activity.running(index);
+                        let _on = OnWide::enter(stream);
+                        self.counters.wide_batch();
+                        self.telemetry.wide_batch();
+                        self.run(exec, &telemetry, batch);
+                    }
                 }
                 Work::Direct => {
                     let _running = self.activity.running(index);
@@ -74,6 +87,10 @@ where
                 if exec.has_queued() || self.closed.load(Ordering::Acquire) {
                     return Some(None);
                 }
+                if self.wide.running() {
+                    // A wide batch has the CPUs: leave them to it, and sleep (below).
+                    return Some(None);
+                }
                 if !self.pending.load(Ordering::Acquire)
                     || self.taking.load(Ordering::Relaxed)
                     || self.taking.swap(true, Ordering::Acquire)
@@ -100,7 +117,15 @@ where
                 let closed = self.closed.load(Ordering::Acquire);
                 self.drain(&mut queue);
                 self.pop_cancelled(&mut queue);
-                let timeout = if let Some(oldest) = queue.requests.front() {
+                // A wide batch has every CPU: wait for its end (`WideLane` wakes the sleepers
+                // when it leaves work behind).
+                let wide_running = self.wide.running();
+                let timeout = if wide_running {
+                    if closed && queue.requests.is_empty() {
+                        return Work::Closed;
+                    }
+                    None
+                } else if let Some(oldest) = queue.requests.front() {
                     let due = oldest.ticket.enqueued + self.max_wait;
                     let now = Instant::now();
                     let full = queue.rows >= self.max_batch
@@ -113,10 +138,11 @@ where
                     }
                     if full || closed || now >= due {
                         let batch = self.take(&mut queue);
+                        let lane = self.lane(&batch, queue.requests.is_empty());
                         self.leave(&queue);
                         self.telemetry
                             .queue_depth(self.places.len.load(Ordering::Relaxed));
-                        return Work::Batch(batch);
+                        return Work::Batch(batch, lane);
                     }
                     // Lingering for a fuller batch: sleep until due or the next arrival.
                     Some(due - now)
@@ -151,6 +177,15 @@ where
             drop(queue);
             drop(claim);
         }
+    }
+
+    /// Under the queue's lock, no wide batch running: where `batch` runs (see
+    /// [`WideGate::choose`]).
+    fn lane(&self, batch: &[Request<M>], queue_empty: bool) -> Lane {
+        let rows = batch.iter().map(|r| r.ticket.rows).sum();
+        let longest = batch.iter().map(|r| r.ticket.len).max().unwrap_or(0);
+        self.wide
+            .choose(rows, select::cost(rows, longest), queue_empty)
     }
 
     /// Whether a caller has sent a request not yet in the queue (it is moved there).
@@ -399,6 +434,51 @@ where
                     self.answer(telemetry, vec![(ticket, result)]);
                 }
             }
+        }
+    }
+}
+
+/// A narrow batch taken by this loop: counted by the gate until dropped.
+struct NarrowLane<'a, M>(&'a Shared<M>)
+where
+    M: Module,
+    M::Input: Batch + Clone,
+    M::Output: Batch;
+
+impl<M> Drop for NarrowLane<'_, M>
+where
+    M: Module,
+    M::Input: Batch + Clone,
+    M::Output: Batch,
+{
+    fn drop(&mut self) {
+        self.0.wide.end_narrow();
+    }
+}
+
+/// The wide batch: on drop (however the batch ended) the CPUs go back to the serve loops, and
+/// those that slept while work was waiting are woken.
+struct WideLane<'a, M>(&'a Shared<M>)
+where
+    M: Module,
+    M::Input: Batch + Clone,
+    M::Output: Batch;
+
+impl<M> Drop for WideLane<'_, M>
+where
+    M: Module,
+    M::Input: Batch + Clone,
+    M::Output: Batch,
+{
+    fn drop(&mut self) {
+        let shared = self.0;
+        // Under the lock: a loop that saw the wide batch running is asleep by now, not about
+        // to sleep, so it gets the signal below.
+        let queue = shared.lock();
+        shared.wide.end_wide();
+        let waiting = !queue.requests.is_empty() || shared.pending.load(Ordering::Acquire);
+        if waiting && shared.sleepers.load(Ordering::Relaxed) > 0 {
+            shared.arrived.notify_all();
         }
     }
 }

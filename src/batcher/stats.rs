@@ -18,6 +18,7 @@ pub(super) struct Counters {
     completed: AtomicU64,
     failed: AtomicU64,
     batches: AtomicU64,
+    wide_batches: AtomicU64,
     /// `batch_sizes[i]`: batches of `i + 1` requests (the last slot counts larger ones too).
     batch_sizes: Vec<AtomicU64>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
@@ -68,6 +69,11 @@ impl Counters {
             .fetch_max(shape.tokens as u64, Ordering::Relaxed);
     }
 
+    /// Counts a batch that runs wide (it is counted by [`batch`](Self::batch) too).
+    pub(super) fn wide_batch(&self) {
+        self.wide_batches.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts answers given together, from each one's latency and success: one update of
     /// each shared counter per call, not per request.
     pub(super) fn answers(&self, answers: impl IntoIterator<Item = (Duration, bool)>) {
@@ -108,6 +114,7 @@ impl Counters {
             completed: load(&self.completed),
             failed: load(&self.failed),
             batches: load(&self.batches),
+            wide_batches: load(&self.wide_batches),
             batch_sizes: self.batch_sizes.iter().map(load).collect(),
             latency_buckets: self.latency_buckets.iter().map(load).collect(),
             latency_sum_seconds: load(&self.latency_micros) as f64 / 1e6,
@@ -152,6 +159,8 @@ pub struct BatcherStats {
     pub failed: u64,
     /// Batches run.
     pub batches: u64,
+    /// Of `batches`, those run across every CPU of the module (see [`Width`](crate::Width)).
+    pub wide_batches: u64,
     /// `batch_sizes[i]` is the number of batches of `i + 1` requests.
     pub batch_sizes: Vec<u64>,
     /// Request latency (queueing plus inference) histogram: counts per bucket of
@@ -255,6 +264,7 @@ impl BatcherStats {
         self.completed += other.completed;
         self.failed += other.failed;
         self.batches += other.batches;
+        self.wide_batches += other.wide_batches;
         add_vec(&mut self.batch_sizes, &other.batch_sizes);
         add_vec(&mut self.latency_buckets, &other.latency_buckets);
         self.latency_sum_seconds += other.latency_sum_seconds;
@@ -277,6 +287,7 @@ impl Default for BatcherStats {
             completed: 0,
             failed: 0,
             batches: 0,
+            wide_batches: 0,
             batch_sizes: Vec::new(),
             latency_buckets: vec![0; LATENCY_BUCKETS.len() + 1],
             latency_sum_seconds: 0.0,
@@ -329,7 +340,7 @@ fn render(ns: &str, entries: &[(Option<String>, BatcherStats)]) -> String {
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {ns}_{name} {help}\n# TYPE {ns}_{name} {kind}");
     };
-    let scalars: [Scalar; 11] = [
+    let scalars: [Scalar; 12] = [
         (
             "queue_depth",
             "gauge",
@@ -367,6 +378,12 @@ fn render(ns: &str, entries: &[(Option<String>, BatcherStats)]) -> String {
             |s| s.failed,
         ),
         ("batches_total", "counter", "Batches run.", |s| s.batches),
+        (
+            "wide_batches_total",
+            "counter",
+            "Batches run across every CPU of the module (adaptive or wide width).",
+            |s| s.wide_batches,
+        ),
         (
             "batch_rows_total",
             "counter",

@@ -33,6 +33,7 @@ mod names {
     pub(super) const FAILED: &str = "corestream_batcher_requests_failed_total";
     pub(super) const QUEUE_DEPTH: &str = "corestream_batcher_queue_depth";
     pub(super) const BATCHES: &str = "corestream_batcher_batches_total";
+    pub(super) const WIDE_BATCHES: &str = "corestream_batcher_wide_batches_total";
     pub(super) const QUEUE_SECONDS: &str = "corestream_batcher_queue_seconds";
     pub(super) const RUN_SECONDS: &str = "corestream_batcher_run_seconds";
     pub(super) const REQUEST_SECONDS: &str = "corestream_batcher_request_seconds";
@@ -53,6 +54,7 @@ struct Metrics {
     accepted: Counter,
     rejected: Counter,
     cancelled: Counter,
+    wide_batches: Counter,
     queue_depth: Gauge,
     streams: Vec<StreamMetrics>,
 }
@@ -120,6 +122,13 @@ impl Telemetry {
         self.metrics.cancelled.increment(n as u64);
     }
 
+    /// A batch runs wide.
+    #[inline]
+    pub(super) fn wide_batch(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.wide_batches.increment(1);
+    }
+
     /// `n` requests wait now.
     #[inline]
     pub(super) fn queue_depth(&self, n: usize) {
@@ -179,6 +188,10 @@ impl Metrics {
         describe_counter!(FAILED, "Requests answered with an error.");
         describe_gauge!(QUEUE_DEPTH, "Requests waiting for a stream.");
         describe_counter!(BATCHES, "Batches run.");
+        describe_counter!(
+            WIDE_BATCHES,
+            "Batches run across every CPU of the module (adaptive or wide width)."
+        );
         describe_histogram!(
             QUEUE_SECONDS,
             Unit::Seconds,
@@ -219,6 +232,7 @@ impl Metrics {
             accepted: counter!(ACCEPTED, "model" => model.clone()),
             rejected: counter!(REJECTED, "model" => model.clone()),
             cancelled: counter!(CANCELLED, "model" => model.clone()),
+            wide_batches: counter!(WIDE_BATCHES, "model" => model.clone()),
             queue_depth: gauge!(QUEUE_DEPTH, "model" => model),
             streams,
         }

@@ -38,7 +38,9 @@
 //! (part 2's token budgets, comma-separated, default 256,512,1024,2048,4096),
 //! `CORESTREAM_SERVE_PARTS` (`throughput`, `mixed`, `rerank`, `models`, comma-separated,
 //! default all),
-//! `CORESTREAM_BACKEND` (`ort`, `tract` or `auto`: ONNX Runtime when found, else tract).
+//! `CORESTREAM_BACKEND` (`ort`, `tract` or `auto`: ONNX Runtime when found, else tract),
+//! `CORESTREAM_LOAD_WIDTH` (`adaptive`, the default, `narrow` or `wide`) and
+//! `CORESTREAM_LOAD_WIDE_ROWS` (see `setup::width`).
 
 mod load;
 mod mixed;

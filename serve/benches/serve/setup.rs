@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corestream::batch::Rows;
-use corestream::{CpuPool, Module, MultiStreamModule, Streams};
+use corestream::{CpuPool, Module, MultiStreamModule, Streams, Width};
 use corestream_serve::model::{embedder, Encoded, ModelKind, TextTokenizer};
 use corestream_serve::service::{serve_model, BatchOptions, Loaded, Monitor, Service};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -49,6 +49,22 @@ pub fn options(
         max_client_batch: 64,
         auto_truncate: true,
         count_only,
+        width: width(),
+    }
+}
+
+/// The width of the service's batches: `CORESTREAM_LOAD_WIDTH` (`adaptive`, the default, as
+/// `corestream serve` runs; `narrow`; `wide`), wide batches of at most
+/// `CORESTREAM_LOAD_WIDE_ROWS` rows (default `corestream serve`'s).
+pub fn width() -> Width {
+    let rows = crate::load::env_or(
+        "CORESTREAM_LOAD_WIDE_ROWS",
+        corestream_serve::DEFAULT_WIDE_MAX_ROWS as u64,
+    ) as usize;
+    match std::env::var("CORESTREAM_LOAD_WIDTH").as_deref() {
+        Ok("narrow") => Width::Narrow,
+        Ok("wide") => Width::Wide,
+        _ => Width::adaptive(rows),
     }
 }
 

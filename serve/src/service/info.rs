@@ -29,6 +29,9 @@ pub struct Info {
     pub cpu_quota: Option<f64>,
     /// The CPUs of each stream, e.g. `CpuPool[0]`.
     pub stream_cpus: Vec<String>,
+    /// How wide batches run: `narrow` (each on one stream), `wide` (each across all the
+    /// model's CPUs) or `adaptive (wide up to N rows)` (`--width`).
+    pub width: String,
     /// Most rows in one model call.
     pub max_batch: usize,
     /// Most tokens (rows x longest row) in one model call (0: batches by rows alone).

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corestream::batch::Rows;
-use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams};
+use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams, Width};
 
-use crate::args::{Args, ModelCpus, ModelSpec};
+use crate::args::{Args, ModelCpus, ModelSpec, WidthMode};
 use crate::model::embedder::{self, Backend};
 use crate::model::encoded::{longest, Encoded};
 use crate::model::{ModelFiles, ModelKind, Prompts, TextEmbedder, TextNet, TextTokenizer};
@@ -38,6 +38,8 @@ pub struct BatchOptions {
     /// Batch by rows alone: no token budget, no grouping by length (the comparison point of
     /// `benches/serve/`).
     pub count_only: bool,
+    /// How wide batches run (on tract, always narrow: see [`BatchOptions::for_backend`]).
+    pub width: Width,
 }
 
 impl BatchOptions {
@@ -53,7 +55,34 @@ impl BatchOptions {
             max_client_batch: args.max_client_batch,
             auto_truncate: args.truncate,
             count_only: false,
+            width: match args.width {
+                WidthMode::Adaptive => Width::adaptive(args.wide_max_rows),
+                WidthMode::Narrow => Width::Narrow,
+                WidthMode::Wide => Width::Wide,
+            },
         })
+    }
+
+    /// These options for a model on `backend`: tract computes a call on its calling thread
+    /// only, so a wide batch would hold every CPU and use one; its batches run narrow.
+    pub fn for_backend(&self, backend: Backend) -> BatchOptions {
+        let width = match backend {
+            Backend::Tract => Width::Narrow,
+            _ => self.width,
+        };
+        BatchOptions {
+            width,
+            ..self.clone()
+        }
+    }
+}
+
+/// How `/info` and the log name a width.
+pub fn width_name(width: Width) -> String {
+    match width {
+        Width::Adaptive { rows, .. } => format!("adaptive (wide up to {rows} rows)"),
+        Width::Wide => "wide".to_owned(),
+        _ => "narrow".to_owned(),
     }
 }
 
@@ -94,7 +123,8 @@ where
         .name(model_id)
         .max_batch(options.max_batch)
         .max_wait(options.max_wait)
-        .queue_capacity(options.queue);
+        .queue_capacity(options.queue)
+        .width(options.width);
     if !options.count_only {
         builder = builder.max_batch_tokens(max_batch_tokens).tokens(longest);
     }
@@ -108,6 +138,7 @@ where
         streams,
         cpu_quota: corestream::quota::CpuQuota::detect().map(|q| q.cpus()),
         stream_cpus,
+        width: width_name(batcher.width()),
         max_batch: options.max_batch,
         max_batch_tokens: if options.count_only {
             0
@@ -258,6 +289,7 @@ pub fn serve_files(
     let (model, tokenizer) = TextEmbedder::load_with_tokenizer(files, backend)?;
     let kind = model.kind().clone();
     let pooling = model.pooling();
+    let options = &options.for_backend(backend);
     let mut loaded = serve_model(model, tokenizer, &files.name, backend.describe(), options)?;
     loaded.set_kind(kind);
     loaded.info.pooling = pooling.map_or_else(|| "none".to_owned(), |p| p.to_string());
@@ -279,6 +311,7 @@ fn load_one(
     let (mut loaded, prompts) = if args.textnet {
         let (model, tokenizer) = TextNet::load_with_tokenizer(backend)?;
         let name = args.served_model_name.as_deref().unwrap_or("textnet");
+        let options = &options.for_backend(backend);
         let loaded = serve_model(model, tokenizer, name, backend.describe(), options)?;
         (loaded, Prompts::default())
     } else {

@@ -429,6 +429,7 @@ pub fn options(queue: usize, max_batch: usize) -> BatchOptions {
         max_client_batch: 32,
         auto_truncate: false,
         count_only: false,
+        width: corestream::Width::Narrow,
     }
 }
 

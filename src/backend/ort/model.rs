@@ -147,7 +147,7 @@ impl OrtModelBuilder {
             shared_weights: OnceLock::new(),
             sharing_failed: Mutex::new(None),
         };
-        let session = settings.session(&[])?;
+        let session = settings.session(&[], false)?;
         let load_error = |message: String| Error::ModelLoad {
             model: settings.source.label(),
             message,
@@ -302,7 +302,7 @@ impl OrtModel {
         let first = self.first.lock().ok().and_then(|mut f| f.take());
         let session = match first {
             Some(s) => s,
-            None => self.settings.session(&[])?,
+            None => self.settings.session(&[], false)?,
         };
         // A concurrent first call may have won: its session is kept, this one dropped.
         Ok(self.shared.get_or_init(|| session))
@@ -319,7 +319,10 @@ impl OrtModel {
         if let Some(s) = self.streams.lock().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(s);
         }
-        let session = Arc::new(self.settings.session(stream.pool().cpus())?);
+        let session = Arc::new(
+            self.settings
+                .session(stream.pool().cpus(), stream.is_wide())?,
+        );
         // The build-time session is not needed by a model whose streams all own sessions; a
         // later one-thread caller creates the shared one again.
         if self.shared.get().is_none() {
@@ -395,7 +398,7 @@ impl Module for OrtModel {
         let run = || match &stream {
             Some(s) => {
                 let session = self.stream_session(s)?;
-                pin_as_thread_zero(s.pool().cpus());
+                pin_as_thread_zero(s);
                 self.run_on(&session, inputs)
             }
             None => self.run_on(self.shared_session()?, inputs),

@@ -10,6 +10,7 @@ use ::ort::AsPointer;
 use ndarray::IxDyn;
 
 use crate::backend::tensor::{Element, ElementType, Tensor};
+use crate::context::StreamInfo;
 
 pub(super) fn element_type(ty: TensorElementType) -> Option<ElementType> {
     Some(match ty {
@@ -75,20 +76,23 @@ impl RunSession {
 }
 
 /// Makes the calling stream thread ONNX Runtime's intra-op thread 0 on the stream's first
-/// CPU, once per thread: the stream thread is pinned to all of its stream's CPUs when it
+/// CPU, once per thread and stream: the stream thread is pinned to all of its stream's CPUs when it
 /// starts, and here narrows to `cpus[0]` for good, as worker `t` has `cpus[t]` (left on all of
 /// them, it shares a CPU with a worker whenever the scheduler puts it there). Pinning once
 /// instead of around every run saves two `sched_setaffinity` calls per request (on the 2-vCPU
 /// VM: ExampleNet1 at B=16, 1 stream x 2 CPUs, from 0.68x to 0.92x of Python onnxruntime's
 /// one 2-thread session). Best effort: a refused mask leaves the thread where it was.
-pub(super) fn pin_as_thread_zero(cpus: &[usize]) {
+pub(super) fn pin_as_thread_zero(stream: &StreamInfo) {
     thread_local! {
-        static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// The stream this thread was last pinned for (`u64::MAX`: none yet).
+        static DONE: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
     }
-    if !DONE.get() {
-        DONE.set(true);
+    if DONE.get() != stream.id() {
+        DONE.set(stream.id());
+        let cpus = stream.pool().cpus();
         // Only the stream thread itself (on all the stream's CPUs), not an intra-op worker
-        // that calls a model from inside a rayon task (already on its own CPU).
+        // that calls a model from inside a rayon task (already on its own CPU), nor a thread
+        // running a batcher's wide batch (the batcher pins it to the first CPU for the call).
         if crate::affinity::current_cpus().is_ok_and(|mask| mask.len() == cpus.len()) {
             let _ = crate::affinity::set_current_cpus(&cpus[..1]);
         }

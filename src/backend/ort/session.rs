@@ -164,8 +164,9 @@ fn initializer_value(data_type: i32, dims: &[i64], bytes: &[u8]) -> Result<DynVa
 
 impl Settings {
     /// A session with `cpus.len().max(1)` intra-op threads: the caller plus one ONNX Runtime
-    /// worker pinned to each of `cpus[1..]`.
-    pub(super) fn session(&self, cpus: &[usize]) -> Result<RunSession> {
+    /// worker pinned to each of `cpus[1..]`. With `stop_spinning` (a batcher's wide stream,
+    /// whose CPUs the narrow streams use next) the workers stop spinning when a run ends.
+    pub(super) fn session(&self, cpus: &[usize], stop_spinning: bool) -> Result<RunSession> {
         let shared = if cpus.len() > 1 && self.share_weights {
             self.shared_weights
                 .get_or_init(|| self.prepare_shared_weights())
@@ -175,13 +176,15 @@ impl Settings {
             None
         };
         match shared {
-            Some(w) => self.session_with(cpus, Some(w)).or_else(|e| {
-                if let Ok(mut failed) = self.sharing_failed.lock() {
-                    failed.get_or_insert_with(|| e.to_string());
-                }
-                self.session_with(cpus, None)
-            }),
-            None => self.session_with(cpus, None),
+            Some(w) => self
+                .session_with(cpus, stop_spinning, Some(w))
+                .or_else(|e| {
+                    if let Ok(mut failed) = self.sharing_failed.lock() {
+                        failed.get_or_insert_with(|| e.to_string());
+                    }
+                    self.session_with(cpus, stop_spinning, None)
+                }),
+            None => self.session_with(cpus, stop_spinning, None),
         }
     }
 
@@ -272,7 +275,12 @@ impl Settings {
     }
 
     /// A session (see [`session`](Settings::session)), from `shared` weights when given.
-    fn session_with(&self, cpus: &[usize], shared: Option<&SharedWeights>) -> Result<RunSession> {
+    fn session_with(
+        &self,
+        cpus: &[usize],
+        stop_spinning: bool,
+        shared: Option<&SharedWeights>,
+    ) -> Result<RunSession> {
         let threads = cpus.len().max(1);
         let load_error = |message: String| Error::ModelLoad {
             model: self.source.label(),
@@ -303,6 +311,11 @@ impl Settings {
                     .map_err(e)?
                     .with_config_entry("session.intra_op_thread_affinities", affinities(cpus))
                     .map_err(e)?;
+                if stop_spinning {
+                    b = b
+                        .with_config_entry("session.force_spinning_stop", "1")
+                        .map_err(e)?;
+                }
             }
             if let Some(p) = &self.prepacked {
                 b = b.with_prepacked_weights(p).map_err(e)?;

@@ -1,0 +1,125 @@
+//! ONNX Runtime under a batcher's wide batches (`Width`): one session across the module's
+//! CPUs, the same answers as the narrow streams give, released with the batcher.
+//!
+//! Skips with a notice when no ONNX Runtime library is found (run
+//! `scripts/fetch-onnxruntime.sh`), and fails instead when `CORESTREAM_REQUIRE_ORT=1`.
+#![cfg(feature = "ort")]
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+
+use corestream::backend::ort::OrtModel;
+use corestream::backend::Tensor;
+use corestream::ndarray::{ArrayD, IxDyn};
+use corestream::{Batcher, CpuPool, MultiStreamModule, Streams, Width};
+
+use common::have_ort;
+
+fn examplenet1() -> Arc<OrtModel> {
+    let path = format!(
+        "{}/assets/models/examplenet1.onnx",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    Arc::new(OrtModel::load(path).unwrap())
+}
+
+fn input(rows: usize, seed: usize) -> Vec<Tensor> {
+    let x = ArrayD::from_shape_fn(IxDyn(&[rows, 64, 3, 3]), |i| {
+        ((i[0] * 577 + i[1] * 31 + i[2] * 7 + i[3] + seed) as f32 * 0.37).sin()
+    });
+    vec![Tensor::from(x)]
+}
+
+fn assert_close(got: &[Tensor], want: &[Tensor]) {
+    let (got, want) = (
+        got[0].view::<f32>().unwrap(),
+        want[0].view::<f32>().unwrap(),
+    );
+    assert_eq!(got.shape(), want.shape());
+    for (a, b) in got.iter().zip(want.iter()) {
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    }
+}
+
+fn one_cpu_streams(model: &Arc<OrtModel>, cpus: &[usize]) -> MultiStreamModule<Arc<OrtModel>> {
+    MultiStreamModule::builder(Arc::clone(model))
+        .pool(CpuPool::new(cpus.iter().copied()).unwrap())
+        .num_streams(Streams::Count(cpus.len()))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn wide_batches_run_one_session_released_with_the_batcher() {
+    if !have_ort() {
+        return;
+    }
+    let all = CpuPool::all().unwrap();
+    if all.len() < 2 {
+        eprintln!("skipped: needs 2 CPUs, this process may use {all}");
+        return;
+    }
+    let cpus = &all.cpus()[..2];
+    let model = examplenet1();
+    // The narrow answer: a plain call, on the model's one-thread session.
+    let want = corestream::Module::forward(&*model, input(3, 1)).unwrap();
+    let sessions = model.session_count();
+    let batcher = Batcher::builder(one_cpu_streams(&model, cpus))
+        .width(Width::Wide)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert_close(&batcher.infer(input(3, 1)).wait().unwrap(), &want);
+    }
+    assert_eq!(batcher.stats().wide_batches, 3);
+    // One more session, of two threads, for every wide batch.
+    assert_eq!(model.session_count(), sessions + 1);
+    drop(batcher);
+    assert_eq!(
+        model.session_count(),
+        sessions,
+        "the wide session goes with the batcher"
+    );
+}
+
+/// Under concurrent callers an adaptive batcher mixes wide and narrow batches; every caller
+/// gets the answer a plain call gives.
+#[test]
+fn adaptive_batches_answer_as_plain_calls_do() {
+    if !have_ort() {
+        return;
+    }
+    let all = CpuPool::all().unwrap();
+    let model = examplenet1();
+    let batcher = Arc::new(
+        Batcher::builder(one_cpu_streams(&model, all.cpus()))
+            .max_batch(8)
+            .width(Width::adaptive(4))
+            .build()
+            .unwrap(),
+    );
+    let callers: Vec<_> = (0..6)
+        .map(|c| {
+            let (batcher, model) = (Arc::clone(&batcher), Arc::clone(&model));
+            thread::spawn(move || {
+                for i in 0..15 {
+                    let rows = 1 + (c + i) % 3;
+                    let want = corestream::Module::forward(&*model, input(rows, c * 100 + i));
+                    let got = batcher.infer(input(rows, c * 100 + i)).wait();
+                    assert_close(&got.unwrap(), &want.unwrap());
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap();
+    }
+    assert_eq!(batcher.stats().completed, 6 * 15);
+    // A lone request on the quiet pool runs wide (on more than one CPU).
+    let before = batcher.stats().wide_batches;
+    batcher.infer(input(1, 7)).wait().unwrap();
+    let wide = u64::from(all.len() > 1);
+    assert_eq!(batcher.stats().wide_batches, before + wide);
+}
