@@ -10,6 +10,11 @@
 #
 #   bash scripts/tei-compare.sh TEI_OUT_DIR [ROUNDS] [SECS] [CONNECTIONS]   # default 3 10 64
 #
+# CONNECTIONS may be a comma-separated list (e.g. 1,4,64: light to heavy load, each level
+# measured in turn within a round). WORKLOADS (default "short mixed") picks the workloads;
+# SERVERS (default "corestream tei") the servers, where `corestream-WIDTH` runs `corestream
+# serve --width WIDTH` (e.g. SERVERS="corestream corestream-narrow tei").
+#
 # Needs: wrk (apt-get install wrk), TEI_OUT_DIR from build.sh, and a release build of the
 # command (cargo build --release -p corestream-cli). Extra corestream flags: CORESTREAM_FLAGS.
 set -euo pipefail
@@ -46,8 +51,9 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0));
 start() {
     local server="$1" p="$2"
     case "$server" in
-        corestream) RUST_LOG=warn ORT_DYLIB_PATH="$lib" target/release/corestream serve --model "$model" \
-                        --served-model-name m --bind "127.0.0.1:$p" ${CORESTREAM_FLAGS:-} >"$work/$server.log" 2>&1 & ;;
+        corestream*) local width=""; [ "$server" = corestream ] || width="--width ${server#corestream-}"
+                     RUST_LOG=warn ORT_DYLIB_PATH="$lib" target/release/corestream serve --model "$model" \
+                        --served-model-name m --bind "127.0.0.1:$p" $width ${CORESTREAM_FLAGS:-} >"$work/$server.log" 2>&1 & ;;
         tei) LOG_LEVEL=warn "$tei/run.sh" "$p" --served-model-name m >"$work/$server.log" 2>&1 & ;;
     esac
     pid=$!
@@ -61,18 +67,21 @@ start() {
 # wrk's "Latency Distribution" line for a percentile, in ms.
 ms() { awk -v q="$1" '$1 == q { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }; printf "%.1f", v }' "$2"; }
 
-echo "| workload | round | server | req/s | p50 ms | p99 ms | non-2xx |"
-echo "|---|---:|---|---:|---:|---:|---:|"
-for workload in short mixed; do
+echo "| workload | clients | round | server | req/s | p50 ms | p99 ms | non-2xx |"
+echo "|---|---:|---:|---|---:|---:|---:|---:|"
+for workload in ${WORKLOADS:-short mixed}; do
     for round in $(seq 1 "$rounds"); do
-        for server in corestream tei; do
+        for server in ${SERVERS:-corestream tei}; do
             p=$(port); start "$server" "$p"
-            wrk -t 2 -c "$conns" -d 2s -s "$work/$workload.lua" "http://127.0.0.1:$p/v1/embeddings" >/dev/null   # warm-up
-            wrk -t 2 -c "$conns" -d "${secs}s" --latency -s "$work/$workload.lua" \
-                "http://127.0.0.1:$p/v1/embeddings" >"$work/out"
-            rps=$(awk '/^Requests\/sec/ { printf "%.1f", $2 }' "$work/out")
-            bad=$(awk '/Non-2xx/ { print $NF }' "$work/out"); bad=${bad:-0}
-            echo "| $workload | $round | $server | $rps | $(ms 50% "$work/out") | $(ms 99% "$work/out") | $bad |"
+            for c in ${conns//,/ }; do
+                threads=$(( c < 2 ? 1 : 2 ))
+                wrk -t "$threads" -c "$c" -d 2s -s "$work/$workload.lua" "http://127.0.0.1:$p/v1/embeddings" >/dev/null   # warm-up
+                wrk -t "$threads" -c "$c" -d "${secs}s" --latency -s "$work/$workload.lua" \
+                    "http://127.0.0.1:$p/v1/embeddings" >"$work/out"
+                rps=$(awk '/^Requests\/sec/ { printf "%.1f", $2 }' "$work/out")
+                bad=$(awk '/Non-2xx/ { print $NF }' "$work/out"); bad=${bad:-0}
+                echo "| $workload | $c | $round | $server | $rps | $(ms 50% "$work/out") | $(ms 99% "$work/out") | $bad |"
+            done
             kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
         done
     done

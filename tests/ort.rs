@@ -241,7 +241,7 @@ fn a_two_cpu_stream_pins_ort_workers_to_its_other_cpu() {
 }
 
 #[test]
-fn one_cpu_streams_share_one_session_and_start_no_ort_thread() {
+fn one_cpu_streams_own_sessions_share_weights_and_start_no_ort_thread() {
     let _s = serial();
     if !have_ort() {
         return;
@@ -263,7 +263,13 @@ fn one_cpu_streams_share_one_session_and_start_no_ort_thread() {
         created.is_empty(),
         "ONNX Runtime started threads: {created:?}"
     );
-    assert_eq!(model.session_count(), 1, "one session for both streams");
+    // Each stream its own session (the build-time one is gone), over one copy of the weights.
+    assert_eq!(model.session_count(), 2, "one session per stream");
+    assert!(
+        matches!(model.weight_sharing(), Some(Ok(bytes)) if bytes > 0),
+        "{:?}",
+        model.weight_sharing()
+    );
 }
 
 #[test]

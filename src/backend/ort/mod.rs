@@ -48,24 +48,31 @@
 //! own run state, set up on the stream thread by its first request (see
 //! [`current_stream`]):
 //!
-//! - a stream of **one CPU** runs a session with one intra-op thread: ONNX Runtime then starts
-//!   no thread and computes on the (pinned) stream thread. All one-CPU streams, and calls
-//!   made outside any stream, share **one** such session, run concurrently (ONNX Runtime's
-//!   `Run` is thread-safe for the CPU execution provider), so the weights are in memory once;
-//! - a stream of **k > 1 CPUs** gets its own session with k intra-op threads (inter-op 1,
-//!   sequential execution): the stream thread, pinned to the stream's first CPU from its
-//!   first request on, plus k - 1 ONNX Runtime workers, worker `t` pinned to the stream's CPU `t`
-//!   through `session.intra_op_thread_affinities`. These sessions share one copy of the
-//!   weights: the first one optimises the graph once (saved to a temporary folder, removed with
-//!   the model), loads its initialisers into values the model owns, and every such session is
-//!   made from the optimised graph with optimisation off and those values supplied
-//!   (`AddInitializer`, which ONNX Runtime uses in place). Measured on ResNet-18 (47 MB of
-//!   weights): a second two-CPU stream adds ~5 MB of RSS with sharing, ~50 MB without
-//!   ([`OrtModelBuilder::share_weights`], [`OrtModel::weight_sharing`]). A stream's session
-//!   lives as long as the stream: it is released (its threads with it) when the stream stops,
-//!   i.e. when its [`Task`](crate::Task) or [`MultiStreamModule`](crate::MultiStreamModule) is
-//!   dropped, so a model serving streams that come and go holds the sessions of the running
-//!   ones only ([`OrtModel::session_count`]).
+//! - every stream gets its **own session**, with as many intra-op threads as it has CPUs
+//!   (inter-op 1, sequential execution). A stream of one CPU: ONNX Runtime then starts no
+//!   thread and computes on the (pinned) stream thread. A stream of k > 1 CPUs: the stream
+//!   thread, pinned to the stream's first CPU from its first request on, plus k - 1 ONNX
+//!   Runtime workers, worker `t` pinned to the stream's CPU `t` through
+//!   `session.intra_op_thread_affinities`. Sessions of their own keep concurrent streams from
+//!   contending inside one session (its arena, its allocator), which is what many one-CPU
+//!   streams sharing one session did on a 16-core machine;
+//! - these sessions share **one copy of the weights**: the first one optimises the graph once
+//!   (saved to a temporary folder, removed with the model), loads its initialisers into values
+//!   the model owns, and every stream's session is made from the optimised graph with
+//!   optimisation off and those values supplied (`AddInitializer`, which ONNX Runtime uses in
+//!   place), and with one prepacked-weights container. What each stream adds is its session:
+//!   graph, kernels and its own arena. Measured on ResNet-18 (47 MB of weights, RSS, 2-vCPU
+//!   VM, `tests/ort_perf.rs`): a second two-CPU stream adds ~5 MB with sharing, ~50 MB
+//!   without ([`OrtModelBuilder::share_weights`], [`OrtModel::weight_sharing`]); a second
+//!   one-CPU stream adds ~7 MB (it added ~4 MB when one-CPU streams shared one session);
+//! - calls made outside any stream run on one more session of one thread.
+//!
+//! A stream's session lives as long as the stream: it is released (its threads with it) when
+//! the stream stops, i.e. when its [`Task`](crate::Task) or
+//! [`MultiStreamModule`](crate::MultiStreamModule) is dropped, so a model serving streams that
+//! come and go holds the sessions of the running ones only ([`OrtModel::session_count`]). A
+//! [`Batcher`](crate::Batcher)'s wide stream ([`Width`](crate::Width)) is a stream of all its
+//! module's CPUs: one more session, released with the batcher.
 //!
 //! No ONNX Runtime thread pool spans more than one stream's CPUs.
 //!

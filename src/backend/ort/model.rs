@@ -119,7 +119,7 @@ impl OrtModelBuilder {
         self
     }
 
-    /// Whether the sessions of multi-CPU streams share one copy of the weights (default true;
+    /// Whether the streams' sessions share one copy of the weights (default true;
     /// see the [module docs](super)). When the model cannot be prepared for sharing (e.g. an
     /// initialiser type other than f32, f64, i64, i32, i8, u8, bool), each such session holds
     /// its own copy; [`OrtModel::weight_sharing`] says which happened.
@@ -196,17 +196,17 @@ pub struct OrtModel {
     input_cnames: Vec<CString>,
     output_cnames: Vec<CString>,
     /// The session `build` made: becomes `shared` on first one-thread use, or is dropped when
-    /// a multi-CPU stream makes its own session first (so that a model run only by such
+    /// a stream makes its own session first (so that a model run only by such
     /// streams holds no unused session).
     first: Mutex<Option<RunSession>>,
-    /// One intra-op thread: plain calls and every one-CPU stream.
+    /// One intra-op thread: calls made outside any stream.
     shared: OnceLock<RunSession>,
-    /// Sessions of running streams with several CPUs, by stream id: each is removed when its
-    /// stream stops (see [`OrtModel::stream_session`]).
+    /// Sessions of running streams, by stream id: each is removed when its stream stops (see
+    /// [`OrtModel::stream_session`]).
     streams: Arc<StreamSessions>,
 }
 
-/// The sessions of multi-CPU streams, by stream id.
+/// The sessions of streams, by stream id.
 type StreamSessions = Mutex<HashMap<u64, Arc<RunSession>>>;
 
 impl fmt::Debug for OrtModel {
@@ -263,8 +263,9 @@ impl OrtModel {
         self.outputs.iter().map(String::as_str).collect()
     }
 
-    /// The number of sessions the model holds: one shared one-thread session, plus one per
-    /// running multi-CPU stream that has run the model. A stream's session is released when
+    /// The number of sessions the model holds: one one-thread session for calls made outside
+    /// any stream (made by `build`, kept until a stream runs the model unless such a call
+    /// came first), plus one per running stream that has run the model. A stream's session is released when
     /// the stream stops (its [`Task`](crate::Task) or
     /// [`MultiStreamModule`](crate::MultiStreamModule) is dropped), so streams that come and
     /// go over one model do not accumulate sessions.
@@ -274,8 +275,8 @@ impl OrtModel {
         first + usize::from(self.shared.get().is_some()) + streams
     }
 
-    /// How the sessions of multi-CPU streams hold the weights: `None` before the first such
-    /// session (or with sharing off), `Some(Ok(bytes))` when they share `bytes` of
+    /// How the streams' sessions hold the weights: `None` before the first such session (or
+    /// with sharing off), `Some(Ok(bytes))` when they share `bytes` of
     /// initialisers, `Some(Err(why))` when each holds its own copy.
     pub fn weight_sharing(&self) -> Option<Result<usize, String>> {
         let failed = self
@@ -294,7 +295,7 @@ impl OrtModel {
             })
     }
 
-    /// The one-thread session shared by plain calls and one-CPU streams.
+    /// The one-thread session of calls made outside any stream.
     fn shared_session(&self) -> Result<&RunSession> {
         if let Some(s) = self.shared.get() {
             return Ok(s);
@@ -394,7 +395,7 @@ impl Module for OrtModel {
     /// [module docs](super)).
     fn forward(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BoxError> {
         check_inputs(&self.inputs, &inputs)?;
-        let stream = current_stream().filter(|s| s.pool().len() > 1);
+        let stream = current_stream();
         let run = || match &stream {
             Some(s) => {
                 let session = self.stream_session(s)?;

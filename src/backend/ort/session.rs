@@ -1,5 +1,5 @@
 //! Building sessions: settings, per-stream thread affinities, and the weights that
-//! multi-CPU streams' sessions share (see the [module docs](super)).
+//! the streams' sessions share (see the [module docs](super)).
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -74,14 +74,14 @@ pub(super) struct Settings {
     pub(super) optimization: Optimization,
     pub(super) prepacked: Option<PrepackedWeights>,
     pub(super) share_weights: bool,
-    /// Prepared by the first multi-CPU stream session (when `share_weights`); an `Err` says
-    /// why the model's per-stream sessions hold their own weights.
+    /// Prepared by the first stream's session (when `share_weights`); an `Err` says why the
+    /// model's per-stream sessions hold their own weights.
     pub(super) shared_weights: OnceLock<Result<SharedWeights, String>>,
     /// Why a session could not be made from the shared weights (it then got its own).
     pub(super) sharing_failed: Mutex<Option<String>>,
 }
 
-/// The weights of multi-CPU streams' sessions, in memory once: the model's graph optimised
+/// The weights of the streams' sessions, in memory once: the model's graph optimised
 /// once (at the model's level, every initialiser saved outside the graph) and its initialisers
 /// as ONNX Runtime values owned here. Each session is made from the optimised graph with
 /// optimisation off and every initialiser supplied (`AddInitializer`: ONNX Runtime computes
@@ -167,7 +167,7 @@ impl Settings {
     /// worker pinned to each of `cpus[1..]`. With `stop_spinning` (a batcher's wide stream,
     /// whose CPUs the narrow streams use next) the workers stop spinning when a run ends.
     pub(super) fn session(&self, cpus: &[usize], stop_spinning: bool) -> Result<RunSession> {
-        let shared = if cpus.len() > 1 && self.share_weights {
+        let shared = if !cpus.is_empty() && self.share_weights {
             self.shared_weights
                 .get_or_init(|| self.prepare_shared_weights())
                 .as_ref()
