@@ -408,6 +408,12 @@ impl<M: Module> Executor<'_, M> {
         self.worker.idle.borrow_mut().window(max, Instant::now())
     }
 
+    /// Whether the stream's governor has seen another taker of its CPU lately (it is in a
+    /// quiet period: see [`idle`](crate::idle)).
+    pub(crate) fn contended(&self) -> bool {
+        self.worker.idle.borrow().is_quiet(Instant::now())
+    }
+
     /// Polls with `poll` for up to `window` (see [`idle::poll_for`]); the stream's governor
     /// records what the round saw.
     pub(crate) fn poll_for<T>(

@@ -128,7 +128,9 @@ fn a_stream_thread_goes_back_to_its_cpu_after_a_wide_batch() {
     let seen = recorder.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 6);
     for (i, s) in seen.iter().enumerate() {
-        assert_eq!(s.wide, i % 2 == 0, "{i}: {s:?}");
+        // The 2-row requests never run wide; the lone 1-row ones do unless a stream saw a
+        // busy neighbour on its CPU just then (this test's own threads can be one).
+        assert!(!(s.wide && i % 2 == 1), "{i}: {s:?}");
         if s.wide {
             assert_eq!(s.thread_cpus, cpus[..1]);
         } else {
@@ -136,7 +138,35 @@ fn a_stream_thread_goes_back_to_its_cpu_after_a_wide_batch() {
             assert_eq!(s.thread_cpus, s.stream_cpus, "back on its own CPU: {s:?}");
         }
     }
-    assert_eq!(batcher.stats().wide_batches, 3);
+    let wide = seen.iter().filter(|s| s.wide).count() as u64;
+    assert_eq!(batcher.stats().wide_batches, wide);
+    // A lone request goes wide once no stream sees a neighbour (quiet periods end).
+    assert!(lone_request_runs_wide(&batcher));
+    assert_eq!(
+        recorder
+            .seen
+            .lock()
+            .unwrap()
+            .last()
+            .map(|s| s.thread_cpus.clone()),
+        Some(cpus[..1].to_vec())
+    );
+}
+
+/// Sends lone 1-row requests, 20 ms apart, until one runs wide (2 s at most): a stream that
+/// saw a neighbour on its CPU keeps batches narrow for a quiet period of up to 0.5 s.
+fn lone_request_runs_wide(
+    batcher: &Batcher<impl Module<Input = Array2<f32>, Output = Array2<f32>>>,
+) -> bool {
+    let before = batcher.stats().wide_batches;
+    for _ in 0..100 {
+        batcher.infer(array![[1.0f32]]).wait().unwrap();
+        if batcher.stats().wide_batches > before {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Under load, an adaptive batcher runs narrow batches side by side and never a wide batch
@@ -172,10 +202,9 @@ fn adaptive_never_runs_wide_beside_another_batch() {
         assert_eq!(stats.wide_batches, 0);
     }
     // A lone request afterwards, on the quiet pool, runs wide.
-    let before = batcher.stats().wide_batches;
-    batcher.infer(array![[1.0f32]]).wait().unwrap();
-    let wide = u64::from(cpus.len() > 1);
-    assert_eq!(batcher.stats().wide_batches, before + wide);
+    if cpus.len() > 1 {
+        assert!(lone_request_runs_wide(&batcher));
+    }
 }
 
 /// The default width is narrow: no batch sees the wide stream.

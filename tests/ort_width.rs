@@ -117,9 +117,15 @@ fn adaptive_batches_answer_as_plain_calls_do() {
         c.join().unwrap();
     }
     assert_eq!(batcher.stats().completed, 6 * 15);
-    // A lone request on the quiet pool runs wide (on more than one CPU).
-    let before = batcher.stats().wide_batches;
-    batcher.infer(input(1, 7)).wait().unwrap();
-    let wide = u64::from(all.len() > 1);
-    assert_eq!(batcher.stats().wide_batches, before + wide);
+    // A lone request on the quiet pool runs wide (on more than one CPU), once no stream sees
+    // a neighbour on its CPU (the callers above can be one, for a quiet period of <= 0.5 s).
+    if all.len() > 1 {
+        let before = batcher.stats().wide_batches;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while batcher.stats().wide_batches == before && std::time::Instant::now() < deadline {
+            batcher.infer(input(1, 7)).wait().unwrap();
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(batcher.stats().wide_batches > before);
+    }
 }

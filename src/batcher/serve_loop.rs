@@ -38,7 +38,9 @@ where
         let _serving = Serving(SERVING.with(|s| s.replace(self as *const Self as usize)));
         let index = crate::context::current_stream().map_or(0, |s| s.index());
         let telemetry = self.telemetry.stream(index);
+        let mut contended = false;
         loop {
+            self.wide.contended(&mut contended, exec.contended());
             match self.next_work(exec) {
                 Work::Batch(batch, Lane::Narrow) => {
                     let _lane = NarrowLane(self);

@@ -11,7 +11,9 @@
 //! the queue once the batch is taken, and the batch is small (at most `rows` rows and
 //! `tokens` tokens). While a wide batch runs, the other serve loops neither take batches nor
 //! poll: they sleep until it ends, so its intra-op threads have their CPUs. The first batch
-//! that finds work left in the queue, or a narrow batch running, goes narrow.
+//! that finds work left in the queue, or a narrow batch running, goes narrow; so does every
+//! batch while a stream's idle governor sees a busy neighbour on its CPU (see
+//! [`idle`](crate::idle)): a wide batch is as slow as its slowest CPU.
 
 use crate::affinity;
 use crate::context::{replace_current_stream, StreamInfo};
@@ -53,7 +55,8 @@ pub enum Width {
     Narrow,
     /// A batch runs wide when the pool is otherwise idle: no narrow batch running, nothing
     /// left queued once it is taken, at most `rows` rows and (with a token function) at most
-    /// `tokens` padded tokens; otherwise narrow. See [`Width::adaptive`].
+    /// `tokens` padded tokens, and no stream has lately seen a busy neighbour on its CPU (see
+    /// [`idle`](crate::idle)); otherwise narrow. See [`Width::adaptive`].
     Adaptive {
         /// Most rows of a wide batch.
         rows: usize,
@@ -103,6 +106,9 @@ pub(super) struct WideGate {
     running: AtomicBool,
     /// Narrow batches taken and not finished.
     narrow: AtomicUsize,
+    /// Serve loops whose stream has seen another taker of its CPU lately (see
+    /// [`contended`](Self::contended)).
+    contended: AtomicUsize,
 }
 
 impl WideGate {
@@ -127,6 +133,7 @@ impl WideGate {
             stream,
             running: AtomicBool::new(false),
             narrow: AtomicUsize::new(0),
+            contended: AtomicUsize::new(0),
         })
     }
 
@@ -154,6 +161,7 @@ impl WideGate {
                     tokens: max_tokens,
                 } => {
                     queue_empty
+                        && self.contended.load(Ordering::Acquire) == 0
                         && rows <= max_rows
                         && max_tokens.is_none_or(|t| tokens <= t)
                         && self.narrow.load(Ordering::Acquire) == 0
@@ -165,6 +173,23 @@ impl WideGate {
         } else {
             self.narrow.fetch_add(1, Ordering::AcqRel);
             Lane::Narrow
+        }
+    }
+
+    /// One serve loop's view of its CPU: `now` whether its stream's idle governor has seen
+    /// another taker of the CPU lately (a busy neighbour), `was` what the loop said last. An
+    /// adaptive batcher runs no batch wide while any stream sees one: a wide batch waits for
+    /// its slowest CPU, and one shared with a neighbour makes every wide batch wait for a
+    /// scheduler slice (measured beside a busy loop per CPU, 4 clients: 0.65x-0.81x the
+    /// narrow rate).
+    pub(super) fn contended(&self, was: &mut bool, now: bool) {
+        if *was != now {
+            *was = now;
+            if now {
+                self.contended.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.contended.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 

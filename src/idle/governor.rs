@@ -138,7 +138,6 @@ impl Governor {
     }
 
     /// Whether the thread is in a quiet period at `now`.
-    #[cfg(test)]
     pub(crate) fn is_quiet(&self, now: Instant) -> bool {
         self.quiet_until.is_some_and(|until| now < until)
     }
