@@ -55,8 +55,9 @@ pub enum Width {
     Narrow,
     /// A batch runs wide when the pool is otherwise idle: no narrow batch running, nothing
     /// left queued once it is taken, at most `rows` rows and (with a token function) at most
-    /// `tokens` padded tokens, and no stream has lately seen a busy neighbour on its CPU (see
-    /// [`idle`](crate::idle)); otherwise narrow. See [`Width::adaptive`].
+    /// `tokens` padded tokens, and no stream has lately seen a busy neighbour on its CPU (its
+    /// idle strategy is in a quiet period, see [`Cotenant`](crate::Cotenant)); otherwise
+    /// narrow. See [`Width::adaptive`].
     Adaptive {
         /// Most rows of a wide batch.
         rows: usize,

@@ -90,6 +90,7 @@ fn fixture() -> &'static Fixture {
             max_client_batch: MAX_CLIENT_BATCH,
             auto_truncate: false,
             count_only: false,
+            width: corestream::Width::Narrow,
         };
         let tokenizer = TextTokenizer::Bytes {
             max_input_length: MAX_INPUT_LENGTH,
