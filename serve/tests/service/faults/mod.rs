@@ -268,7 +268,7 @@ async fn all_faults(launch: Launch, prefix: &str, header_timeout: Duration) {
 fn axum_faults() {
     let _alone = support::exclusive();
     block_on(all_faults(
-        support::launcher(corestream_serve::Server::Axum),
+        support::fault_launcher(corestream_serve::Server::Axum),
         "axum",
         support::HEADER_TIMEOUT,
     ));
@@ -278,7 +278,7 @@ fn axum_faults() {
 fn actix_faults() {
     let _alone = support::exclusive();
     block_on(all_faults(
-        support::launcher(corestream_serve::Server::Actix),
+        support::fault_launcher(corestream_serve::Server::Actix),
         "actix",
         support::HEADER_TIMEOUT,
     ));
