@@ -37,17 +37,6 @@ pub enum WidthMode {
     Wide,
 }
 
-impl WidthMode {
-    /// The name `/info` and the log give it.
-    pub fn name(self) -> &'static str {
-        match self {
-            WidthMode::Adaptive => "adaptive",
-            WidthMode::Narrow => "narrow",
-            WidthMode::Wide => "wide",
-        }
-    }
-}
-
 /// One `--model`: a path, and the name to serve it as (`NAME=PATH`; a path that exists is
 /// taken whole, even with a `=` in it).
 ///

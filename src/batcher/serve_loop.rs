@@ -40,23 +40,21 @@ where
         let telemetry = self.telemetry.stream(index);
         let mut contended = false;
         loop {
-            self.wide.contended(&mut contended, exec.contended());
+            self.wide.contended(&mut contended, || exec.contended());
             match self.next_work(exec) {
-                Work::Batch(batch, Lane::Narrow) => {
-                    let _lane = NarrowLane(self);
+                Work::Batch(batch, lane) => {
+                    let _lane = LaneEnd(self, lane);
                     // Empty when every request taken had been cancelled meanwhile.
                     if !batch.is_empty() {
                         let _running = self.activity.running(index);
-                        self.run(exec, &telemetry, batch);
-                    }
-                }
-                Work::Batch(batch, Lane::Wide) => {
-                    let _lane = WideLane(self);
-                    if let (false, Some(stream)) = (batch.is_empty(), self.wide.stream()) {
-                        let _running = self.activity.running(index);
-                        let _on = OnWide::enter(stream);
-                        self.counters.wide_batch();
-                        self.telemetry.wide_batch();
+                        let _on = match (lane, self.wide.stream()) {
+                            (Lane::Wide, Some(stream)) => {
+                                self.counters.wide_batch();
+                                self.telemetry.wide_batch();
+                                Some(OnWide::enter(stream))
+                            }
+                            _ => None,
+                        };
                         self.run(exec, &telemetry, batch);
                     }
                 }
@@ -119,7 +117,7 @@ where
                 let closed = self.closed.load(Ordering::Acquire);
                 self.drain(&mut queue);
                 self.pop_cancelled(&mut queue);
-                // A wide batch has every CPU: wait for its end (`WideLane` wakes the sleepers
+                // A wide batch has every CPU: wait for its end (`LaneEnd` wakes the sleepers
                 // when it leaves work behind).
                 let wide_running = self.wide.running();
                 let timeout = if wide_running {
@@ -440,33 +438,16 @@ where
     }
 }
 
-/// A narrow batch taken by this loop: counted by the gate until dropped.
-struct NarrowLane<'a, M>(&'a Shared<M>)
+/// A batch taken by this loop, in its lane: on drop (however the batch ended) a narrow one is
+/// no longer counted by the gate; a wide one gives the CPUs back to the serve loops, waking
+/// those that slept while work was waiting.
+struct LaneEnd<'a, M>(&'a Shared<M>, Lane)
 where
     M: Module,
     M::Input: Batch + Clone,
     M::Output: Batch;
 
-impl<M> Drop for NarrowLane<'_, M>
-where
-    M: Module,
-    M::Input: Batch + Clone,
-    M::Output: Batch,
-{
-    fn drop(&mut self) {
-        self.0.wide.end_narrow();
-    }
-}
-
-/// The wide batch: on drop (however the batch ended) the CPUs go back to the serve loops, and
-/// those that slept while work was waiting are woken.
-struct WideLane<'a, M>(&'a Shared<M>)
-where
-    M: Module,
-    M::Input: Batch + Clone,
-    M::Output: Batch;
-
-impl<M> Drop for WideLane<'_, M>
+impl<M> Drop for LaneEnd<'_, M>
 where
     M: Module,
     M::Input: Batch + Clone,
@@ -474,6 +455,10 @@ where
 {
     fn drop(&mut self) {
         let shared = self.0;
+        if self.1 == Lane::Narrow {
+            shared.wide.end_narrow();
+            return;
+        }
         // Under the lock: a loop that saw the wide batch running is asleep by now, not about
         // to sleep, so it gets the signal below.
         let queue = shared.lock();

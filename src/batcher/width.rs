@@ -151,23 +151,26 @@ impl WideGate {
     /// Under the queue's lock, with no wide batch running: the lane of a batch of `rows` rows
     /// and `tokens` padded tokens just taken, `queue_empty` when nothing is left queued. A
     /// wide lane is marked running (until [`end_wide`](Self::end_wide)), a narrow one counted
-    /// (until [`end_narrow`](Self::end_narrow)).
+    /// (until [`end_narrow`](Self::end_narrow)) when the batcher may run wide at all.
     pub(super) fn choose(&self, rows: usize, tokens: usize, queue_empty: bool) -> Lane {
-        let wide = self.stream.is_some()
-            && match self.width {
-                Width::Narrow => false,
-                Width::Wide => true,
-                Width::Adaptive {
-                    rows: max_rows,
-                    tokens: max_tokens,
-                } => {
-                    queue_empty
-                        && self.contended.load(Ordering::Acquire) == 0
-                        && rows <= max_rows
-                        && max_tokens.is_none_or(|t| tokens <= t)
-                        && self.narrow.load(Ordering::Acquire) == 0
-                }
-            };
+        if self.stream.is_none() {
+            // Always narrow: nothing to keep apart, so nothing counted.
+            return Lane::Narrow;
+        }
+        let wide = match self.width {
+            Width::Narrow => false,
+            Width::Wide => true,
+            Width::Adaptive {
+                rows: max_rows,
+                tokens: max_tokens,
+            } => {
+                queue_empty
+                    && self.contended.load(Ordering::Acquire) == 0
+                    && rows <= max_rows
+                    && max_tokens.is_none_or(|t| tokens <= t)
+                    && self.narrow.load(Ordering::Acquire) == 0
+            }
+        };
         if wide {
             self.running.store(true, Ordering::Release);
             Lane::Wide
@@ -177,13 +180,20 @@ impl WideGate {
         }
     }
 
-    /// One serve loop's view of its CPU: `now` whether its stream's idle governor has seen
+    /// One serve loop's view of its CPU: `now()` whether its stream's idle governor has seen
     /// another taker of the CPU lately (a busy neighbour), `was` what the loop said last. An
     /// adaptive batcher runs no batch wide while any stream sees one: a wide batch waits for
     /// its slowest CPU, and one shared with a neighbour makes every wide batch wait for a
     /// scheduler slice (measured beside a busy loop per CPU, 4 clients: 0.65x-0.81x the
     /// narrow rate).
-    pub(super) fn contended(&self, was: &mut bool, now: bool) {
+    pub(super) fn contended(&self, was: &mut bool, now: impl FnOnce() -> bool) {
+        if !matches!(
+            (self.width, &self.stream),
+            (Width::Adaptive { .. }, Some(_))
+        ) {
+            return; // only an adaptive batcher asks
+        }
+        let now = now();
         if *was != now {
             *was = now;
             if now {
@@ -196,7 +206,9 @@ impl WideGate {
 
     /// A narrow batch has finished.
     pub(super) fn end_narrow(&self) {
-        self.narrow.fetch_sub(1, Ordering::AcqRel);
+        if self.stream.is_some() {
+            self.narrow.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Under the queue's lock: the wide batch has finished.
