@@ -44,7 +44,8 @@ use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// let batcher = Batcher::builder(msm).width(Width::Wide).build()?;
 /// let y = batcher.infer(array![[0.0f32]]).wait()?;
 /// assert_eq!(y, array![[pool.len() as f32]]);
-/// assert_eq!(batcher.stats().wide_batches, 1);
+/// // On one CPU wide and narrow are the same: the batch ran narrow.
+/// assert_eq!(batcher.stats().wide_batches, u64::from(pool.len() > 1));
 /// # Ok::<(), corestream::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
