@@ -53,6 +53,27 @@ pub enum Error {
         nodes: Vec<usize>,
     },
 
+    /// A NUMA memory query or policy the kernel refused (see [`numa`](crate::numa)).
+    #[error("numa {op}: {source}")]
+    Numa {
+        /// What was asked.
+        op: &'static str,
+        /// The system's answer.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A model's copy of its weights for a NUMA node failed (see
+    /// [`Module::replicate`](crate::Module::replicate)).
+    #[error("copying the model for numa node {node}: {source}")]
+    Replicate {
+        /// The node the copy was for.
+        node: usize,
+        /// The model's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// A NUMA node none of whose CPUs this process may use.
     #[error(
         "numa node {node} has no cpu available to this process (node cpus: {}; allowed cpus: {})",

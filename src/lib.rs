@@ -42,7 +42,7 @@
 //! | layer | items |
 //! |---|---|
 //! | platform | [`affinity`] (thread-mask system calls), [`cpulist`] (the kernel's CPU list syntax), [`topology`] ([`Topology`], [`LogicalCpu`]), [`omp`] (OpenMP runtimes through libloading) |
-//! | placement | [`CpuPool`], [`pin()`], [`PinGuard`], [`batch::split_sizes`] |
+//! | placement | [`CpuPool`], [`pin()`], [`PinGuard`], [`batch::split_sizes`], [`numa`] (one copy of the weights per NUMA node: [`numa::ReplicaPlan`], [`numa::on_node`], [`numa::page_nodes`]) |
 //! | execution | [`Task`], [`TaskBuilder`], [`TaskFuture`], [`StreamStats`], [`DEFAULT_SPIN`], [`current_stream`], [`StreamInfo`] |
 //! | model | [`Module`], [`module_fn`], [`FnModule`], [`Infer`], [`Hint`], [`Batch`] ([`batch`]), [`MultiStreamModule`], [`MultiStreamModuleBuilder`], [`Streams`], [`ForwardFuture`], [`PartsFuture`] |
 //! | service | [`Batcher`], [`BatcherBuilder`], [`BatcherStats`], [`BatcherHealth`], [`LATENCY_BUCKETS`], `BatcherService` (feature `tower`; spans with feature `tracing`, metrics with feature `metrics`) |
@@ -64,6 +64,7 @@ pub mod bundled;
 pub mod cpulist;
 mod element;
 mod error;
+pub mod numa;
 pub mod omp;
 pub mod quota;
 pub mod topology;

@@ -9,8 +9,10 @@ use crate::error::{BoxError, Result};
 /// A model: a function from an input to an output that may run on many threads at once.
 ///
 /// `forward` takes `&self`, so one model (its weights) is shared by every stream; corestream
-/// never copies it. Share one model explicitly between several tasks or modules with an
-/// `Arc<M>`, which is a `Module` too.
+/// never copies it, except once per NUMA node when the model offers a copy (see
+/// [`replicate`](Module::replicate)). Share one model explicitly between several tasks or
+/// modules with an `Arc<M>`, which is a `Module` too (and never copied: an `Arc` says "this
+/// one").
 ///
 /// ```
 /// use corestream::{BoxError, Module};
@@ -41,6 +43,48 @@ pub trait Module: Send + Sync + 'static {
     ///
     /// Whatever the model reports.
     fn forward(&self, input: Self::Input) -> Result<Self::Output, BoxError>;
+
+    /// A copy of the model with its own weights, for the streams of one NUMA node (see
+    /// [`numa`](crate::numa)); `None` (the default) when the model has none to offer, and the
+    /// streams of every node then share this one.
+    ///
+    /// A [`MultiStreamModule`](crate::MultiStreamModule) whose streams span nodes calls it once
+    /// per node after the first, when it is built, on a thread pinned to that node's stream
+    /// CPUs whose memory policy prefers the node: allocate and write the copy's weights in
+    /// this call (not lazily, and not shared with `self`), and they land in that node's memory.
+    /// The backends' models ([`OrtModel`](crate::backend::ort::OrtModel),
+    /// [`OnnxModel`](crate::backend::tract::OnnxModel)) load themselves again from their file.
+    ///
+    /// ```
+    /// use corestream::{BoxError, Module};
+    ///
+    /// struct Linear { weights: Vec<f32> }
+    ///
+    /// impl Module for Linear {
+    ///     type Input = Vec<f32>;
+    ///     type Output = f32;
+    ///     fn forward(&self, x: Vec<f32>) -> Result<f32, BoxError> {
+    ///         Ok(x.iter().zip(&self.weights).map(|(a, b)| a * b).sum())
+    ///     }
+    ///     fn replicate(&self) -> Option<Result<Linear, BoxError>> {
+    ///         Some(Ok(Linear { weights: self.weights.clone() })) // fresh pages, written here
+    ///     }
+    /// }
+    /// # let m = Linear { weights: vec![2.0; 3] };
+    /// # assert_eq!(m.replicate().unwrap()?.forward(vec![1.0; 3])?, 6.0);
+    /// # Ok::<(), BoxError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Whatever the copy reports; the module's `build` then fails with
+    /// [`Error::Replicate`](crate::Error::Replicate).
+    fn replicate(&self) -> Option<Result<Self, BoxError>>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl<M: Module + ?Sized> Module for Arc<M> {

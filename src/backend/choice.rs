@@ -4,14 +4,55 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+#[cfg(any(feature = "ort", feature = "tract"))]
 use std::sync::Arc;
 
 use super::Tensor;
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::module::Module;
 
-/// An ONNX model on either backend: both take and return `Vec<Tensor>`.
-pub type OnnxModule = Arc<dyn Module<Input = Vec<Tensor>, Output = Vec<Tensor>>>;
+/// An ONNX model on either backend, as [`Backend::load`] gives it: both take and return
+/// `Vec<Tensor>`. Cheap to clone (the model is shared); a [`Module`] that copies itself per
+/// NUMA node as its backend's model does ([`Module::replicate`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum OnnxModule {
+    /// On ONNX Runtime.
+    #[cfg(feature = "ort")]
+    Ort(Arc<super::ort::OrtModel>),
+    /// On tract.
+    #[cfg(feature = "tract")]
+    Tract(Arc<super::tract::OnnxModel>),
+}
+
+impl Module for OnnxModule {
+    type Input = Vec<Tensor>;
+    type Output = Vec<Tensor>;
+
+    fn forward(&self, inputs: Vec<Tensor>) -> std::result::Result<Vec<Tensor>, BoxError> {
+        #[cfg(not(any(feature = "ort", feature = "tract")))]
+        let _ = inputs;
+        match *self {
+            #[cfg(feature = "ort")]
+            OnnxModule::Ort(ref m) => m.forward(inputs),
+            #[cfg(feature = "tract")]
+            OnnxModule::Tract(ref m) => m.forward(inputs),
+        }
+    }
+
+    fn replicate(&self) -> Option<std::result::Result<OnnxModule, BoxError>> {
+        match *self {
+            #[cfg(feature = "ort")]
+            OnnxModule::Ort(ref m) => {
+                Some(super::ort::OrtModel::replicate(m)?.map(|c| OnnxModule::Ort(Arc::new(c))))
+            }
+            #[cfg(feature = "tract")]
+            OnnxModule::Tract(ref m) => {
+                Some(super::tract::OnnxModel::replicate(m)?.map(|c| OnnxModule::Tract(Arc::new(c))))
+            }
+        }
+    }
+}
 
 /// The one line to print when [`Backend::detect`] falls back to tract.
 pub const ORT_MISSING_NOTE: &str = "note: ONNX Runtime library not found, using backend tract (to use ONNX Runtime: bash scripts/fetch-onnxruntime.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so)";
@@ -82,9 +123,11 @@ impl Backend {
         let _ = path;
         match self {
             #[cfg(feature = "ort")]
-            Backend::Ort => Ok(Arc::new(super::ort::OrtModel::load(path)?)),
+            Backend::Ort => Ok(OnnxModule::Ort(Arc::new(super::ort::OrtModel::load(path)?))),
             #[cfg(feature = "tract")]
-            Backend::Tract => Ok(Arc::new(super::tract::OnnxModel::load(path)?)),
+            Backend::Tract => Ok(OnnxModule::Tract(Arc::new(super::tract::OnnxModel::load(
+                path,
+            )?))),
             #[allow(unreachable_patterns)]
             other => Err(Error::InvalidConfig(format!(
                 "backend {other}: corestream was built without feature `{other}`"
@@ -113,13 +156,13 @@ impl Backend {
         let _ = bytes;
         match self {
             #[cfg(feature = "ort")]
-            Backend::Ort => Ok(Arc::new(
+            Backend::Ort => Ok(OnnxModule::Ort(Arc::new(
                 super::ort::OrtModel::builder_from_bytes(bytes).build()?,
-            )),
+            ))),
             #[cfg(feature = "tract")]
-            Backend::Tract => Ok(Arc::new(
+            Backend::Tract => Ok(OnnxModule::Tract(Arc::new(
                 super::tract::OnnxModel::builder_from_bytes(bytes).build()?,
-            )),
+            ))),
             #[allow(unreachable_patterns)]
             other => Err(Error::InvalidConfig(format!(
                 "backend {other}: corestream was built without feature `{other}`"

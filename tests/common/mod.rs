@@ -34,3 +34,57 @@ pub fn have_ort() -> bool {
         }
     }
 }
+
+/// A fake sysfs tree under the test's temporary folder: the CPUs `nodes[i]` on node `i`, each
+/// its own core.
+pub fn fake_machine(name: &str, nodes: &[&[usize]]) -> std::path::PathBuf {
+    use std::fs;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // One folder per call: tests running at once must not remove each other's trees.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("numa-{name}-{}-{call}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    let mut all: Vec<usize> = nodes.iter().flat_map(|n| n.iter().copied()).collect();
+    all.sort_unstable();
+    let cpu_dir = root.join("devices/system/cpu");
+    fs::create_dir_all(&cpu_dir).unwrap();
+    let list = |cpus: &[usize]| {
+        cpus.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    fs::write(cpu_dir.join("online"), list(&all)).unwrap();
+    for &cpu in &all {
+        let topo = cpu_dir.join(format!("cpu{cpu}/topology"));
+        fs::create_dir_all(&topo).unwrap();
+        fs::write(topo.join("core_id"), cpu.to_string()).unwrap();
+        fs::write(topo.join("core_cpus_list"), cpu.to_string()).unwrap();
+    }
+    for (node, cpus) in nodes.iter().enumerate() {
+        let dir = root.join(format!("devices/system/node/node{node}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("cpulist"), list(cpus)).unwrap();
+    }
+    root
+}
+
+/// The live machine's first two CPUs described as two NUMA nodes (a fake topology over real
+/// CPUs, for modules that must pin their streams), and a pool of the two; `None` on one CPU.
+pub fn two_nodes() -> Option<(corestream::Topology, corestream::CpuPool)> {
+    use corestream::{CpuPool, Topology};
+    let live = CpuPool::all().unwrap();
+    if live.len() < 2 {
+        eprintln!(
+            "one CPU: no second stream to give a copy (the plan tests on fake machines cover it)"
+        );
+        return None;
+    }
+    let (a, b) = (live.cpus()[0], live.cpus()[1]);
+    let root = fake_machine(&format!("two-nodes-{a}-{b}"), &[&[a], &[b]]);
+    let t = Topology::from_sysfs(root, [a, b]).unwrap();
+    let pool = CpuPool::new_in(&t, [a, b]).unwrap();
+    Some((t, pool))
+}

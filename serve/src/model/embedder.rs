@@ -220,6 +220,17 @@ impl Module for TextEmbedder {
             }
         }
     }
+
+    /// The ONNX model's copy for a NUMA node (see [`corestream::numa`]), with the same feeds,
+    /// head and kind.
+    fn replicate(&self) -> Option<Result<TextEmbedder, BoxError>> {
+        Some(self.model.replicate()?.map(|model| TextEmbedder {
+            model,
+            feeds: self.feeds.clone(),
+            head: self.head,
+            kind: self.kind.clone(),
+        }))
+    }
 }
 
 impl std::fmt::Debug for TextEmbedder {
@@ -295,6 +306,11 @@ impl Module for TextNet {
                 .map(|row| row.iter().copied().collect())
                 .collect(),
         ))
+    }
+
+    /// The ONNX model's copy for a NUMA node (see [`corestream::numa`]).
+    fn replicate(&self) -> Option<Result<TextNet, BoxError>> {
+        Some(self.model.replicate()?.map(|model| TextNet { model }))
     }
 }
 

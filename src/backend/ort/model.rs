@@ -364,6 +364,23 @@ impl OrtModel {
         Ok(session)
     }
 
+    /// Another model from the same file and settings, with weights of its own, prepared on
+    /// this thread (see [`Module::replicate`]).
+    fn copy(&self) -> Result<OrtModel> {
+        let settings = &self.settings;
+        let model = OrtModelBuilder {
+            source: settings.source.clone(),
+            library: None, // the process's one library, loaded already
+            spin: settings.spin,
+            optimization: settings.optimization,
+            share_prepacked: settings.prepacked.is_some(),
+            share_weights: settings.share_weights,
+        }
+        .build()?;
+        model.settings.share_now();
+        Ok(model)
+    }
+
     /// Runs the model on `session`.
     fn run_on(&self, session: &RunSession, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let inputs: Vec<Tensor> = inputs.into_iter().map(standard_layout).collect();
@@ -408,5 +425,13 @@ impl Module for OrtModel {
             Ok(result) => Ok(result?),
             Err(p) => Err(Box::new(Error::Panicked(panic_message(p.as_ref())))),
         }
+    }
+
+    /// The same model loaded again from its file (or bytes) with the same settings, its
+    /// shared weights prepared on the calling thread: a NUMA node's copy (see
+    /// [`numa`](crate::numa)). Its streams' sessions and pre-packed weights are made on
+    /// those streams, pinned to the node, as the original's are.
+    fn replicate(&self) -> Option<Result<OrtModel, BoxError>> {
+        Some(self.copy().map_err(BoxError::from))
     }
 }

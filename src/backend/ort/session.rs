@@ -188,6 +188,17 @@ impl Settings {
         }
     }
 
+    /// Prepares the weights the streams' sessions share now, on this thread (when sharing is
+    /// on): a NUMA copy of the model places them on its node (see [`OrtModel::replicate`]).
+    ///
+    /// [`OrtModel::replicate`]: crate::Module::replicate
+    pub(super) fn share_now(&self) {
+        if self.share_weights {
+            self.shared_weights
+                .get_or_init(|| self.prepare_shared_weights());
+        }
+    }
+
     /// Optimises the graph once and loads its initialisers (see [`SharedWeights`]).
     fn prepare_shared_weights(&self) -> Result<SharedWeights, String> {
         let rt = RUNTIME.get().ok_or("ONNX Runtime is not loaded")?;

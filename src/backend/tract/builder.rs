@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use tract_onnx::prelude::*;
 
@@ -19,14 +19,16 @@ use crate::error::{Error, Result};
 use crate::stream::panic_message;
 
 /// Where a builder reads its model from.
+#[derive(Clone)]
 pub(super) enum Source {
     /// An ONNX file.
     Path(PathBuf),
-    /// An ONNX protobuf in memory.
-    Bytes(Vec<u8>),
+    /// An ONNX protobuf in memory (shared with the model's NUMA copies, which read it again).
+    Bytes(Arc<[u8]>),
 }
 
 /// Configures an [`OnnxModel`]; see [`OnnxModel::builder`].
+#[derive(Clone)]
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct OnnxModelBuilder {
     source: Source,
@@ -176,6 +178,7 @@ impl OnnxModelBuilder {
         let (batch_symbol, batch_axes) = self.find_batch_axes(&typed)?;
         let (symbolic, specializable) = self.compile(typed, batch_symbol.is_some())?;
         Ok(OnnxModel {
+            recipe: self.clone(),
             label: self.source.label(),
             inputs,
             outputs,
@@ -208,7 +211,7 @@ impl OnnxModelBuilder {
         let read = match &self.source {
             Source::Path(p) if !p.is_file() => return Err(self.fail("no such file")),
             Source::Path(p) => tract_onnx::onnx().model_for_path(p),
-            Source::Bytes(b) => tract_onnx::onnx().model_for_read(&mut b.as_slice()),
+            Source::Bytes(b) => tract_onnx::onnx().model_for_read(&mut &b[..]),
         };
         read.map_err(|e| self.fail(format!("{e:#}")))
     }

@@ -59,6 +59,8 @@ const MAX_SPECIALIZED: usize = 16;
 
 /// An ONNX model compiled by tract, shared by every stream that runs it.
 pub struct OnnxModel {
+    /// How it was built: a NUMA copy is built again from it (see [`Module::replicate`]).
+    recipe: OnnxModelBuilder,
     label: String,
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
@@ -121,7 +123,7 @@ impl OnnxModel {
 
     /// A builder for a model held in memory (e.g. `include_bytes!`).
     pub fn builder_from_bytes(bytes: impl Into<Vec<u8>>) -> OnnxModelBuilder {
-        OnnxModelBuilder::new(Source::Bytes(bytes.into()))
+        OnnxModelBuilder::new(Source::Bytes(bytes.into().into()))
     }
 
     /// The inputs, in order.
@@ -228,6 +230,13 @@ impl Module for OnnxModel {
             }
             _ => Ok(self.run_plan(inputs, batch)?),
         }
+    }
+
+    /// The same model loaded, typed and compiled again from its file (or bytes) with the same
+    /// settings, on the calling thread: a NUMA node's copy with weights of its own (see
+    /// [`numa`](crate::numa)).
+    fn replicate(&self) -> Option<Result<OnnxModel, BoxError>> {
+        Some(self.recipe.clone().build().map_err(BoxError::from))
     }
 }
 
