@@ -265,3 +265,66 @@ fn a_panicking_wide_batch_gives_the_cpus_back() {
         );
     }
 }
+
+/// A model taking `narrow` per call on a narrow stream and `wide` on the wide one.
+fn timed(
+    narrow: Duration,
+    wide: Duration,
+) -> impl Module<Input = Array2<f32>, Output = Array2<f32>> {
+    module_fn(move |x: Array2<f32>| {
+        let is_wide = current_stream().is_some_and(|s| s.is_wide());
+        thread::sleep(if is_wide { wide } else { narrow });
+        Ok(x)
+    })
+}
+
+/// One caller's lone requests for `span` on an adaptive batcher of `model`: (wide, all)
+/// batches.
+fn lone_calls(
+    model: impl Module<Input = Array2<f32>, Output = Array2<f32>>,
+    span: Duration,
+) -> (u64, u64) {
+    let pool = CpuPool::all().unwrap();
+    let streams = pool.len();
+    let msm = MultiStreamModule::builder(model)
+        .pool(pool)
+        .num_streams(corestream::Streams::Count(streams))
+        .build()
+        .unwrap();
+    let batcher = Batcher::builder(msm)
+        .width(Width::adaptive(8))
+        .build()
+        .unwrap();
+    let end = std::time::Instant::now() + span;
+    while std::time::Instant::now() < end {
+        batcher.infer(array![[1.0f32]]).wait().unwrap();
+    }
+    let stats = batcher.stats();
+    (stats.wide_batches, stats.batches)
+}
+
+/// Adaptive width measures its batches: where wide batches are slower than narrow ones (as
+/// beside a busy neighbour, whatever the idle governor saw) lone requests run narrow but for
+/// one probe per 250 ms; where wide ones are faster they run wide but for one narrow batch per
+/// second that keeps the comparison current.
+#[test]
+fn adaptive_runs_wide_only_while_wide_is_measured_faster() {
+    if all_cpus().len() < 2 {
+        eprintln!("skipped: one CPU runs every batch narrow");
+        return;
+    }
+    let ms = Duration::from_millis;
+    let (wide, all) = lone_calls(timed(ms(1), ms(6)), ms(800));
+    // 800 ms: the first batches measure each lane, then one probe per 250 ms.
+    assert!(
+        wide <= 8,
+        "{wide} of {all} batches ran wide though wide was 6x slower"
+    );
+    assert!(all >= 60, "{all} batches");
+    let (wide, all) = lone_calls(timed(ms(4), ms(1)), ms(800));
+    assert!(
+        wide * 10 >= all * 8,
+        "{wide} of {all} batches ran wide though wide was 4x faster"
+    );
+    assert!(all - wide >= 1, "narrow is measured too");
+}

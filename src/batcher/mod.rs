@@ -61,6 +61,7 @@ use crate::sync::{mpsc, oneshot, Condvar, Mutex, MutexGuard};
 
 mod builder;
 mod health;
+mod payoff;
 mod select;
 mod serve_loop;
 #[cfg(feature = "tower")]

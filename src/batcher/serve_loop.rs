@@ -43,7 +43,14 @@ where
             self.wide.contended(&mut contended, || exec.contended());
             match self.next_work(exec) {
                 Work::Batch(batch, lane) => {
-                    let _lane = LaneEnd(self, lane);
+                    let (rows, work) = size(&batch);
+                    let _lane = LaneEnd {
+                        shared: self,
+                        lane,
+                        rows,
+                        work,
+                        started: Instant::now(),
+                    };
                     // Empty when every request taken had been cancelled meanwhile.
                     if !batch.is_empty() {
                         let _running = self.activity.running(index);
@@ -187,7 +194,21 @@ where
         self.wide
             .choose(rows, select::cost(rows, longest), queue_empty)
     }
+}
 
+/// A batch's rows and its work: padded tokens, or rows without a token function.
+fn size<M: Module>(batch: &[Request<M>]) -> (usize, usize) {
+    let rows = batch.iter().map(|r| r.ticket.rows).sum();
+    let longest = batch.iter().map(|r| r.ticket.len).max().unwrap_or(0);
+    (rows, select::cost(rows, longest.max(1)))
+}
+
+impl<M> Shared<M>
+where
+    M: Module,
+    M::Input: Batch + Clone,
+    M::Output: Batch,
+{
     /// Whether a caller has sent a request not yet in the queue (it is moved there).
     fn received(&self, queue: &mut Queue<M>) -> bool {
         match queue.intake.try_recv() {
@@ -438,14 +459,21 @@ where
     }
 }
 
-/// A batch taken by this loop, in its lane: on drop (however the batch ended) a narrow one is
-/// no longer counted by the gate; a wide one gives the CPUs back to the serve loops, waking
-/// those that slept while work was waiting.
-struct LaneEnd<'a, M>(&'a Shared<M>, Lane)
+/// A batch taken by this loop, in its lane: on drop (however the batch ended) its time goes on
+/// the gate's record, a narrow one is no longer counted by the gate, and a wide one gives the
+/// CPUs back to the serve loops, waking those that slept while work was waiting.
+struct LaneEnd<'a, M>
 where
     M: Module,
     M::Input: Batch + Clone,
-    M::Output: Batch;
+    M::Output: Batch,
+{
+    shared: &'a Shared<M>,
+    lane: Lane,
+    rows: usize,
+    work: usize,
+    started: Instant,
+}
 
 impl<M> Drop for LaneEnd<'_, M>
 where
@@ -454,8 +482,12 @@ where
     M::Output: Batch,
 {
     fn drop(&mut self) {
-        let shared = self.0;
-        if self.1 == Lane::Narrow {
+        let shared = self.shared;
+        let took = self.started.elapsed();
+        shared
+            .wide
+            .ran(self.lane, self.rows, self.work, self.started, took);
+        if self.lane == Lane::Narrow {
             shared.wide.end_narrow();
             return;
         }

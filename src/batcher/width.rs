@@ -13,8 +13,12 @@
 //! poll: they sleep until it ends, so its intra-op threads have their CPUs. The first batch
 //! that finds work left in the queue, or a narrow batch running, goes narrow; so does every
 //! batch while a stream's idle governor sees a busy neighbour on its CPU (see
-//! [`idle`](crate::idle)): a wide batch is as slow as its slowest CPU.
+//! [`idle`](crate::idle)), and while wide batches are measured no faster than narrow ones
+//! ([`Payoff`]): a wide batch is as slow as its slowest CPU.
 
+use std::time::{Duration, Instant};
+
+use super::payoff::Payoff;
 use crate::affinity;
 use crate::context::{replace_current_stream, StreamInfo};
 use crate::error::{Error, Result};
@@ -56,9 +60,11 @@ pub enum Width {
     Narrow,
     /// A batch runs wide when the pool is otherwise idle: no narrow batch running, nothing
     /// left queued once it is taken, at most `rows` rows and (with a token function) at most
-    /// `tokens` padded tokens, and no stream has lately seen a busy neighbour on its CPU (its
-    /// idle strategy is in a quiet period, see [`Cotenant`](crate::Cotenant)); otherwise
-    /// narrow. See [`Width::adaptive`].
+    /// `tokens` padded tokens, no stream has lately seen a busy neighbour on its CPU (its
+    /// idle strategy is in a quiet period, see [`Cotenant`](crate::Cotenant)), and the recent
+    /// wide batches took at most 0.8x the time per token of the recent narrow batches of
+    /// that size (once wide stops paying, one batch per 250 ms still runs wide to measure
+    /// again); otherwise narrow. See [`Width::adaptive`].
     Adaptive {
         /// Most rows of a wide batch.
         rows: usize,
@@ -111,6 +117,8 @@ pub(super) struct WideGate {
     /// Serve loops whose stream has seen another taker of its CPU lately (see
     /// [`contended`](Self::contended)).
     contended: AtomicUsize,
+    /// Whether wide batches are measured faster than narrow ones (adaptive only).
+    payoff: Payoff,
 }
 
 impl WideGate {
@@ -136,6 +144,7 @@ impl WideGate {
             running: AtomicBool::new(false),
             narrow: AtomicUsize::new(0),
             contended: AtomicUsize::new(0),
+            payoff: Payoff::default(),
         })
     }
 
@@ -170,6 +179,7 @@ impl WideGate {
                     && rows <= max_rows
                     && max_tokens.is_none_or(|t| tokens <= t)
                     && self.narrow.load(Ordering::Acquire) == 0
+                    && self.payoff.allows(Instant::now())
             }
         };
         if wide {
@@ -202,6 +212,25 @@ impl WideGate {
             } else {
                 self.contended.fetch_sub(1, Ordering::AcqRel);
             }
+        }
+    }
+
+    /// A batch of `rows` rows and `work` work (padded tokens, or rows without a token
+    /// function) ran `took` in `lane`, from `started`: an adaptive batcher's record of whether
+    /// wide batches pay (narrow batches count when they are of a size that could run wide).
+    pub(super) fn ran(
+        &self,
+        lane: Lane,
+        rows: usize,
+        work: usize,
+        started: Instant,
+        took: Duration,
+    ) {
+        let Width::Adaptive { rows: max_rows, .. } = self.width else {
+            return;
+        };
+        if self.stream.is_some() && (lane == Lane::Wide || rows <= max_rows) {
+            self.payoff.record(lane == Lane::Wide, work, started, took);
         }
     }
 
