@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use futures::future::TryJoinAll;
 
+#[cfg(doc)]
+use super::{MultiStreamModule, MultiStreamModuleBuilder};
 use crate::batch::{Batch, Hint};
 use crate::error::{Error, Result};
 use crate::future::TaskFuture;

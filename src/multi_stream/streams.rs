@@ -1,5 +1,10 @@
 //! [`Streams`]: how many streams a [`MultiStreamModule`](super::MultiStreamModule) runs.
 
+#[cfg(doc)]
+use super::MultiStreamModule;
+#[cfg(doc)]
+use crate::pool::CpuPool;
+
 /// How many streams a [`MultiStreamModule`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Streams {
