@@ -1,6 +1,8 @@
 //! `corestream bench [MODEL.onnx] [--batch 1,8,16] [--streams auto,1] [--duration 10s] [--json
-//! FILE]`: items/s and latency p50/p99 for every batch x streams combination, as a markdown
-//! table and optionally a JSON report with the machine's topology.
+//! FILE]`: items/s, latency p50/p99 and FLOP efficiency (achieved GFLOP/s and its fraction of
+//! the FP32 peak of the cores used, see [`efficiency`](crate::efficiency)) for every batch x
+//! streams combination, as a markdown table and optionally a JSON report with the machine's
+//! topology.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use corestream::{CpuPool, Streams, Topology};
 use serde_json::{json, Value};
 
 use crate::args::{check_streams, parse_batches, parse_duration, parse_streams, RunArgs};
+use crate::efficiency::Efficiency;
 use crate::measure::{measure, progress, Measurement, Trial};
 use crate::model::ModelSource;
 use crate::{topology, Fail};
@@ -45,7 +48,9 @@ pub fn run(args: BenchArgs) -> Result<i32, Fail> {
     let backend = args.run.backends(false)?[0];
     let source = ModelSource::new(args.model.clone(), &args.run);
     // Reject a bad model or --input before anything is measured.
-    source.load(backend, args.run.max_rows_per_run)?;
+    let loaded = source.load(backend, args.run.max_rows_per_run)?;
+    let efficiency = Efficiency::new(&source, &loaded.inputs, &args.batch);
+    drop(loaded);
     let label = source.label();
     let neighbour = args.run.neighbour()?;
     let bar = progress(args.batch.len() * args.streams.len());
@@ -62,21 +67,22 @@ pub fn run(args: BenchArgs) -> Result<i32, Fail> {
     }
     bar.finish_and_clear();
     drop(neighbour);
-    print_table(&label, backend, cpus, &args, &measured);
+    print_table(&label, backend, cpus, &args, &measured, &efficiency);
     if let Some(file) = &args.json {
-        write_json(file, &label, backend, &args, &measured)?;
+        write_json(file, &label, backend, &args, &measured, &efficiency)?;
     }
     Ok(0)
 }
 
 /// The markdown table on stdout: one row per combination, after a line naming the model,
-/// CPUs, backend and duration.
+/// CPUs, backend and duration, and the lines giving the FLOPs per item and the peak.
 fn print_table(
     label: &str,
     backend: Backend,
     cpus: usize,
     args: &BenchArgs,
     measured: &[Measurement],
+    efficiency: &Efficiency,
 ) {
     let beside = if args.run.cotenant {
         ", beside one busy thread per CPU (--cotenant)"
@@ -88,30 +94,46 @@ fn print_table(
         Backend::describe(backend),
         args.duration
     );
-    println!("| streams | batch | items/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|");
+    for line in efficiency.header(measured) {
+        println!("{line}");
+    }
+    println!("| streams | batch | items/s | p50 ms | p99 ms | GFLOP/s | % peak |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for m in measured {
         println!(
-            "| {} ({}) | {} | {:.1} | {:.3} | {:.3} |",
-            m.trial.streams, m.num_streams, m.trial.batch, m.items_per_s, m.p50_ms, m.p99_ms
+            "| {} ({}) | {} | {:.1} | {:.3} | {:.3} |{}",
+            m.trial.streams,
+            m.num_streams,
+            m.trial.batch,
+            m.items_per_s,
+            m.p50_ms,
+            m.p99_ms,
+            efficiency.cells(m)
         );
     }
 }
 
-/// One row of the `--json` report's `results`.
-fn measurement_json(m: &Measurement) -> Value {
-    json!({"backend": m.trial.backend.to_string(), "streams": m.trial.streams.to_string(), "num_streams": m.num_streams, "batch": m.trial.batch,
-           "max_rows_per_run": m.trial.rows_per_run, "spin_us": m.trial.spin.as_micros() as u64, "pin_caller": m.trial.pin_caller, "items_per_s": m.items_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms})
+/// One row of the `--json` report's `results`, with its FLOP efficiency.
+fn measurement_json(m: &Measurement, efficiency: &Efficiency) -> Value {
+    let mut row = json!({"backend": m.trial.backend.to_string(), "streams": m.trial.streams.to_string(), "num_streams": m.num_streams, "batch": m.trial.batch,
+           "max_rows_per_run": m.trial.rows_per_run, "spin_us": m.trial.spin.as_micros() as u64, "pin_caller": m.trial.pin_caller, "items_per_s": m.items_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms});
+    if let (Value::Object(row), Value::Object(more)) = (&mut row, efficiency.row_json(m)) {
+        row.extend(more);
+    }
+    row
 }
 
-/// Writes the `--json` report: the backend, the results and the machine's topology.
+/// Writes the `--json` report: the backend, the model's FLOPs, the machine's peak, the results
+/// and the machine's topology.
 fn write_json(
     file: &Path,
     label: &str,
     backend: Backend,
     args: &BenchArgs,
     measured: &[Measurement],
+    efficiency: &Efficiency,
 ) -> Result<(), Fail> {
+    let (flops, peak) = efficiency.json();
     let onnxruntime = match (backend, ort_backend::loaded_library()) {
         (Backend::Ort, Some(lib)) => {
             json!({"version": lib.version(), "path": lib.path().display().to_string()})
@@ -126,8 +148,10 @@ fn write_json(
         "onnxruntime": onnxruntime,
         "duration_s": args.duration.as_secs_f64(),
         "cotenant": args.run.cotenant,
+        "flops": flops,
+        "peak": peak,
         "topology": topology::json(&Topology::detect()?),
-        "results": measured.iter().map(measurement_json).collect::<Vec<_>>(),
+        "results": measured.iter().map(|m| measurement_json(m, efficiency)).collect::<Vec<_>>(),
     });
     std::fs::write(file, format!("{report:#}\n"))
         .map_err(|e| Fail(format!("cannot write {}: {e}", file.display())))

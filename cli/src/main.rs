@@ -4,9 +4,9 @@
 //! - `corestream topology [--json]`: nodes, physical cores with SMT siblings, allowed CPUs, the
 //!   pools corestream would make, and the OpenMP runtime found ([`topology`](mod@topology)).
 //! - `corestream bench [MODEL.onnx] [--backend ort|tract] [--input name=1x3x224x224 ...]
-//!   [--batch 1,8,16] [--streams auto,1,2] [--duration 10s] [--json FILE]`: items/s and latency
-//!   p50/p99 for every batch x streams combination; without a model it runs the bundled
-//!   ExampleNet1 ([`bench`](mod@bench)).
+//!   [--batch 1,8,16] [--streams auto,1,2] [--duration 10s] [--json FILE]`: items/s, latency
+//!   p50/p99 and FLOP efficiency (GFLOP/s and % of the FP32 peak) for every batch x streams
+//!   combination; without a model it runs the bundled ExampleNet1 ([`bench`](mod@bench)).
 //! - `corestream tune MODEL.onnx [--backend ort|tract] [--latency-p99 20ms]`: the backend,
 //!   stream count and batch size with the highest throughput within the latency bound, and the
 //!   builder code that uses it ([`tune`](mod@tune)).
@@ -30,12 +30,18 @@
 //! names its model as a [`ModelSource`](model::ModelSource), whose
 //! [`load`](model::ModelSource::load) is the one place that builds a model (on either backend,
 //! as one [`SharedModel`](model::SharedModel)), and measures [`Trial`](measure::Trial)s with
-//! [`measure`](measure::measure), each giving a [`Measurement`](measure::Measurement).
+//! [`measure`](measure::measure), each giving a [`Measurement`](measure::Measurement). Both
+//! report each measurement's FLOP efficiency through [`Efficiency`](efficiency::Efficiency):
+//! the model's FLOPs counted from its ONNX graph ([`flops`]) against the FP32 peak of the
+//! cores used ([`peak`]).
 
 mod args;
 mod bench;
+mod efficiency;
+mod flops;
 mod measure;
 mod model;
+mod peak;
 mod serve;
 mod topology;
 mod tune;

@@ -1,6 +1,6 @@
 //! One measurement: a [`Trial`] (backend, streams, batch, rows per run, spin, duration) run by
-//! [`measure`] on a freshly built module, giving a [`Measurement`] (items/s, p50, p99); and the
-//! progress bar `bench` and `tune` show while they measure.
+//! [`measure`] on a freshly built module, giving a [`Measurement`] (items/s, p50, p99, the CPUs
+//! it ran on); and the progress bar `bench` and `tune` show while they measure.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,8 @@ pub struct Measurement {
     pub trial: Trial,
     /// The stream count the module chose (resolves `auto`).
     pub num_streams: usize,
+    /// The CPUs its streams ran on, all streams together (what its FP32 peak counts).
+    pub cpus: Vec<usize>,
     pub items_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -93,6 +95,7 @@ pub fn measure(source: &ModelSource, trial: Trial) -> Result<Measurement, Fail> 
     Ok(Measurement {
         trial,
         num_streams: msm.num_streams(),
+        cpus: msm.pools().iter().flat_map(|p| p.cpus().to_vec()).collect(),
         items_per_s: (latencies.len() * trial.batch) as f64 / secs,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),

@@ -1,6 +1,7 @@
 //! The model a command runs ([`ModelSource`]: a file or the bundled ExampleNet1, its `--input`
 //! shapes, the backend options), the one place that builds it on either backend
-//! ([`ModelSource::load`]), and the deterministic inputs a trial feeds it ([`make_inputs`]).
+//! ([`ModelSource::load`]), its ONNX graph for the FLOP count ([`ModelSource::graph`]), and the
+//! deterministic inputs a trial feeds it ([`make_inputs`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use corestream::bundled::EXAMPLENET1;
 use corestream::Module;
 
 use crate::args::{InputShape, RunArgs};
+use crate::flops::OnnxGraph;
 use crate::Fail;
 
 /// A model on either backend: both take and return `Vec<Tensor>`.
@@ -48,6 +50,14 @@ impl ModelSource {
         self.path
             .as_deref()
             .map_or("bundled ExampleNet1".into(), |p| p.display().to_string())
+    }
+
+    /// The model's ONNX graph, for its FLOP count.
+    pub fn graph(&self) -> Result<OnnxGraph, String> {
+        match &self.path {
+            Some(p) => OnnxGraph::read(p),
+            None => OnnxGraph::from_bytes(EXAMPLENET1),
+        }
     }
 
     fn tract_builder(&self) -> OnnxModelBuilder {
@@ -160,8 +170,32 @@ fn pattern<T>(n: usize, f: impl Fn(usize) -> T) -> Vec<T> {
     (0..n).map(|i| f((i * 7919) % 1000)).collect()
 }
 
-/// Deterministic inputs for a batch of `b` rows: an input named by `--input` gets that shape
-/// with `b` rows; any other gets its declared shape with its one symbolic axis set to `b`.
+/// The input shapes for a batch of `b` rows, in the model's input order: an input named by
+/// `--input` gets that shape with `b` rows; any other gets its declared shape with its one
+/// symbolic axis set to `b`.
+pub fn input_shapes(
+    specs: &[InputSpec],
+    shapes: &[InputShape],
+    b: usize,
+) -> Result<Vec<Vec<usize>>, Fail> {
+    specs
+        .iter()
+        .map(|spec| match shapes.iter().find(|s| s.name == spec.name) {
+            Some(given) => Ok(std::iter::once(b).chain(given.row_axes.iter().copied()).collect()),
+            None => {
+                if spec.shape.iter().filter(|d| d.is_none()).count() > 1 {
+                    return Err(Fail(format!(
+                        "input {:?} ({spec}) has symbolic axes besides the batch; give its shape with --input {}=1x...",
+                        spec.name, spec.name
+                    )));
+                }
+                Ok(spec.shape.iter().map(|d| d.unwrap_or(b)).collect())
+            }
+        })
+        .collect()
+}
+
+/// Deterministic inputs for a batch of `b` rows, shaped by [`input_shapes`].
 pub fn make_inputs(
     specs: &[InputSpec],
     shapes: &[InputShape],
@@ -169,19 +203,8 @@ pub fn make_inputs(
 ) -> Result<Vec<Tensor>, Fail> {
     specs
         .iter()
-        .map(|spec| {
-            let shape: Vec<usize> = match shapes.iter().find(|s| s.name == spec.name) {
-                Some(given) => std::iter::once(b).chain(given.row_axes.iter().copied()).collect(),
-                None => {
-                    if spec.shape.iter().filter(|d| d.is_none()).count() > 1 {
-                        return Err(Fail(format!(
-                            "input {:?} ({spec}) has symbolic axes besides the batch; give its shape with --input {}=1x...",
-                            spec.name, spec.name
-                        )));
-                    }
-                    spec.shape.iter().map(|d| d.unwrap_or(b)).collect()
-                }
-            };
+        .zip(input_shapes(specs, shapes, b)?)
+        .map(|(spec, shape)| {
             let n: usize = shape.iter().product();
             let t = match spec.element_type {
                 Some(ElementType::F32) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as f32 / 1000.0)),

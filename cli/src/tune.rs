@@ -1,6 +1,7 @@
 //! `corestream tune MODEL.onnx [--latency-p99 20ms]`: a grid search over stream counts and batch
 //! sizes on each backend, then probes of tract's runs in chunks and of parking at once, and the
-//! best configuration within the p99 bound with the builder code that uses it.
+//! best configuration within the p99 bound with the builder code that uses it. Every trial
+//! and the winner show their FLOP efficiency (see [`efficiency`](crate::efficiency)).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use corestream::backend::Backend;
 use corestream::{CpuPool, Streams};
 
 use crate::args::{parse_duration, RunArgs};
+use crate::efficiency::Efficiency;
 use crate::measure::{measure, progress, Measurement, Trial};
 use crate::model::ModelSource;
 use crate::Fail;
@@ -44,9 +46,11 @@ pub fn run(args: TuneArgs) -> Result<i32, Fail> {
     let backends = args.run.backends(true)?;
     let source = ModelSource::new(Some(args.model.clone()), &args.run);
     // Reject a bad model or --input before anything is measured.
+    let mut specs = Vec::new();
     for &backend in &backends {
-        source.load(backend, args.run.max_rows_per_run)?;
+        specs = source.load(backend, args.run.max_rows_per_run)?.inputs;
     }
+    let efficiency = Efficiency::new(&source, &specs, &TUNE_BATCHES);
     let cpus = CpuPool::all()?.len();
     let _neighbour = args.run.neighbour()?;
     let mut measured = Vec::new();
@@ -69,7 +73,7 @@ pub fn run(args: TuneArgs) -> Result<i32, Fail> {
             measured.push(spin_probe(&source, &best)?);
         }
     }
-    Ok(report(&measured, bound_ms, &source))
+    Ok(report(&measured, bound_ms, &source, &efficiency))
 }
 
 /// Stream counts 1, 2, 4, ... below `cpus`, then `cpus`; for each, batches from
@@ -164,9 +168,15 @@ fn spin_probe(source: &ModelSource, best: &Measurement) -> Result<Measurement, F
     )
 }
 
-/// Prints every measurement, then the best within the bound with the builder code that uses
-/// it; returns the exit status (1 when none met the bound).
-fn report(measured: &[Measurement], bound_ms: f64, source: &ModelSource) -> i32 {
+/// Prints every measurement with its FLOP efficiency, then the best within the bound with its
+/// efficiency and the builder code that uses it; returns the exit status (1 when none met the
+/// bound).
+fn report(
+    measured: &[Measurement],
+    bound_ms: f64,
+    source: &ModelSource,
+    efficiency: &Efficiency,
+) -> i32 {
     if let Some(lib) = ort_backend::loaded_library() {
         println!(
             "ort: ONNX Runtime {} ({})",
@@ -174,21 +184,27 @@ fn report(measured: &[Measurement], bound_ms: f64, source: &ModelSource) -> i32 
             lib.path().display()
         );
     }
-    println!("| backend | streams | batch | rows per run | spin us | items/s | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for line in efficiency.header(measured) {
+        println!("{line}");
+    }
+    println!(
+        "| backend | streams | batch | rows per run | spin us | items/s | p99 ms | GFLOP/s | % peak |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for m in measured {
         let rows = m
             .trial
             .rows_per_run
             .map_or("all".to_string(), |r| r.to_string());
         println!(
-            "| {} | {} | {} | {rows} | {} | {:.1} | {:.3} |",
+            "| {} | {} | {} | {rows} | {} | {:.1} | {:.3} |{}",
             m.trial.backend,
             m.num_streams,
             m.trial.batch,
             m.trial.spin.as_micros(),
             m.items_per_s,
-            m.p99_ms
+            m.p99_ms,
+            efficiency.cells(m)
         );
     }
     let Some(best) = fastest_within(measured, bound_ms) else {
@@ -201,12 +217,18 @@ fn report(measured: &[Measurement], bound_ms: f64, source: &ModelSource) -> i32 
         }
         return 1;
     };
-    print_recommendation(&best, bound_ms, source);
+    print_recommendation(&best, bound_ms, source, efficiency);
     0
 }
 
-/// The best configuration, and the builder code that uses it (for its backend).
-fn print_recommendation(best: &Measurement, bound_ms: f64, source: &ModelSource) {
+/// The best configuration, its FLOP efficiency, and the builder code that uses it (for its
+/// backend).
+fn print_recommendation(
+    best: &Measurement,
+    bound_ms: f64,
+    source: &ModelSource,
+    efficiency: &Efficiency,
+) {
     let label = source.label();
     let chunking = best
         .trial
@@ -225,6 +247,7 @@ fn print_recommendation(best: &Measurement, bound_ms: f64, source: &ModelSource)
         "best within p99 <= {bound_ms} ms: backend {}, streams {} batch {}{chunking}{spin_note}: {:.1} items/s, p99 {:.3} ms",
         best.trial.backend, best.num_streams, best.trial.batch, best.items_per_s, best.p99_ms
     );
+    print_efficiency(best, efficiency);
     let model = match (best.trial.backend, best.trial.rows_per_run, source.ort_spin) {
         (Backend::Tract, Some(r), _) => {
             format!("OnnxModel::builder({label:?}).max_rows_per_run({r}).build()?")
@@ -243,4 +266,20 @@ fn print_recommendation(best: &Measurement, bound_ms: f64, source: &ModelSource)
         "\n{import}\nlet msm = MultiStreamModule::builder({model})\n    .pool(CpuPool::all()?)\n    .num_streams(Streams::Count({})){spin}\n    .build()?;\n// call msm.forward(..) with batches of {} rows",
         best.num_streams, best.trial.batch
     );
+}
+
+/// The winner's FLOP efficiency, on its own line.
+fn print_efficiency(best: &Measurement, efficiency: &Efficiency) {
+    match (efficiency.gflops(best), efficiency.peak_fraction(best)) {
+        (Some(g), Some(f)) => println!(
+            "efficiency: {g:.2} GFLOP/s, {:.1}% of the FP32 peak: {}",
+            f * 100.0,
+            efficiency.derivation(best)
+        ),
+        (Some(g), None) => println!(
+            "efficiency: {g:.2} GFLOP/s; {}",
+            efficiency.derivation(best)
+        ),
+        _ => println!("efficiency: unknown (the model's FLOPs were not counted)"),
+    }
 }

@@ -121,6 +121,119 @@ fn bench_prints_one_row_per_combination_and_writes_json() {
     assert_eq!(report["corestream"], env!("CARGO_PKG_VERSION"));
 }
 
+/// ExampleNet1's FLOPs per item: one Conv of W (128, 64, 3, 3), stride 2, pads 1, on
+/// (64, 3, 3) -> (128, 2, 2): 128 x 2 x 2 x 64 x 3 x 3 multiply-adds, 2 FLOPs each.
+const NET1_FLOPS: f64 = 2.0 * 128.0 * 2.0 * 2.0 * 64.0 * 9.0;
+
+#[test]
+fn bench_reports_flop_efficiency_in_table_and_json() {
+    let (stdout, report) = bench_with_json(&[
+        "--backend",
+        "tract",
+        "--batch",
+        "1,4",
+        "--streams",
+        "1",
+        "--duration",
+        "100ms",
+    ]);
+    assert!(
+        stdout.contains("FLOPs: 0.590 MFLOP per item (1 MatMul/Gemm/Conv/attention nodes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| p99 ms | GFLOP/s | % peak |"), "{stdout}");
+    let rows = table_rows(&stdout);
+    assert!(rows.iter().all(|l| l.split('|').count() == 9), "{stdout}");
+    assert_eq!(report["flops"]["per_item"]["1"], NET1_FLOPS);
+    assert_eq!(report["flops"]["per_item"]["4"], NET1_FLOPS);
+    assert_eq!(report["flops"]["counted_nodes"], 1);
+    assert_eq!(
+        report["flops"]["uncounted_nodes"].as_array().unwrap().len(),
+        0
+    );
+    // The peak is known wherever the OS reports CPU flags and a clock (not everywhere).
+    let peak = &report["peak"];
+    let known = peak["error"].is_null();
+    assert!(known || peak["error"].is_string(), "{peak}");
+    if known {
+        assert!(peak["core_gflops"].as_f64().unwrap() > 0.0, "{peak}");
+        assert!(peak["isa"].is_string() && peak["ghz"].as_f64().unwrap() > 0.0);
+    }
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["flops_per_item"], NET1_FLOPS);
+        let gflops = r["gflops"].as_f64().unwrap();
+        let items = r["items_per_s"].as_f64().unwrap();
+        assert!(close(gflops, items * NET1_FLOPS / 1e9), "{r}");
+        // One stream on every CPU: the configuration's peak is that of all their cores.
+        assert_eq!(r["cpus"].as_array().unwrap().len(), cpus(), "{r}");
+        let cores = r["cores"].as_f64().unwrap();
+        assert!(cores > 0.0 && cores <= cpus() as f64, "{r}");
+        if known {
+            let peak_gflops = r["peak_gflops"].as_f64().unwrap();
+            assert!(
+                close(peak_gflops, cores * peak["core_gflops"].as_f64().unwrap()),
+                "{r}"
+            );
+            assert!(close(
+                r["peak_fraction"].as_f64().unwrap(),
+                gflops / peak_gflops
+            ));
+            let derivation = r["peak_derivation"].as_str().unwrap();
+            assert!(derivation.starts_with("FP32 peak "), "{derivation}");
+            assert!(stdout.contains(&format!("peak: {derivation}")), "{stdout}");
+        } else {
+            assert!(r["peak_fraction"].is_null(), "{r}");
+        }
+    }
+}
+
+#[test]
+fn bench_counts_minilm_flops_at_the_given_sequence_length() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/paraphrase-MiniLM-L3-v2.onnx"
+    );
+    if !std::path::Path::new(model).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must fetch the models (scripts/fetch-models.sh)"
+        );
+        eprintln!("models/ not fetched: skipping (bash scripts/fetch-models.sh)");
+        return;
+    }
+    let (stdout, report) = bench_with_json(&[
+        model,
+        "--backend",
+        "tract",
+        "--input",
+        "input_ids=1x16",
+        "--input",
+        "attention_mask=1x16",
+        "--batch",
+        "2",
+        "--streams",
+        "1",
+        "--duration",
+        "50ms",
+    ]);
+    // Per BERT layer at L = 16: 4 x L x 384 x 384 + 2 x L x 384 x 1536 + 2 x 12 x L x L x 32
+    // multiply-adds; 3 layers, 2 FLOPs each.
+    let l = 16.0;
+    let layer = 4.0 * l * 384.0 * 384.0 + 2.0 * l * 384.0 * 1536.0 + 2.0 * 12.0 * l * l * 32.0;
+    assert_eq!(
+        report["flops"]["per_item"]["2"],
+        2.0 * 3.0 * layer,
+        "{stdout}"
+    );
+    assert_eq!(report["flops"]["counted_nodes"], 24);
+    assert_eq!(
+        report["flops"]["uncounted_nodes"].as_array().unwrap().len(),
+        0
+    );
+    assert!(report["results"][0]["gflops"].as_f64().unwrap() > 0.0);
+}
+
 #[test]
 fn bench_beside_a_neighbour_with_a_pinned_caller_says_so() {
     let (stdout, report) = bench_with_json(&[
@@ -397,6 +510,18 @@ fn tune_on_one_backend_measures_only_it() {
         "{text}"
     );
     assert!(text.contains(&format!("backend {backend},")), "{text}");
+    // Every trial and the winner show their FLOP efficiency.
+    assert!(
+        text.contains("| items/s | p99 ms | GFLOP/s | % peak |"),
+        "{text}"
+    );
+    assert!(rows.iter().all(|l| l.split('|').count() == 11), "{text}");
+    assert!(text.contains("FLOPs: 0.590 MFLOP per item"), "{text}");
+    let efficiency = text
+        .lines()
+        .find(|l| l.starts_with("efficiency: "))
+        .expect(&text);
+    assert!(efficiency.contains(" GFLOP/s"), "{text}");
 }
 
 #[test]
