@@ -8,6 +8,8 @@
 //!   other ones, and a directory without a model leaves `/health` at 503 (the reason in the
 //!   log, not in the answer).
 //! - Two models in one process (`--model NAME=DIR` twice): on their own CPUs, or shared.
+//! - `--streams tune`: the profiles measured before serving, the chosen one served, reported
+//!   in `/info` and the log, with the vectors of `--streams auto`.
 //! - A cross-encoder's and a classifier's directories (made from MiniLM by
 //!   corestream-testkit) are served as rerankers and classifiers.
 //!
@@ -513,10 +515,107 @@ fn batches_run_wide_when_alone_and_the_width_flag_pins_a_mode() {
     }
 }
 
+/// `--streams tune`: before serving, a sweep on the model measures the planned profiles
+/// (streams x threads per stream, token budgets) on the CPUs `auto` uses; the fastest serves,
+/// and `/info`, the startup line and the `streams tuned` line say so. The vectors are those of
+/// `--streams auto`; the sweep leaves no trace in `/metrics`.
+#[test]
+fn streams_tune_measures_profiles_and_serves_the_fastest() {
+    let _alone = one_at_a_time();
+    let Some((onnx, tokenizer)) = fetched_minilm() else {
+        return;
+    };
+    let (_tmp, dir) = hugging_face_dir(&onnx, &tokenizer);
+    let dir = dir.to_str().unwrap();
+    let cpus = corestream::CpuPool::all().unwrap().len();
+    let quota = corestream::quota::CpuQuota::detect();
+    let plan = corestream_serve::service::tune::Plan::new(cpus, quota.as_ref(), 16, 96, None);
+
+    let mut tuned = Process::start(&["--model", dir, "--streams", "tune", "--tune-seconds", "1"]);
+    let base = tuned.base();
+    wait_health(&mut tuned, &base, 200);
+    let (status, info) = call(&format!("{base}/info"), None);
+    assert_eq!(status, 200);
+    let tuning = &info["tuning"];
+    let candidates = tuning["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), plan.len(), "{tuning}");
+    assert_eq!(tuning["cpus"], plan.cpus, "{tuning}");
+    let profile = |c: &Value| {
+        (
+            c["streams"].as_u64().unwrap() as usize,
+            c["threads_per_stream"].as_u64().unwrap() as usize,
+            c["max_batch_tokens"].as_u64().unwrap() as usize,
+        )
+    };
+    for c in candidates {
+        let (streams, threads, _) = profile(c);
+        assert!(plan.streams.contains(&streams), "{c}");
+        assert_eq!(streams * threads, plan.cpus, "{c}");
+        assert!(c["rows_per_s"].as_f64().unwrap() >= 0.0, "{c}");
+    }
+    let chosen = profile(&tuning["chosen"]);
+    let measured = candidates
+        .iter()
+        .find(|c| profile(c) == chosen)
+        .unwrap_or_else(|| panic!("the chosen profile is not a candidate: {tuning}"));
+    assert!(measured["rows_per_s"].as_f64().unwrap() > 0.0, "{tuning}");
+    assert_eq!(info["streams"], chosen.0, "{info}");
+    assert_eq!(info["stream_cpus"].as_array().unwrap().len(), chosen.0);
+    assert_eq!(info["max_batch_tokens"], chosen.2, "{info}");
+    assert!(tuning["seconds"].as_f64().unwrap() >= 0.9, "{tuning}");
+    // The log: every candidate and the choice, then the startup line.
+    let swept = tuned.wait_log("streams tuned");
+    let table = swept["candidates"].as_str().unwrap();
+    assert_eq!(table.matches("rows/s").count(), plan.len(), "{swept}");
+    let ready = tuned.wait_log("ready");
+    assert_eq!(ready["streams_tuned"], true, "{ready}");
+    assert_eq!(ready["streams"], chosen.0, "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("tuned: the best of"),
+        "{ready}"
+    );
+    let metrics = support::block_on(async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(!metrics.contains("(tuning)"), "{metrics}");
+    let vectors = embeddings(&base, &TEXTS);
+    drop(tuned);
+
+    let mut plain = Process::start(&["--model", dir, "--streams", "auto"]);
+    let base = plain.base();
+    wait_health(&mut plain, &base, 200);
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert!(info["tuning"].is_null(), "{info}");
+    assert_eq!(plain.wait_log("ready")["streams_tuned"], false);
+    assert!(max_diff(&embeddings(&base, &TEXTS), &vectors) < 1e-5);
+}
+
 #[test]
 fn bad_flags_are_refused_with_a_message() {
     for (args, expected) in [
         (&["--streams", "0"][..], "positive number"),
+        (
+            &["--streams", "tuned"][..],
+            "\"tuned\": expected `auto`, `tune` or a positive number",
+        ),
+        (
+            &["--streams", "tune", "--tune-seconds", "0"][..],
+            "from 0.5 to 60",
+        ),
+        (&["--tune-seconds", "61"][..], "from 0.5 to 60"),
+        (
+            &["--tune-seconds", "four"][..],
+            "\"four\": give the sweep's time",
+        ),
+        (&["--tune-seconds", "NaN"][..], "from 0.5 to 60"),
         (&["--width", "sideways"][..], "sideways"),
         (&["--wide-max-rows", "0"][..], "0 is not in 1..="),
         (&["--server", "tomcat"][..], "tomcat"),

@@ -37,6 +37,108 @@ pub enum WidthMode {
     Wide,
 }
 
+/// The default of `--tune-seconds`: how long `--streams tune` measures, all candidates together.
+pub const DEFAULT_TUNE_SECONDS: f64 = 4.0;
+
+/// The range `--tune-seconds` accepts, in seconds.
+pub const TUNE_SECONDS_RANGE: std::ops::RangeInclusive<f64> = 0.5..=60.0;
+
+/// How many streams serve each model (`--streams`): `auto`, a count, or `tune`.
+///
+/// ```
+/// use corestream::Streams;
+/// use corestream_serve::StreamsChoice;
+///
+/// assert_eq!("auto".parse::<StreamsChoice>()?, StreamsChoice::Auto);
+/// assert_eq!(" 4 ".parse::<StreamsChoice>()?, StreamsChoice::Count(4));
+/// assert_eq!("Tune".parse::<StreamsChoice>()?, StreamsChoice::Tune);
+/// assert!("tuned".parse::<StreamsChoice>().unwrap_err().contains("`tune`"));
+/// assert!("0".parse::<StreamsChoice>().unwrap_err().contains("positive number"));
+/// // A count or `auto` compares with the library's `Streams`.
+/// assert_eq!(StreamsChoice::Count(2), Streams::Count(2));
+/// assert_eq!(StreamsChoice::Tune.to_string(), "tune");
+/// // `tune` starts from the streams `auto` would run.
+/// assert_eq!(StreamsChoice::Tune.streams(), Streams::Auto);
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StreamsChoice {
+    /// One stream per CPU the model may use, no more than the CPU quota pays for
+    /// ([`Streams::Auto`]; the default).
+    #[default]
+    Auto,
+    /// Exactly this many streams ([`Streams::Count`]).
+    Count(usize),
+    /// Before serving, a short sweep on the model itself over stream counts (threads per
+    /// stream) and token budgets, on the CPUs `auto` would use; the profile that answers the
+    /// most rows per second serves (see [`crate::service::tune`]; `--tune-seconds`).
+    Tune,
+}
+
+impl StreamsChoice {
+    /// The library's stream count this choice starts from: `tune` sweeps over the CPUs
+    /// [`Streams::Auto`] uses.
+    pub fn streams(self) -> Streams {
+        match self {
+            StreamsChoice::Count(n) => Streams::Count(n),
+            StreamsChoice::Auto | StreamsChoice::Tune => Streams::Auto,
+        }
+    }
+
+    /// Whether the streams stay within the CPUs the quota pays for (`auto` and `tune`).
+    pub fn within_quota(self) -> bool {
+        matches!(self, StreamsChoice::Auto | StreamsChoice::Tune)
+    }
+}
+
+impl From<Streams> for StreamsChoice {
+    fn from(streams: Streams) -> StreamsChoice {
+        match streams {
+            Streams::Auto => StreamsChoice::Auto,
+            Streams::Count(n) => StreamsChoice::Count(n),
+        }
+    }
+}
+
+/// `auto` and a count equal the library's; `tune` equals no [`Streams`].
+impl PartialEq<Streams> for StreamsChoice {
+    fn eq(&self, other: &Streams) -> bool {
+        match self {
+            StreamsChoice::Tune => false,
+            choice => choice.streams() == *other,
+        }
+    }
+}
+
+/// `auto`, `tune` (any case) or a positive count.
+impl std::str::FromStr for StreamsChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<StreamsChoice, String> {
+        if text.trim().eq_ignore_ascii_case("tune") {
+            return Ok(StreamsChoice::Tune);
+        }
+        text.parse::<Streams>()
+            .map(StreamsChoice::from)
+            .map_err(|_| {
+                format!(
+                    "{:?}: expected `auto`, `tune` or a positive number of streams",
+                    text.trim()
+                )
+            })
+    }
+}
+
+/// `auto`, `tune` or the count, as [`FromStr`](std::str::FromStr) reads it.
+impl std::fmt::Display for StreamsChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamsChoice::Tune => f.write_str("tune"),
+            choice => choice.streams().fmt(f),
+        }
+    }
+}
+
 /// One `--model`: a path, and the name to serve it as (`NAME=PATH`; a path that exists is
 /// taken whole, even with a `=` in it).
 ///
@@ -118,6 +220,9 @@ pub enum ModelCpus {
 ///
 /// let command = Command::parse_from(["serve", "--model", "models/minilm", "--streams", "2"]);
 /// assert_eq!(command.serve.streams, corestream::Streams::Count(2));
+/// let tuned = Command::parse_from(["serve", "--streams", "tune", "--tune-seconds", "2.5"]);
+/// assert_eq!(tuned.serve.streams, corestream_serve::StreamsChoice::Tune);
+/// assert_eq!(tuned.serve.tune_seconds, 2.5);
 /// assert_eq!(command.serve.server, corestream_serve::Server::Axum);
 /// ```
 #[derive(Debug, Clone, clap::Args)]
@@ -189,15 +294,30 @@ pub struct Args {
     /// ort when the ONNX Runtime library is found, else tract.
     #[arg(long, env = "CORESTREAM_BACKEND", value_name = "ort|tract")]
     pub backend: Option<String>,
-    /// Streams: `auto` (one per CPU this process may use) or a number; the CPUs are shared out
-    /// among them and each stream is pinned to its share.
+    /// Streams: `auto` (one per CPU this process may use, within its CPU quota), a number, or
+    /// `tune` (before serving, measure a few profiles on the model itself: stream counts, each
+    /// with the CPUs shared out among its streams, and token budgets, on the CPUs `auto` would
+    /// use, for --tune-seconds in all; the fastest serves, and /info and the log show them).
+    /// The CPUs are shared out among the streams and each stream is pinned to its share.
     #[arg(
         long,
         env = "CORESTREAM_STREAMS",
         default_value = "auto",
-        value_name = "auto|N"
+        value_name = "auto|N|tune"
     )]
-    pub streams: Streams,
+    pub streams: StreamsChoice,
+    /// With `--streams tune`: how long the sweep measures, in seconds, all profiles together
+    /// (0.5 to 60; each profile gets an equal share, its first part to warm up; a profile too
+    /// slow to be measured within its share measures on, for up to this long again, and /info
+    /// says how long the sweep took).
+    #[arg(
+        long,
+        env = "CORESTREAM_TUNE_SECONDS",
+        default_value_t = DEFAULT_TUNE_SECONDS,
+        value_name = "SECONDS",
+        value_parser = tune_seconds
+    )]
+    pub tune_seconds: f64,
     /// Most rows (inputs) per model call.
     #[arg(
         long,
@@ -431,4 +551,15 @@ fn duration(text: &str) -> Result<Duration, String> {
         return Err("the duration must be above zero".to_owned());
     }
     Ok(parsed)
+}
+
+/// A `--tune-seconds`: a number of seconds within [`TUNE_SECONDS_RANGE`].
+fn tune_seconds(text: &str) -> Result<f64, String> {
+    let (low, high) = (*TUNE_SECONDS_RANGE.start(), *TUNE_SECONDS_RANGE.end());
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if TUNE_SECONDS_RANGE.contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "{text:?}: give the sweep's time in seconds, from {low} to {high} (e.g. 4)"
+        )),
+    }
 }

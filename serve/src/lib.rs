@@ -55,6 +55,7 @@
 //!     auto_truncate: false,
 //!     count_only: false,
 //!     width: corestream::Width::adaptive(8),
+//!     tune: None,
 //! };
 //! let loaded = serve_model(model, tokenizer, "textnet", "tract".into(), &options)?;
 //! let service = Arc::new(Service::ready(loaded, metrics));
@@ -73,6 +74,9 @@ pub mod model;
 mod run;
 pub mod service;
 
-pub use args::{Args, ModelCpus, ModelSpec, Server, WidthMode, DEFAULT_WIDE_MAX_ROWS};
+pub use args::{
+    Args, ModelCpus, ModelSpec, Server, StreamsChoice, WidthMode, DEFAULT_TUNE_SECONDS,
+    DEFAULT_WIDE_MAX_ROWS, TUNE_SECONDS_RANGE,
+};
 pub use error::Error;
 pub use run::{drain_on_signal, run};

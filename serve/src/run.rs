@@ -67,10 +67,19 @@ fn load_in_background(service: &Arc<Service>, args: &Args, workers: usize) {
 
 fn log_choice(loaded: &Loaded, args: &Args, workers: usize) {
     let info = &loaded.info;
+    // `--streams tune`: the line says so (the candidates are on the `streams tuned` line).
+    let tuned = info.tuning.as_ref().map_or_else(String::new, |t| {
+        format!(
+            ", tuned: the best of {} profiles in {:.1} s",
+            t.candidates.len(),
+            t.seconds
+        )
+    });
     tracing::info!(
         model = %info.model_id,
         backend = %info.backend,
         streams = info.streams,
+        streams_tuned = info.tuning.is_some(),
         stream_cpus = %info.stream_cpus.join(" "),
         width = %info.width,
         max_batch = info.max_batch,
@@ -86,12 +95,13 @@ fn log_choice(loaded: &Loaded, args: &Args, workers: usize) {
         default_prompt_name = info.default_prompt_name.as_deref().unwrap_or("-"),
         server = ?args.server,
         http_workers = workers,
-        "ready: serving {} on {} with {} streams ({}), batches of at most {} rows / {} tokens, \
-         inputs of at most {} tokens",
+        "ready: serving {} on {} with {} streams ({}{}), batches of at most {} rows / {} \
+         tokens, inputs of at most {} tokens",
         info.model_id,
         info.backend,
         info.streams,
         info.stream_cpus.join(" "),
+        tuned,
         info.max_batch,
         info.max_batch_tokens,
         info.max_input_length,

@@ -91,6 +91,7 @@ fn fixture() -> &'static Fixture {
             auto_truncate: false,
             count_only: false,
             width: corestream::Width::Narrow,
+            tune: None,
         };
         let tokenizer = TextTokenizer::Bytes {
             max_input_length: MAX_INPUT_LENGTH,

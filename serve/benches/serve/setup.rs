@@ -50,6 +50,7 @@ pub fn options(
         auto_truncate: true,
         count_only,
         width: width(),
+        tune: None,
     }
 }
 

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::service::tune::Tuning;
+
 /// `GET /info`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Info {
@@ -23,7 +25,7 @@ pub struct Info {
     /// The inference backend (`ort` with its library version, or `tract`).
     pub backend: String,
     /// Streams serving the model (`--streams auto`: one per CPU, no more than the CPU quota
-    /// pays for).
+    /// pays for; `--streams tune`: the count `tuning` chose).
     pub streams: usize,
     /// The process's CPU quota in CPUs (cgroup `cpu.max`, Kubernetes' CPU limit), if set.
     pub cpu_quota: Option<f64>,
@@ -60,4 +62,10 @@ pub struct Info {
     /// `/models/{name}/info` describes each.
     #[serde(default)]
     pub models: Vec<String>,
+    /// With `--streams tune`: the profiles (streams x threads per stream, token budget)
+    /// measured on the model before it served, each one's rows per second, and the one
+    /// chosen, which `streams`, `stream_cpus` and `max_batch_tokens` describe; `null` when the
+    /// streams were not tuned.
+    #[serde(default)]
+    pub tuning: Option<Tuning>,
 }

@@ -1,6 +1,7 @@
 //! Loading the models and serving them: backend choice, model files and tokenizer, each
-//! model's share of the CPUs and its streams, the `Batcher` (token budget, grouping, name),
-//! and the `/info` figures, from the [`Args`].
+//! model's share of the CPUs and its streams (counted, or tuned on the model first:
+//! [`tune`]), the `Batcher` (token budget, grouping, name), and the
+//! `/info` figures, from the [`Args`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,14 @@ use std::time::Duration;
 use corestream::batch::Rows;
 use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams, Width};
 
-use crate::args::{Args, ModelCpus, ModelSpec, WidthMode};
+use crate::args::{Args, ModelCpus, ModelSpec, StreamsChoice, WidthMode};
 use crate::model::embedder::{self, Backend};
 use crate::model::encoded::{longest, Encoded};
 use crate::model::{ModelFiles, ModelKind, Prompts, TextEmbedder, TextNet, TextTokenizer};
 use crate::service::info::Info;
 use crate::service::models::Models;
 use crate::service::state::{Embedder, Loaded};
+use crate::service::tune::{self, Tuning};
 
 /// How a model is served: streams and batching.
 #[derive(Debug, Clone)]
@@ -40,6 +42,11 @@ pub struct BatchOptions {
     pub count_only: bool,
     /// How wide batches run (on tract, always narrow: see [`BatchOptions::for_backend`]).
     pub width: Width,
+    /// `--streams tune`: before serving, sweep stream counts and token budgets on the model
+    /// for this long in all, on the CPUs [`Streams::Auto`] would use, and serve the fastest
+    /// profile (then `streams`, and `max_batch_tokens` unless set, are the sweep's to choose;
+    /// see [`tune`]). `None`: serve as `streams` says.
+    pub tune: Option<Duration>,
 }
 
 impl BatchOptions {
@@ -47,7 +54,7 @@ impl BatchOptions {
     pub fn from_args(args: &Args) -> corestream::Result<BatchOptions> {
         Ok(BatchOptions {
             pool: CpuPool::all()?,
-            streams: args.streams,
+            streams: args.streams.streams(),
             max_batch: args.max_batch,
             max_batch_tokens: args.max_batch_tokens,
             max_wait: Duration::from_millis(args.max_wait_ms),
@@ -60,7 +67,16 @@ impl BatchOptions {
                 WidthMode::Narrow => Width::Narrow,
                 WidthMode::Wide => Width::Wide,
             },
+            tune: (args.streams == StreamsChoice::Tune)
+                .then(|| Duration::from_secs_f64(args.tune_seconds)),
         })
+    }
+
+    /// The token budget of a model whose inputs hold up to `max_input_length` tokens:
+    /// `max_batch_tokens`, else `max_batch` x `max_input_length`.
+    pub fn budget(&self, max_input_length: usize) -> usize {
+        self.max_batch_tokens
+            .unwrap_or(self.max_batch.saturating_mul(max_input_length))
     }
 
     /// These options for a model on `backend`: tract computes a call on its calling thread
@@ -87,8 +103,9 @@ pub fn width_name(width: Width) -> String {
 }
 
 /// Serves `model` (with `tokenizer`) behind a `Batcher` named `model_id` on streams as
-/// `options` say. The recorder of the `metrics` facade must be installed before: the batcher
-/// registers its metrics when built.
+/// `options` say; with [`BatchOptions::tune`], on the profile a sweep on the model chose first
+/// ([`tune::sweep`]; the serving batcher is built once, with it). The recorder of the
+/// `metrics` facade must be installed before: the batcher registers its metrics when built.
 pub fn serve_model<M>(
     model: M,
     tokenizer: TextTokenizer,
@@ -109,65 +126,126 @@ where
         .0
         .first()
         .map_or(0, Vec::len);
-    let max_input_length = tokenizer.max_input_length();
-    let max_batch_tokens = options
-        .max_batch_tokens
-        .unwrap_or(options.max_batch * max_input_length);
+    let parts = Parts {
+        tokenizer,
+        model_id,
+        backend,
+        dimension,
+    };
+    let Some(time) = options.tune else {
+        let batcher = batcher(model, model_id, options, parts.tokenizer.max_input_length())?;
+        return Ok(parts.serve(batcher, options, None));
+    };
+    // The sweep's batchers share the model (never copied); then the serving batcher gets it
+    // back whole (a model of its own, as without tuning), built once, with the choice.
+    let shared = Arc::new(model);
+    let (chosen, tuning) = tune::sweep(&shared, &parts.tokenizer, model_id, options, time)?;
+    let max_input_length = parts.tokenizer.max_input_length();
+    Ok(match Arc::try_unwrap(shared) {
+        Ok(model) => {
+            let batcher = batcher(model, model_id, &chosen, max_input_length)?;
+            parts.serve(batcher, &chosen, Some(tuning))
+        }
+        Err(shared) => {
+            let batcher = batcher(shared, model_id, &chosen, max_input_length)?;
+            parts.serve(batcher, &chosen, Some(tuning))
+        }
+    })
+}
+
+/// What [`serve_model`] knows of a model besides its batcher.
+struct Parts<'a> {
+    tokenizer: TextTokenizer,
+    model_id: &'a str,
+    backend: String,
+    dimension: usize,
+}
+
+impl Parts<'_> {
+    /// The model served by `batcher`, built as `options` say, with its `/info`.
+    fn serve<M>(self, batcher: Batcher<M>, options: &BatchOptions, tuning: Option<Tuning>) -> Loaded
+    where
+        M: Module<Input = Rows<Encoded>, Output = Rows<Vec<f32>>>,
+    {
+        let Parts {
+            tokenizer,
+            model_id,
+            backend,
+            dimension,
+        } = self;
+        let max_input_length = tokenizer.max_input_length();
+        let msm = batcher.module();
+        let info = Info {
+            model_id: model_id.to_owned(),
+            dimension,
+            max_input_length,
+            max_input_length_source: tokenizer.max_input_length_source().to_owned(),
+            backend,
+            streams: msm.num_streams(),
+            cpu_quota: corestream::quota::CpuQuota::detect().map(|q| q.cpus()),
+            stream_cpus: msm.pools().iter().map(ToString::to_string).collect(),
+            width: width_name(batcher.width()),
+            max_batch: options.max_batch,
+            max_batch_tokens: if options.count_only {
+                0
+            } else {
+                options.budget(max_input_length)
+            },
+            max_client_batch_size: options.max_client_batch,
+            queue_capacity: options.queue,
+            auto_truncate: options.auto_truncate,
+            pooling: "none".to_owned(),
+            model_type: ModelKind::Embedding.name().to_owned(),
+            labels: Vec::new(),
+            onnx_file: None,
+            prompts: Vec::new(),
+            default_prompt_name: None,
+            default_prompt: None,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            // Every served model's name: set when the models are gathered (`Models`).
+            models: Vec::new(),
+            tuning,
+        };
+        let batcher = Arc::new(batcher);
+        Loaded {
+            embedder: Arc::clone(&batcher) as Embedder,
+            tokenizer: Arc::new(tokenizer),
+            info,
+            monitor: Some(batcher),
+            prompts: Prompts::default(),
+            kind: ModelKind::Embedding,
+        }
+    }
+}
+
+/// The `Batcher` named `name` over `model` on streams as `options` say (its CPUs and stream
+/// count: [`BatchOptions::tune`] is the caller's), for inputs of up to `max_input_length`
+/// tokens: what serving runs, and what the streams sweep measures.
+pub(crate) fn batcher<M>(
+    model: M,
+    name: &str,
+    options: &BatchOptions,
+    max_input_length: usize,
+) -> corestream::Result<Batcher<M>>
+where
+    M: Module<Input = Rows<Encoded>, Output = Rows<Vec<f32>>>,
+{
     let msm = MultiStreamModule::builder(model)
         .pool(options.pool.clone())
         .num_streams(options.streams)
         .build()?;
-    let stream_cpus = msm.pools().iter().map(ToString::to_string).collect();
-    let streams = msm.num_streams();
     let mut builder = Batcher::builder(msm)
-        .name(model_id)
+        .name(name)
         .max_batch(options.max_batch)
         .max_wait(options.max_wait)
         .queue_capacity(options.queue)
         .width(options.width);
     if !options.count_only {
-        builder = builder.max_batch_tokens(max_batch_tokens).tokens(longest);
+        builder = builder
+            .max_batch_tokens(options.budget(max_input_length))
+            .tokens(longest);
     }
-    let batcher = builder.build()?;
-    let info = Info {
-        model_id: model_id.to_owned(),
-        dimension,
-        max_input_length,
-        max_input_length_source: tokenizer.max_input_length_source().to_owned(),
-        backend,
-        streams,
-        cpu_quota: corestream::quota::CpuQuota::detect().map(|q| q.cpus()),
-        stream_cpus,
-        width: width_name(batcher.width()),
-        max_batch: options.max_batch,
-        max_batch_tokens: if options.count_only {
-            0
-        } else {
-            max_batch_tokens
-        },
-        max_client_batch_size: options.max_client_batch,
-        queue_capacity: options.queue,
-        auto_truncate: options.auto_truncate,
-        pooling: "none".to_owned(),
-        model_type: ModelKind::Embedding.name().to_owned(),
-        labels: Vec::new(),
-        onnx_file: None,
-        prompts: Vec::new(),
-        default_prompt_name: None,
-        default_prompt: None,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        // Every served model's name: set when the models are gathered (`Models`).
-        models: Vec::new(),
-    };
-    let batcher = Arc::new(batcher);
-    Ok(Loaded {
-        embedder: Arc::clone(&batcher) as Embedder,
-        tokenizer: Arc::new(tokenizer),
-        info,
-        monitor: Some(batcher),
-        prompts: Prompts::default(),
-        kind: ModelKind::Embedding,
-    })
+    builder.build()
 }
 
 /// The backend `args` ask for, or the default (ONNX Runtime when found, else tract).
@@ -228,14 +306,14 @@ pub fn model_files(args: &Args, spec: Option<&ModelSpec>) -> corestream::Result<
 
 /// The CPUs of each of `models` models out of `pool`, as `--model-cpus` says: all of them for
 /// each (`shared`, or one model), or an equal share each (`split`, in order). Under a CPU quota
-/// with `--streams auto`, the shares are cut from the CPUs the quota pays for. When there are
+/// with `--streams auto` or `tune`, the shares are cut from the CPUs the quota pays for. When there are
 /// fewer CPUs than models, the models share them (and the log says so).
 pub fn model_pools(args: &Args, pool: &CpuPool, models: usize) -> corestream::Result<Vec<CpuPool>> {
     let mut pool = pool.clone();
     if models <= 1 || args.model_cpus == ModelCpus::Shared {
         return Ok(vec![pool; models.max(1)]);
     }
-    if args.streams == Streams::Auto {
+    if args.streams.within_quota() {
         if let Some(quota) = corestream::quota::CpuQuota::detect() {
             let paid = Streams::auto_count(pool.len(), Some(&quota));
             if paid < pool.len() {

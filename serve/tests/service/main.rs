@@ -22,7 +22,9 @@
 //! - `lifecycle.rs`: a loader that fails or panics leaves the service failed;
 //! - `stuck.rs`: a model call that does not return (504 after --request-timeout, liveness 503
 //!   after --stuck-after), serve loops that ended, the body budget;
-//! - `tokenizer.rs`: long texts tokenised in pieces give the ids of whole tokenisation.
+//! - `tokenizer.rs`: long texts tokenised in pieces give the ids of whole tokenisation;
+//! - `tune.rs`: `--streams tune`'s sweep below the command (the profile served, the report,
+//!   the same vectors, no metrics of its own, a model failing on its probes).
 //!
 //! The `corestream serve` command as a process (a Hugging Face model directory, SIGTERM under
 //! load) is tested by the command's crate, `cli/tests/serve.rs` and `serve_sigterm.rs`.
@@ -43,4 +45,5 @@ mod scores;
 mod stuck;
 mod tokenizer;
 mod tokens;
+mod tune;
 mod validation;

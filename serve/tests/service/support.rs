@@ -445,6 +445,7 @@ pub fn options(queue: usize, max_batch: usize) -> BatchOptions {
         auto_truncate: false,
         count_only: false,
         width: corestream::Width::Narrow,
+        tune: None,
     }
 }
 
