@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use corestream::Streams;
 
+use crate::model::accuracy::GateArgs;
+use crate::model::quantized::QuantizedMode;
 use crate::model::Pooling;
 use crate::service::ApiKey;
 
@@ -250,11 +252,32 @@ pub struct Args {
         default_value_t = ModelCpus::Split
     )]
     pub model_cpus: ModelCpus,
-    /// Which ONNX file of the model directory to serve, relative to it (default:
-    /// onnx/model.onnx, else model.onnx), e.g. `onnx/model_qint8_avx512_vnni.onnx` among the
-    /// quantised files Hugging Face repositories ship.
+    /// Which ONNX file of the model directory to serve, relative to it, e.g.
+    /// `onnx/model_qint8_avx512_vnni.onnx` among the quantized files Hugging Face repositories
+    /// ship, or `model.onnx` for the FP32 file. Default: chosen as --quantized says. A
+    /// quantized file passes the accuracy gate first (--min-cosine).
     #[arg(long, env = "CORESTREAM_ONNX_FILE", value_name = "PATH")]
     pub onnx_file: Option<PathBuf>,
+    /// Without --onnx-file, which ONNX file of a model directory serves. `auto`: a quantized
+    /// file of Hugging Face's names when the CPU (its /proc/cpuinfo flags) has what it is made
+    /// for: AVX-512 VNNI or AMX -> onnx/model_qint8_avx512_vnni.onnx (else
+    /// model_qint8_avx512.onnx, else model_quint8_avx2.onnx); AVX-512 BW ->
+    /// model_qint8_avx512.onnx (else the AVX2 file); AVX2 -> model_quint8_avx2.onnx; else, or
+    /// without such a file, the FP32 onnx/model.onnx or model.onnx. Other names (model_O1..O4,
+    /// anything else) are never chosen by themselves. `off`: the FP32 file. /info and the log
+    /// say which file and why (`onnx_file`, `onnx_file_reason`). The chosen quantized file is
+    /// served only if it passes the accuracy gate (--min-cosine; about 1.5 s at startup on 2
+    /// CPUs for all-MiniLM-L6-v2 on ONNX Runtime).
+    #[arg(
+        long,
+        value_enum,
+        env = "CORESTREAM_QUANTIZED",
+        default_value_t = QuantizedMode::Auto
+    )]
+    pub quantized: QuantizedMode,
+    /// The accuracy gate's thresholds (`--min-cosine`, `--min-agreement`).
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// The tokenizer file (a Hugging Face tokenizer.json) of an ONNX file given to --model.
     #[arg(long, env = "CORESTREAM_TOKENIZER", value_name = "FILE.json")]
     pub tokenizer: Option<PathBuf>,

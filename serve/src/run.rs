@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::args::{Args, Server};
 use crate::error::Error;
+use crate::model::accuracy::Accuracy;
 use crate::service::{load, telemetry, Loaded, Models, Service, State};
 
 /// Serves the model `args` name until Ctrl-C or SIGTERM, on the server `args.server` names;
@@ -91,6 +92,8 @@ fn log_choice(loaded: &Loaded, args: &Args, workers: usize) {
         labels = %info.labels.join(","),
         pooling = %info.pooling,
         onnx_file = info.onnx_file.as_deref().unwrap_or("-"),
+        onnx_file_reason = info.onnx_file_reason.as_deref().unwrap_or("-"),
+        accuracy_gate = %info.accuracy_gate.as_ref().map_or_else(|| "-".to_owned(), Accuracy::summary),
         cpu_quota = info.cpu_quota.map_or_else(|| "none".to_owned(), |q| format!("{q:.2}")),
         default_prompt_name = info.default_prompt_name.as_deref().unwrap_or("-"),
         server = ?args.server,

@@ -75,3 +75,95 @@ pub fn describe(outputs: &[(String, Vec<Option<usize>>)]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Operators that compute in integers (int8 compute), as ONNX Runtime's quantizers write them.
+const INTEGER_OPS: [&str; 11] = [
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+    "QLinearMatMul",
+    "QLinearConv",
+    "QGemm",
+    "QAttention",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "MatMulNBits",
+    "QuantizeLinear",
+];
+
+/// How a graph is quantized ([`Quantization::of`]): its integer operators and its 8-bit (and
+/// 4-bit) initialisers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quantization {
+    /// Each integer operator of [`INTEGER_OPS`] the graph has, with its count, most first.
+    pub integer_ops: Vec<(String, usize)>,
+    /// `DequantizeLinear` nodes (integer weights made float in the graph).
+    pub dequantize: usize,
+    /// Initialisers of type int8 (or int4).
+    pub signed: usize,
+    /// Initialisers of type uint8 (or uint4).
+    pub unsigned: usize,
+}
+
+impl Quantization {
+    /// How `graph` is quantized; `None` when it has no integer operator and no 8-bit or 4-bit
+    /// initialiser (an FP32 or FP16 model).
+    pub fn of(graph: &GraphProto) -> Option<Quantization> {
+        use tract_onnx::pb::tensor_proto::DataType;
+        let mut q = Quantization::default();
+        for tensor in &graph.initializer {
+            match DataType::try_from(tensor.data_type) {
+                Ok(DataType::Int8 | DataType::Int4) => q.signed += 1,
+                Ok(DataType::Uint8 | DataType::Uint4) => q.unsigned += 1,
+                _ => {}
+            }
+        }
+        for node in &graph.node {
+            if node.op_type == "DequantizeLinear" {
+                q.dequantize += 1;
+            } else if INTEGER_OPS.contains(&node.op_type.as_str()) {
+                match q.integer_ops.iter_mut().find(|(op, _)| *op == node.op_type) {
+                    Some((_, n)) => *n += 1,
+                    None => q.integer_ops.push((node.op_type.clone(), 1)),
+                }
+            }
+        }
+        q.integer_ops
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        (q != Quantization::default()).then_some(q)
+    }
+
+    /// Whether it computes in integers (rather than storing integer weights made float in the
+    /// graph, which computes in FP32).
+    pub fn integer_compute(&self) -> bool {
+        !self.integer_ops.is_empty()
+    }
+}
+
+/// `int8 compute (48 MatMulInteger, 48 DynamicQuantizeLinear), 36 s8 + 3 u8 tensors`, or
+/// `int8 storage, FP32 compute (38 s8 tensors)`.
+impl std::fmt::Display for Quantization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.integer_compute() {
+            let ops: Vec<String> = self
+                .integer_ops
+                .iter()
+                .map(|(op, n)| format!("{n} {op}"))
+                .collect();
+            write!(f, "int8 compute ({})", ops.join(", "))?;
+        } else {
+            f.write_str("int8 storage, FP32 compute")?;
+        }
+        let tensors = match (self.signed, self.unsigned) {
+            (0, 0) => return Ok(()),
+            (s, 0) => format!("{s} s8"),
+            (0, u) => format!("{u} u8"),
+            (s, u) => format!("{s} s8 + {u} u8"),
+        };
+        if self.integer_compute() {
+            write!(f, ", {tensors} tensors")
+        } else {
+            write!(f, " ({tensors} tensors)")
+        }
+    }
+}

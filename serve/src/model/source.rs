@@ -9,9 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::model::accuracy::Thresholds;
 use crate::model::kind::ModelKind;
 use crate::model::pooling::Pooling;
 use crate::model::prompts::Prompts;
+use crate::model::quantized::{self, CpuFeatures, QuantizedMode};
 
 /// The file name of the model `--models DIR` (earlier releases' flag) names.
 pub const LEGACY_ONNX: &str = "paraphrase-MiniLM-L3-v2.onnx";
@@ -34,6 +36,17 @@ pub struct ModelFiles {
     pub prompts: Prompts,
     /// What it answers, from `config.json` (an embedding model without one).
     pub kind: ModelKind,
+    /// The model directory: the one given, or the one the ONNX file is in (`DIR` for
+    /// `DIR/onnx/FILE.onnx`). The accuracy gate looks for its FP32 file there.
+    pub dir: Option<PathBuf>,
+    /// Why this ONNX file: `the directory's FP32 file: onnx/model.onnx`, `--onnx-file ...`,
+    /// `cpu has avx512_vnni: onnx/model_qint8_avx512_vnni.onnx` ([`with_quantized`]).
+    ///
+    /// [`with_quantized`]: ModelFiles::with_quantized
+    pub onnx_reason: String,
+    /// The accuracy gate's thresholds for a quantized ONNX file
+    /// ([`crate::model::accuracy::gate`]); the defaults unless set.
+    pub gate: Thresholds,
 }
 
 fn missing(path: &Path, what: &str) -> corestream::Error {
@@ -73,7 +86,43 @@ impl ModelFiles {
             ));
         }
         self.onnx = path;
+        self.onnx_reason = format!("--onnx-file {}", file.display());
         Ok(self)
+    }
+
+    /// The same model with the ONNX file of its directory that suits `cpu`, as
+    /// [`quantized::choose`] says (with [`QuantizedMode::Off`], or without a directory or FP32
+    /// file: unchanged but for the reason), and why in [`onnx_reason`](Self::onnx_reason).
+    /// For a model whose ONNX file was found in its directory, not named.
+    ///
+    /// ```
+    /// use corestream_serve::model::quantized::{CpuFeatures, QuantizedMode};
+    /// use corestream_serve::model::ModelFiles;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::create_dir(dir.path().join("onnx")).unwrap();
+    /// for f in ["model.onnx", "onnx/model_quint8_avx2.onnx", "tokenizer.json"] {
+    ///     std::fs::write(dir.path().join(f), b"").unwrap();
+    /// }
+    /// let files = ModelFiles::from_dir(dir.path())?;
+    /// assert_eq!(files.onnx_reason, "the directory's FP32 file: model.onnx");
+    /// let avx2 = CpuFeatures { avx2: true, ..Default::default() };
+    /// let chosen = files.with_quantized(QuantizedMode::Auto, &avx2);
+    /// assert!(chosen.onnx.ends_with("onnx/model_quint8_avx2.onnx"));
+    /// assert_eq!(chosen.onnx_reason, "cpu has avx2 (no avx512_vnni): onnx/model_quint8_avx2.onnx");
+    /// # Ok::<(), corestream::Error>(())
+    /// ```
+    pub fn with_quantized(mut self, mode: QuantizedMode, cpu: &CpuFeatures) -> ModelFiles {
+        let Some(dir) = self.dir.clone() else {
+            return self;
+        };
+        let Some(fp32) = fp32_file(&dir) else {
+            return self;
+        };
+        let choice = quantized::choose(&onnx_files(&dir), &fp32, cpu, mode);
+        self.onnx = dir.join(&choice.file);
+        self.onnx_reason = choice.reason;
+        self
     }
 
     /// The model at `path`: a directory (see the module documentation), or an ONNX file whose
@@ -96,10 +145,13 @@ impl ModelFiles {
 
     /// The model of the Hugging Face model directory `dir`.
     pub fn from_dir(dir: &Path) -> corestream::Result<ModelFiles> {
-        let onnx = ["onnx/model.onnx", "model.onnx", LEGACY_ONNX]
-            .iter()
+        let onnx = fp32_file(dir)
+            .or_else(|| {
+                dir.join(LEGACY_ONNX)
+                    .is_file()
+                    .then(|| LEGACY_ONNX.to_owned())
+            })
             .map(|f| dir.join(f))
-            .find(|p| p.is_file())
             .ok_or_else(|| {
                 missing(
                     dir,
@@ -111,10 +163,14 @@ impl ModelFiles {
         let (pooling, pooling_source) = Pooling::from_dir(dir).map_err(|m| missing(dir, &m))?;
         let prompts = Prompts::from_dir(dir).map_err(|m| missing(dir, &m))?;
         let kind = ModelKind::from_dir(dir).map_err(|m| missing(dir, &m))?;
-        let name = if onnx.ends_with(LEGACY_ONNX) {
-            "paraphrase-MiniLM-L3-v2".to_owned()
+        let (name, onnx_reason) = if onnx.ends_with(LEGACY_ONNX) {
+            (
+                "paraphrase-MiniLM-L3-v2".to_owned(),
+                format!("the folder's {LEGACY_ONNX}"),
+            )
         } else {
-            name_of(dir)
+            let file = fp32_file(dir).unwrap_or_default();
+            (name_of(dir), format!("the directory's FP32 file: {file}"))
         };
         Ok(ModelFiles {
             name,
@@ -124,6 +180,9 @@ impl ModelFiles {
             pooling_source,
             prompts,
             kind,
+            dir: Some(dir.to_owned()),
+            onnx_reason,
+            gate: Thresholds::default(),
         })
     }
 
@@ -148,6 +207,7 @@ impl ModelFiles {
             onnx.file_stem()
                 .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned())
         };
+        let model_dir = model_dir.to_owned();
         Ok(ModelFiles {
             name,
             onnx,
@@ -156,8 +216,20 @@ impl ModelFiles {
             pooling_source,
             prompts,
             kind,
+            dir: Some(model_dir),
+            onnx_reason: "--model names the file".to_owned(),
+            gate: Thresholds::default(),
         })
     }
+}
+
+/// A model directory's FP32 ONNX file, relative to it: `onnx/model.onnx`, else `model.onnx`
+/// (as Hugging Face repositories have it); `None` without either.
+pub fn fp32_file(dir: &Path) -> Option<String> {
+    ["onnx/model.onnx", "model.onnx"]
+        .into_iter()
+        .find(|f| dir.join(f).is_file())
+        .map(str::to_owned)
 }
 
 /// The ONNX files of a model directory and of its `onnx/` folder, relative to it, sorted.

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::model::accuracy::Accuracy;
 use crate::service::tune::Tuning;
 
 /// `GET /info`.
@@ -47,8 +48,19 @@ pub struct Info {
     /// How token vectors become one vector: `mean`, `cls`, `max`, `last-token`, or `none` for
     /// a model that answers one vector per input itself.
     pub pooling: String,
-    /// The ONNX file served (its name; `--onnx-file` picks one of a directory's).
+    /// The ONNX file served (its name; `--onnx-file` picks one of a directory's, else the
+    /// CPU's features choose among its quantized files: `--quantized`).
     pub onnx_file: Option<String>,
+    /// Why that file: `cpu has avx512_vnni: onnx/model_qint8_avx512_vnni.onnx`, `the
+    /// directory's FP32 file: onnx/model.onnx`, `--onnx-file ...`, `--quantized off: ...`.
+    #[serde(default)]
+    pub onnx_file_reason: Option<String>,
+    /// For a quantized file: how it compared with the directory's FP32 file on the accuracy
+    /// gate's probes (mean and worst cosine, or rank or label agreement), the thresholds and
+    /// how long the gate took; `null` when no gate ran (an FP32 file, no FP32 file to compare
+    /// with, or the gate turned off).
+    #[serde(default)]
+    pub accuracy_gate: Option<Accuracy>,
     /// The prompts a request may name (`prompt_name`), from the model's
     /// `config_sentence_transformers.json`.
     pub prompts: Vec<String>,

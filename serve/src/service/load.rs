@@ -10,8 +10,10 @@ use corestream::batch::Rows;
 use corestream::{Batcher, CpuPool, Module, MultiStreamModule, Streams, Width};
 
 use crate::args::{Args, ModelCpus, ModelSpec, StreamsChoice, WidthMode};
+use crate::model::accuracy;
 use crate::model::embedder::{self, Backend};
 use crate::model::encoded::{longest, Encoded};
+use crate::model::quantized::CpuFeatures;
 use crate::model::{ModelFiles, ModelKind, Prompts, TextEmbedder, TextNet, TextTokenizer};
 use crate::service::info::Info;
 use crate::service::models::Models;
@@ -198,6 +200,8 @@ impl Parts<'_> {
             model_type: ModelKind::Embedding.name().to_owned(),
             labels: Vec::new(),
             onnx_file: None,
+            onnx_file_reason: None,
+            accuracy_gate: None,
             prompts: Vec::new(),
             default_prompt_name: None,
             default_prompt: None,
@@ -262,7 +266,9 @@ pub fn backend(args: &Args) -> corestream::Result<Backend> {
 
 /// The files of the model `spec` names (a `--model`: a directory or an ONNX file, with
 /// `--tokenizer`), else of the folder `--models` (earlier releases' flag), with the flags of
-/// `args` that apply to one model.
+/// `args` that apply to one model. A directory's ONNX file is `--onnx-file`, else the one
+/// `--quantized` and the CPU's features choose ([`ModelFiles::with_quantized`]); the accuracy
+/// gate's thresholds are `--min-cosine` and `--min-agreement`.
 pub fn model_files(args: &Args, spec: Option<&ModelSpec>) -> corestream::Result<ModelFiles> {
     let mut files = match spec {
         Some(spec) => ModelFiles::locate(&spec.path, args.tokenizer.as_deref()),
@@ -290,7 +296,10 @@ pub fn model_files(args: &Args, spec: Option<&ModelSpec>) -> corestream::Result<
             None => args.models.clone(),
         };
         files = files.with_onnx_file(&dir, file)?;
+    } else if spec.is_none_or(|s| s.path.is_dir()) {
+        files = files.with_quantized(args.quantized, &CpuFeatures::detect());
     }
+    files.gate = args.gate.thresholds();
     if let Some(pooling) = args.pooling {
         files.pooling = pooling;
         files.pooling_source = "--pooling".to_owned();
@@ -358,13 +367,16 @@ pub fn load(args: &Args) -> corestream::Result<Models> {
 
 /// Loads the model of `files` on `backend` and serves it as `options` say, as what its
 /// directory says it is (embedder, reranker or classifier: [`Loaded::set_kind`]), with its
-/// pooling and ONNX file in `/info`. Its prompts are the caller's to set.
+/// pooling and ONNX file (and why that file) in `/info`. A quantized file passes the accuracy
+/// gate first ([`accuracy::gate`]: compared with its directory's FP32 file, which is loaded
+/// for it and dropped), or does not load. Its prompts are the caller's to set.
 pub fn serve_files(
     files: &ModelFiles,
     backend: Backend,
     options: &BatchOptions,
 ) -> corestream::Result<Loaded> {
     let (model, tokenizer) = TextEmbedder::load_with_tokenizer(files, backend)?;
+    let gate = accuracy::gate(files, &model, &tokenizer, backend)?;
     let kind = model.kind().clone();
     let pooling = model.pooling();
     let options = &options.for_backend(backend);
@@ -375,6 +387,8 @@ pub fn serve_files(
         .onnx
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
+    loaded.info.onnx_file_reason = Some(files.onnx_reason.clone());
+    loaded.info.accuracy_gate = gate;
     Ok(loaded)
 }
 

@@ -23,6 +23,9 @@
 //! - `stuck.rs`: a model call that does not return (504 after --request-timeout, liveness 503
 //!   after --stuck-after), serve loops that ended, the body budget;
 //! - `tokenizer.rs`: long texts tokenised in pieces give the ids of whole tokenisation;
+//! - `quantized.rs`: the accuracy gate of quantized ONNX files (all-MiniLM-L6-v2's int8 files
+//!   pass with their measured cosines, a broken one is refused with its numbers), the file the
+//!   CPU chooses, rerankers and classifiers compared by rank and label;
 //! - `tune.rs`: `--streams tune`'s sweep below the command (the profile served, the report,
 //!   the same vectors, no metrics of its own, a model failing on its probes).
 //!
@@ -40,6 +43,7 @@ mod faults;
 mod lifecycle;
 mod models;
 mod prompts;
+mod quantized;
 mod scenarios;
 mod scores;
 mod stuck;
