@@ -11,6 +11,9 @@
 //!   stream count and batch size with the highest throughput within the latency bound, and the
 //!   builder code that uses it ([`tune`](mod@tune)).
 //! - `corestream serve ...`: the embedding service of the `corestream-serve` crate ([`serve`](mod@serve)).
+//! - `corestream check-quantized DIR [--json]`: the accuracy gate of `serve` for every quantized
+//!   ONNX file of a model directory against its FP32 file, with rows/s of each and the file
+//!   `serve` would choose on this CPU ([`check_quantized`]); exit status 1 when a file fails.
 //!
 //! The backend: `--backend ort` (ONNX Runtime, `corestream::backend::ort`) or `--backend tract`
 //! (`corestream::backend::tract`). Without `--backend`, a backend-specific option picks its
@@ -37,6 +40,7 @@
 
 mod args;
 mod bench;
+mod check_quantized;
 mod efficiency;
 mod flops;
 mod measure;
@@ -81,6 +85,12 @@ enum Command {
     /// /embed and /info, /health, /metrics) from a Hugging Face model directory, on pinned
     /// streams. Every flag also reads an environment variable.
     Serve(Box<corestream_serve::Args>),
+    /// Compare every quantized ONNX file of a model directory with its FP32 file on fixed
+    /// probe inputs (the accuracy gate `serve` runs before serving one): mean and worst
+    /// cosine (embedders), rank agreement (rerankers), label agreement (classifiers), pass or
+    /// fail, rows/s at batch 1 and 16, and the file `serve` chooses on this CPU. Exit status
+    /// 0 when all pass, 1 when one fails, 2 on bad input.
+    CheckQuantized(check_quantized::CheckArgs),
 }
 
 /// A CLI failure: a message for stderr. Value parsers return it too, so [`parse_cli`] can tell
@@ -109,6 +119,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Tune(args) => tune::run(args),
         Command::Serve(args) => Ok(serve::run(*args)),
+        Command::CheckQuantized(args) => check_quantized::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

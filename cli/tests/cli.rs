@@ -618,7 +618,7 @@ fn help_lists_the_subcommands_and_serve_has_its_own() {
     let out = cli().arg("--help").output().unwrap();
     assert_success(&out);
     let help = String::from_utf8(out.stdout).unwrap();
-    for sub in ["topology", "bench", "tune", "serve"] {
+    for sub in ["topology", "bench", "tune", "serve", "check-quantized"] {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{sub} "))),
@@ -629,4 +629,204 @@ fn help_lists_the_subcommands_and_serve_has_its_own() {
     assert_success(&out);
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(help.contains("--model"), "{help}");
+}
+
+/// The fetched all-MiniLM-L6-v2 directory (`scripts/fetch-models.sh`), or `None` with a notice
+/// (a failure under CI, which fetches it).
+fn minilm_l6() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/all-MiniLM-L6-v2"
+    ));
+    if dir.join("onnx/model_qint8_avx512_vnni.onnx").exists() {
+        return Some(dir.to_owned());
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must fetch the models (scripts/fetch-models.sh)"
+    );
+    eprintln!("models/all-MiniLM-L6-v2 not fetched: skipping (bash scripts/fetch-models.sh)");
+    None
+}
+
+/// The data rows of `check-quantized`'s table.
+fn quantized_rows(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| file ") && !l.starts_with("| ---"))
+        .collect()
+}
+
+/// `check-quantized --json` on the fetched directory: every quantized file (the two
+/// int8-compute files and the int8-storage one) passes with its numbers, exit status 0, and
+/// the file `serve` would choose is named; the table says the same, with rows/s.
+#[test]
+fn check_quantized_passes_the_fetched_int8_files() {
+    let Some(dir) = minilm_l6() else { return };
+    if !ort_available("check_quantized_passes_the_fetched_int8_files") {
+        return;
+    }
+    let out = cli()
+        .args(["check-quantized", dir.to_str().unwrap(), "--json"])
+        .args(["--backend", "ort", "--seconds", "0"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(report["model_type"], "embedding");
+    assert_eq!(report["reference"]["file"], "model.onnx");
+    assert!(report["reference"]["rows_per_s"].is_null(), "{report:#}");
+    let files = report["files"].as_array().unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f["file"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "onnx/model_int8_weights.onnx",
+            "onnx/model_qint8_avx512_vnni.onnx",
+            "onnx/model_quint8_avx2.onnx"
+        ]
+    );
+    for f in files {
+        assert_eq!(f["passed"], true, "{f:#}");
+        assert_eq!(f["probes"], 52, "{f:#}");
+        let mean = f["mean_cosine"].as_f64().unwrap();
+        let worst = f["worst_cosine"].as_f64().unwrap();
+        assert!(mean > 0.985 && worst > 0.93 && worst <= mean, "{f:#}");
+    }
+    assert!(files[1]["quantization"]
+        .as_str()
+        .unwrap()
+        .starts_with("int8 compute"));
+    let chosen = report["chosen"]["file"].as_str().unwrap();
+    assert!(
+        report["chosen"]["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with(chosen),
+        "{report:#}"
+    );
+    if report["cpu"]["avx512_vnni"] == true {
+        assert_eq!(chosen, "onnx/model_qint8_avx512_vnni.onnx");
+    }
+
+    // The table, one file, timed briefly.
+    let out = cli()
+        .args(["check-quantized", dir.to_str().unwrap(), "--backend", "ort"])
+        .args(["--onnx-file", "onnx/model_qint8_avx512_vnni.onnx"])
+        .args(["--seconds", "0.1"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows = quantized_rows(&stdout);
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(
+        rows[0].starts_with("| model.onnx | FP32 (reference) |"),
+        "{stdout}"
+    );
+    assert!(rows[0].contains("(1.00x)"), "{stdout}");
+    assert!(rows[1].starts_with("| onnx/model_qint8_avx512_vnni.onnx | int8 compute"));
+    assert!(
+        rows[1].contains("| pass |") && rows[1].contains("x) |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("`corestream serve` chooses: "), "{stdout}");
+    assert!(stdout.contains("thresholds: mean cosine >= 0.98, worst cosine >= 0.9"));
+}
+
+/// A directory whose int8 file has one weight scale x8 (made by corestream-testkit as
+/// `scripts/quantize.sh --broken` makes it): exit status 1, the file marked FAIL with its
+/// numbers and the gate's message; `--min-cosine 0` lets it pass.
+#[test]
+fn check_quantized_fails_a_broken_file() {
+    let Some(dir) = minilm_l6() else { return };
+    if !ort_available("check_quantized_fails_a_broken_file") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("onnx")).unwrap();
+    for f in ["model.onnx", "tokenizer.json", "config.json"] {
+        std::os::unix::fs::symlink(dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    corestream_testkit::broken::scale_one_weight(
+        &dir.join("onnx/model_qint8_avx512_vnni.onnx"),
+        &tmp.path().join("onnx/model_qint8_broken.onnx"),
+        8.0,
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        cli()
+            .args(["check-quantized", tmp.path().to_str().unwrap()])
+            .args(["--backend", "ort", "--seconds", "0"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows = quantized_rows(&stdout);
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(
+        rows[1].starts_with("| onnx/model_qint8_broken.onnx | int8 compute")
+            && rows[1].contains("| FAIL |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("accuracy gate: onnx/model_qint8_broken.onnx")
+            && stdout.contains("mean cosine 0.5")
+            && stdout.contains("< 0.98"),
+        "{stdout}"
+    );
+    // The broken name is never chosen by itself.
+    assert!(
+        stdout.contains("`corestream serve` chooses: model.onnx (no quantized file of Hugging Face's names here"),
+        "{stdout}"
+    );
+    let out = check(&["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["files"][0]["passed"], false);
+    assert!(report["files"][0]["mean_cosine"].as_f64().unwrap() < 0.7);
+    let out = check(&["--min-cosine", "0"]);
+    assert_success(&out);
+}
+
+#[test]
+fn check_quantized_bad_input_exits_2() {
+    let empty = tempfile::tempdir().unwrap();
+    let fp32_only = tempfile::tempdir().unwrap();
+    let net1 = std::path::Path::new(NET1);
+    std::fs::copy(net1, fp32_only.path().join("model.onnx")).unwrap();
+    std::fs::write(fp32_only.path().join("tokenizer.json"), b"{}").unwrap();
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["/nonexistent/dir"], "no such model directory"),
+        (
+            vec![empty.path().to_str().unwrap()],
+            "no FP32 file to compare with",
+        ),
+        (
+            vec![fp32_only.path().to_str().unwrap()],
+            "no quantized ONNX file to check beside model.onnx",
+        ),
+        (
+            vec![
+                fp32_only.path().to_str().unwrap(),
+                "--onnx-file",
+                "onnx/model_quint8_avx2.onnx",
+            ],
+            "--onnx-file onnx/model_quint8_avx2.onnx is not an ONNX file of",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = cli().arg("check-quantized").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
 }
