@@ -12,6 +12,10 @@
 //!   in `/info` and the log, with the vectors of `--streams auto`.
 //! - A cross-encoder's and a classifier's directories (made from MiniLM by
 //!   corestream-testkit) are served as rerankers and classifiers.
+//! - all-MiniLM-L6-v2 with its int8 files: the file the CPU suits is served after the accuracy
+//!   gate (`/info` and the log say which, why, and the gate's numbers), `--quantized off`
+//!   serves FP32 with vectors within the gate of the int8 server's, a broken int8 file is
+//!   refused (`/health` 503, the numbers in the log).
 //!
 //! SIGTERM under load on both servers: `serve_sigterm.rs`.
 
@@ -644,5 +648,183 @@ fn bad_flags_are_refused_with_a_message() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// The fetched all-MiniLM-L6-v2 directory with its int8 files, and ONNX Runtime (the backend
+/// the gate's numbers were measured on); `None` with a notice when either is missing (a
+/// failure under CI, which fetches the models, and under `CORESTREAM_REQUIRE_ORT=1`).
+fn minilm_l6_on_ort() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/all-MiniLM-L6-v2"
+    ));
+    if !dir.join("onnx/model_qint8_avx512_vnni.onnx").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must fetch the models (scripts/fetch-models.sh)"
+        );
+        eprintln!("models/all-MiniLM-L6-v2 not fetched: skipping (bash scripts/fetch-models.sh)");
+        return None;
+    }
+    if let Err(e) = corestream::backend::ort::load_library(None) {
+        assert!(
+            std::env::var("CORESTREAM_REQUIRE_ORT").as_deref() != Ok("1"),
+            "CORESTREAM_REQUIRE_ORT=1 but {e}"
+        );
+        eprintln!("ONNX Runtime not found: skipping the int8 run ({e})");
+        return None;
+    }
+    Some(dir.to_owned())
+}
+
+/// Each of `texts` in a request of its own (a batch of one: int8 results move slightly with
+/// their batch neighbours), unit length.
+fn embeddings_alone(base: &str, texts: &[&str]) -> Vec<Vec<f64>> {
+    texts
+        .iter()
+        .map(|t| embeddings(base, &[t]).remove(0))
+        .collect()
+}
+
+/// all-MiniLM-L6-v2 served from its directory: on this CPU the int8 file it suits (by
+/// /proc/cpuinfo; FP32 without AVX2), `/info` and the ready line say which and why, with the
+/// accuracy gate's numbers; `--quantized off` serves FP32, whose vectors agree within the
+/// gate; a broken int8 file chosen by `--onnx-file` leaves `/health` at 503 and logs the gate's
+/// numbers.
+#[test]
+fn serves_the_int8_file_the_cpu_suits_after_its_accuracy_gate() {
+    use corestream_serve::model::quantized::{CpuFeatures, OnnxVariant};
+
+    let _alone = one_at_a_time();
+    let Some(dir) = minilm_l6_on_ort() else {
+        return;
+    };
+    let texts = [
+        TEXTS[0],
+        TEXTS[1],
+        TEXTS[2],
+        "OK",
+        "Thanks!!!",
+        "How do I reset my password?",
+    ];
+    let dir_arg = dir.to_str().unwrap();
+    let start = Instant::now();
+    let mut int8 = Process::start(&["--model", dir_arg, "--streams", "1", "--backend", "ort"]);
+    let base = int8.base();
+    wait_health(&mut int8, &base, 200);
+    let ready_after = start.elapsed();
+    let cpu = CpuFeatures::detect();
+    let expected = if cpu.avx512_vnni || cpu.amx_int8 {
+        "model_qint8_avx512_vnni.onnx"
+    } else if cpu.avx2 {
+        "model_quint8_avx2.onnx"
+    } else {
+        "model.onnx"
+    };
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert_eq!(info["onnx_file"], expected, "{info:#}");
+    let reason = info["onnx_file_reason"].as_str().unwrap();
+    assert!(reason.ends_with(expected), "{reason}");
+    let ready = int8.wait_log("ready");
+    assert_eq!(ready["onnx_file"], expected, "{ready}");
+    assert_eq!(ready["onnx_file_reason"], reason, "{ready}");
+    let quantized = OnnxVariant::of(expected).is_quantized();
+    if quantized {
+        assert!(reason.starts_with("cpu has "), "{reason}");
+        let gate = &info["accuracy_gate"];
+        assert_eq!(gate["passed"], true, "{gate:#}");
+        assert_eq!(gate["reference"], "model.onnx");
+        assert_eq!(gate["probes"], 52);
+        let mean = gate["mean_cosine"].as_f64().unwrap();
+        assert!(mean > 0.985, "{gate:#}");
+        assert!(
+            ready["accuracy_gate"]
+                .as_str()
+                .unwrap()
+                .starts_with("mean cosine 0.99"),
+            "{ready}"
+        );
+        let passed = int8.wait_log("accuracy gate passed");
+        assert_eq!(passed["file"], format!("onnx/{expected}"), "{passed}");
+        eprintln!(
+            "int8 ready after {:.1} s, the gate took {:.2} s: {}",
+            ready_after.as_secs_f64(),
+            gate["seconds"].as_f64().unwrap(),
+            passed["message"]
+        );
+    } else {
+        assert!(info["accuracy_gate"].is_null(), "{info:#}");
+    }
+    let int8_vectors = embeddings_alone(&base, &texts);
+    drop(int8);
+
+    let start = Instant::now();
+    let mut fp32 = Process::start(&[
+        "--model",
+        dir_arg,
+        "--streams",
+        "1",
+        "--backend",
+        "ort",
+        "--quantized",
+        "off",
+    ]);
+    let base = fp32.base();
+    wait_health(&mut fp32, &base, 200);
+    eprintln!("FP32 ready after {:.1} s", start.elapsed().as_secs_f64());
+    let (_, info) = call(&format!("{base}/info"), None);
+    assert_eq!(info["onnx_file"], "model.onnx", "{info:#}");
+    assert_eq!(info["onnx_file_reason"], "--quantized off: model.onnx");
+    assert!(info["accuracy_gate"].is_null(), "{info:#}");
+    let fp32_vectors = embeddings_alone(&base, &texts);
+    drop(fp32);
+    let cosines: Vec<f64> = int8_vectors
+        .iter()
+        .zip(&fp32_vectors)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>())
+        .collect();
+    let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
+    assert!(
+        mean >= 0.98 && cosines.iter().all(|c| *c >= 0.9),
+        "{cosines:?}"
+    );
+    if quantized {
+        // Not the same vectors: the int8 file computes otherwise.
+        assert!(max_diff(&int8_vectors, &fp32_vectors) > 1e-4);
+    }
+
+    // A broken int8 file (one weight scale x8), named by --onnx-file: refused.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("onnx")).unwrap();
+    for f in ["model.onnx", "tokenizer.json", "config.json", "1_Pooling"] {
+        std::os::unix::fs::symlink(dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    corestream_testkit::broken::scale_one_weight(
+        &dir.join("onnx/model_qint8_avx512_vnni.onnx"),
+        &tmp.path().join("onnx/model_qint8_avx512_vnni.onnx"),
+        8.0,
+    )
+    .unwrap();
+    let mut broken = Process::start(&[
+        "--model",
+        tmp.path().to_str().unwrap(),
+        "--backend",
+        "ort",
+        "--onnx-file",
+        "onnx/model_qint8_avx512_vnni.onnx",
+    ]);
+    let base = broken.base();
+    let logged = broken.wait_log("model load failed");
+    wait_health(&mut broken, &base, 503);
+    let error = logged["error"].as_str().unwrap_or_default();
+    for part in [
+        "accuracy gate: onnx/model_qint8_avx512_vnni.onnx",
+        "answers unlike model.onnx",
+        "mean cosine 0.5",
+        "< 0.98",
+        "--quantized off",
+    ] {
+        assert!(error.contains(part), "{part:?} not in {logged}");
     }
 }
