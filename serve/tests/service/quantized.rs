@@ -3,7 +3,8 @@
 //! one (made here by corestream-testkit: one weight scale x8) with its numbers, tells quantized
 //! files from FP32 ones by their graphs, and compares rerankers and classifiers by rank and
 //! label. Skipped with a notice when `models/all-MiniLM-L6-v2` is not fetched (a failure under
-//! CI, which fetches it).
+//! CI, which fetches it). Each test holds [`shared_blocking`](crate::support::shared_blocking):
+//! they load models of 23 to 90 MB, which the fault scenarios' memory checks must not see.
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,7 @@ fn gate(dir: &Path, file: &str, backend: Backend) -> corestream::Result<Option<A
 /// are), on ONNX Runtime (tract when it is missing).
 #[test]
 fn the_int8_files_pass_the_gate_with_their_measured_numbers() {
+    let _shared = crate::support::shared_blocking();
     let Some(dir) = minilm_l6() else { return };
     let backend = backend("the_int8_files_pass_the_gate");
     for file in [
@@ -110,6 +112,7 @@ fn the_int8_files_pass_the_gate_with_their_measured_numbers() {
 /// (`--min-cosine 0`) it would load.
 #[test]
 fn a_broken_int8_file_is_refused_with_its_numbers() {
+    let _shared = crate::support::shared_blocking();
     let Some(dir) = minilm_l6() else { return };
     let backend = backend("a_broken_int8_file_is_refused");
     let tmp = tempfile::tempdir().unwrap();
@@ -181,6 +184,7 @@ fn a_broken_int8_file_is_refused_with_its_numbers() {
 /// the FP32 file or an FP32 copy under another name.
 #[test]
 fn the_cpu_chooses_and_only_quantized_files_are_gated() {
+    let _shared = crate::support::shared_blocking();
     let Some(dir) = minilm_l6() else { return };
     let cpu = CpuFeatures::detect();
     let files = ModelFiles::from_dir(&dir).unwrap();
@@ -232,6 +236,7 @@ fn the_cpu_chooses_and_only_quantized_files_are_gated() {
 /// (what a broken file would look like) it fails the gate with the numbers.
 #[test]
 fn rerankers_and_classifiers_are_compared_by_rank_and_label() {
+    let _shared = crate::support::shared_blocking();
     use corestream_serve::model::{ModelKind, TextTokenizer};
     use corestream_testkit::heads::{classifier_config, reranker_config, Head};
 
@@ -291,6 +296,7 @@ fn rerankers_and_classifiers_are_compared_by_rank_and_label() {
 /// fails the load.
 #[test]
 fn serve_chooses_gates_and_reports_the_int8_file() {
+    let _shared = crate::support::shared_blocking();
     use clap::Parser;
     use corestream::batch::Rows;
     use corestream_serve::model::{probes, Encoded};
