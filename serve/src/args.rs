@@ -258,16 +258,18 @@ pub struct Args {
     /// quantized file passes the accuracy gate first (--min-cosine).
     #[arg(long, env = "CORESTREAM_ONNX_FILE", value_name = "PATH")]
     pub onnx_file: Option<PathBuf>,
-    /// Without --onnx-file, which ONNX file of a model directory serves. `auto`: a quantized
-    /// file of Hugging Face's names when the CPU (its /proc/cpuinfo flags) has what it is made
-    /// for: AVX-512 VNNI or AMX -> onnx/model_qint8_avx512_vnni.onnx (else
+    /// Without --onnx-file, which ONNX file of a model directory serves. `auto`: on ONNX
+    /// Runtime, a quantized file of Hugging Face's names when the CPU (its /proc/cpuinfo flags)
+    /// has what it is made for: AVX-512 VNNI or AMX -> onnx/model_qint8_avx512_vnni.onnx (else
     /// model_qint8_avx512.onnx, else model_quint8_avx2.onnx); AVX-512 BW ->
     /// model_qint8_avx512.onnx (else the AVX2 file); AVX2 -> model_quint8_avx2.onnx; else, or
     /// without such a file, the FP32 onnx/model.onnx or model.onnx. Other names (model_O1..O4,
-    /// anything else) are never chosen by themselves. `off`: the FP32 file. /info and the log
+    /// anything else) are never chosen by themselves. On tract the FP32 file (tract's int8 path
+    /// measured 0.5-0.7x FP32's speed). `off`: the FP32 file. /info and the log
     /// say which file and why (`onnx_file`, `onnx_file_reason`). The chosen quantized file is
-    /// served only if it passes the accuracy gate (--min-cosine; about 1.5 s at startup on 2
-    /// CPUs for all-MiniLM-L6-v2 on ONNX Runtime).
+    /// served only if it passes the accuracy gate (--min-cosine), which adds about 1.2 s to
+    /// startup for all-MiniLM-L6-v2 on ONNX Runtime (2 shared CPUs: ready after 1.4-1.6 s
+    /// instead of 0.4-0.5 s; 2.5 s on tract).
     #[arg(
         long,
         value_enum,

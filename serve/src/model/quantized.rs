@@ -9,8 +9,15 @@
 //! `--onnx-file`. `model_O1.onnx` ... `model_O4.onnx` are optimum's graph-optimised FP32 (O4:
 //! FP16) variants, not quantized files. A quantized file is served only after the accuracy
 //! gate ([`crate::model::accuracy`]) compared it with the FP32 file.
+//!
+//! Only on ONNX Runtime: tract runs the int8 files, but slower than FP32 (measured on
+//! all-MiniLM-L6-v2, one CPU: 0.5x to 0.7x FP32's rows per second, where ONNX Runtime's
+//! qint8 file gives 2.2x to 2.9x), so on tract the FP32 file serves unless `--onnx-file` says
+//! otherwise.
 
 use std::fmt;
+
+use crate::model::embedder::Backend;
 
 /// What `--quantized` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -232,22 +239,33 @@ pub struct OnnxChoice {
 /// with [`QuantizedMode::Auto`], the first quantized file (by Hugging Face's names) that suits
 /// `cpu` (AVX-512 VNNI or AMX: `model_qint8_avx512_vnni.onnx`, else `model_qint8_avx512.onnx`,
 /// else `model_quint8_avx2.onnx`; AVX-512 BW: the last two; AVX2: `model_quint8_avx2.onnx`),
-/// in `onnx/` before the directory itself; otherwise `fp32`.
+/// in `onnx/` before the directory itself, when `backend` is ONNX Runtime; otherwise `fp32`.
 ///
 /// ```
+/// use corestream_serve::model::embedder::Backend;
 /// use corestream_serve::model::quantized::{choose, CpuFeatures, QuantizedMode};
 ///
 /// let files = ["model.onnx", "onnx/model_qint8_avx512_vnni.onnx", "onnx/model_quint8_avx2.onnx"]
 ///     .map(String::from);
 /// let vnni = CpuFeatures { avx2: true, avx512bw: true, avx512_vnni: true, ..Default::default() };
-/// let choice = choose(&files, "model.onnx", &vnni, QuantizedMode::Auto);
+/// let choice = choose(&files, "model.onnx", &vnni, QuantizedMode::Auto, Backend::Ort);
 /// assert_eq!(choice.file, "onnx/model_qint8_avx512_vnni.onnx");
 /// assert_eq!(choice.reason, "cpu has avx512_vnni: onnx/model_qint8_avx512_vnni.onnx");
 /// let avx2 = CpuFeatures { avx2: true, ..Default::default() };
-/// assert_eq!(choose(&files, "model.onnx", &avx2, QuantizedMode::Auto).file, "onnx/model_quint8_avx2.onnx");
-/// assert_eq!(choose(&files, "model.onnx", &vnni, QuantizedMode::Off).file, "model.onnx");
+/// let choice = choose(&files, "model.onnx", &avx2, QuantizedMode::Auto, Backend::Ort);
+/// assert_eq!(choice.file, "onnx/model_quint8_avx2.onnx");
+/// let off = choose(&files, "model.onnx", &vnni, QuantizedMode::Off, Backend::Ort);
+/// assert_eq!(off.file, "model.onnx");
+/// let tract = choose(&files, "model.onnx", &vnni, QuantizedMode::Auto, Backend::Tract);
+/// assert_eq!(tract.file, "model.onnx");
 /// ```
-pub fn choose(files: &[String], fp32: &str, cpu: &CpuFeatures, mode: QuantizedMode) -> OnnxChoice {
+pub fn choose(
+    files: &[String],
+    fp32: &str,
+    cpu: &CpuFeatures,
+    mode: QuantizedMode,
+    backend: Backend,
+) -> OnnxChoice {
     let fp32_choice = |why: String| OnnxChoice {
         file: fp32.to_owned(),
         reason: format!("{why}: {fp32}"),
@@ -261,6 +279,11 @@ pub fn choose(files: &[String], fp32: &str, cpu: &CpuFeatures, mode: QuantizedMo
         .collect();
     if quantized.is_empty() {
         return fp32_choice("no quantized file of Hugging Face's names here".to_owned());
+    }
+    if backend != Backend::Ort {
+        return fp32_choice(format!(
+            "backend {backend} (its int8 kernels run slower than FP32; ort chooses int8)"
+        ));
     }
     let (preferred, feature) = cpu.preferred();
     for variant in preferred {
@@ -381,7 +404,13 @@ mod tests {
         let (_dir, files) = dir_with(&HF);
         let pick = |flags: &str| {
             let cpu = CpuFeatures::from_cpuinfo(&cpuinfo(2, flags));
-            choose(&files, "onnx/model.onnx", &cpu, QuantizedMode::Auto)
+            choose(
+                &files,
+                "onnx/model.onnx",
+                &cpu,
+                QuantizedMode::Auto,
+                Backend::Ort,
+            )
         };
         let vnni = pick("avx2 avx512f avx512bw avx512_vnni");
         assert_eq!(vnni.file, "onnx/model_qint8_avx512_vnni.onnx");
@@ -419,16 +448,34 @@ mod tests {
         let vnni = CpuFeatures::from_cpuinfo(&cpuinfo(1, "avx2 avx512bw avx512_vnni"));
         // VNNI CPU, only the AVX2 file: it still beats FP32.
         let (_dir, files) = dir_with(&["model.onnx", "onnx/model_quint8_avx2.onnx"]);
-        let choice = choose(&files, "model.onnx", &vnni, QuantizedMode::Auto);
+        let choice = choose(
+            &files,
+            "model.onnx",
+            &vnni,
+            QuantizedMode::Auto,
+            Backend::Ort,
+        );
         assert_eq!(choice.file, "onnx/model_quint8_avx2.onnx");
         // Files beside model.onnx rather than in onnx/.
         let (_dir, files) = dir_with(&["model.onnx", "model_qint8_avx512_vnni.onnx"]);
-        let choice = choose(&files, "model.onnx", &vnni, QuantizedMode::Auto);
+        let choice = choose(
+            &files,
+            "model.onnx",
+            &vnni,
+            QuantizedMode::Auto,
+            Backend::Ort,
+        );
         assert_eq!(choice.file, "model_qint8_avx512_vnni.onnx");
         // An AVX2-only CPU and only AVX-512 files: FP32, saying why.
         let avx2 = CpuFeatures::from_cpuinfo(&cpuinfo(1, "avx2"));
         let (_dir, files) = dir_with(&["onnx/model.onnx", "onnx/model_qint8_avx512_vnni.onnx"]);
-        let choice = choose(&files, "onnx/model.onnx", &avx2, QuantizedMode::Auto);
+        let choice = choose(
+            &files,
+            "onnx/model.onnx",
+            &avx2,
+            QuantizedMode::Auto,
+            Backend::Ort,
+        );
         assert_eq!(choice.file, "onnx/model.onnx");
         assert!(
             choice
@@ -444,15 +491,41 @@ mod tests {
             "onnx/model_int8_weights.onnx",
             "onnx/model_O3.onnx",
         ]);
-        let choice = choose(&files, "onnx/model.onnx", &vnni, QuantizedMode::Auto);
+        let choice = choose(
+            &files,
+            "onnx/model.onnx",
+            &vnni,
+            QuantizedMode::Auto,
+            Backend::Ort,
+        );
         assert_eq!(choice.file, "onnx/model.onnx");
         assert_eq!(
             choice.reason,
             "no quantized file of Hugging Face's names here: onnx/model.onnx"
         );
-        // --quantized off.
+        // tract: FP32, whatever the CPU.
         let (_dir, files) = dir_with(&HF);
-        let choice = choose(&files, "onnx/model.onnx", &vnni, QuantizedMode::Off);
+        let choice = choose(
+            &files,
+            "onnx/model.onnx",
+            &vnni,
+            QuantizedMode::Auto,
+            Backend::Tract,
+        );
+        assert_eq!(choice.file, "onnx/model.onnx");
+        assert!(
+            choice.reason.starts_with("backend tract"),
+            "{}",
+            choice.reason
+        );
+        // --quantized off.
+        let choice = choose(
+            &files,
+            "onnx/model.onnx",
+            &vnni,
+            QuantizedMode::Off,
+            Backend::Ort,
+        );
         assert_eq!(choice.file, "onnx/model.onnx");
         assert_eq!(choice.reason, "--quantized off: onnx/model.onnx");
     }

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::model::accuracy::Thresholds;
+use crate::model::embedder::Backend;
 use crate::model::kind::ModelKind;
 use crate::model::pooling::Pooling;
 use crate::model::prompts::Prompts;
@@ -90,12 +91,13 @@ impl ModelFiles {
         Ok(self)
     }
 
-    /// The same model with the ONNX file of its directory that suits `cpu`, as
-    /// [`quantized::choose`] says (with [`QuantizedMode::Off`], or without a directory or FP32
-    /// file: unchanged but for the reason), and why in [`onnx_reason`](Self::onnx_reason).
+    /// The same model with the ONNX file of its directory that suits `cpu` and `backend`, as
+    /// [`quantized::choose`] says (with [`QuantizedMode::Off`], on tract, or without a
+    /// directory or FP32 file: the FP32 file), and why in [`onnx_reason`](Self::onnx_reason).
     /// For a model whose ONNX file was found in its directory, not named.
     ///
     /// ```
+    /// use corestream_serve::model::embedder::Backend;
     /// use corestream_serve::model::quantized::{CpuFeatures, QuantizedMode};
     /// use corestream_serve::model::ModelFiles;
     ///
@@ -107,19 +109,24 @@ impl ModelFiles {
     /// let files = ModelFiles::from_dir(dir.path())?;
     /// assert_eq!(files.onnx_reason, "the directory's FP32 file: model.onnx");
     /// let avx2 = CpuFeatures { avx2: true, ..Default::default() };
-    /// let chosen = files.with_quantized(QuantizedMode::Auto, &avx2);
+    /// let chosen = files.with_quantized(QuantizedMode::Auto, &avx2, Backend::Ort);
     /// assert!(chosen.onnx.ends_with("onnx/model_quint8_avx2.onnx"));
     /// assert_eq!(chosen.onnx_reason, "cpu has avx2 (no avx512_vnni): onnx/model_quint8_avx2.onnx");
     /// # Ok::<(), corestream::Error>(())
     /// ```
-    pub fn with_quantized(mut self, mode: QuantizedMode, cpu: &CpuFeatures) -> ModelFiles {
+    pub fn with_quantized(
+        mut self,
+        mode: QuantizedMode,
+        cpu: &CpuFeatures,
+        backend: Backend,
+    ) -> ModelFiles {
         let Some(dir) = self.dir.clone() else {
             return self;
         };
         let Some(fp32) = fp32_file(&dir) else {
             return self;
         };
-        let choice = quantized::choose(&onnx_files(&dir), &fp32, cpu, mode);
+        let choice = quantized::choose(&onnx_files(&dir), &fp32, cpu, mode, backend);
         self.onnx = dir.join(&choice.file);
         self.onnx_reason = choice.reason;
         self

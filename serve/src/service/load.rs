@@ -267,9 +267,13 @@ pub fn backend(args: &Args) -> corestream::Result<Backend> {
 /// The files of the model `spec` names (a `--model`: a directory or an ONNX file, with
 /// `--tokenizer`), else of the folder `--models` (earlier releases' flag), with the flags of
 /// `args` that apply to one model. A directory's ONNX file is `--onnx-file`, else the one
-/// `--quantized` and the CPU's features choose ([`ModelFiles::with_quantized`]); the accuracy
+/// `--quantized`, the CPU's features and `backend` choose ([`ModelFiles::with_quantized`]); the accuracy
 /// gate's thresholds are `--min-cosine` and `--min-agreement`.
-pub fn model_files(args: &Args, spec: Option<&ModelSpec>) -> corestream::Result<ModelFiles> {
+pub fn model_files(
+    args: &Args,
+    spec: Option<&ModelSpec>,
+    backend: Backend,
+) -> corestream::Result<ModelFiles> {
     let mut files = match spec {
         Some(spec) => ModelFiles::locate(&spec.path, args.tokenizer.as_deref()),
         None => ModelFiles::from_dir(&args.models).map_err(|e| match e {
@@ -297,7 +301,7 @@ pub fn model_files(args: &Args, spec: Option<&ModelSpec>) -> corestream::Result<
         };
         files = files.with_onnx_file(&dir, file)?;
     } else if spec.is_none_or(|s| s.path.is_dir()) {
-        files = files.with_quantized(args.quantized, &CpuFeatures::detect());
+        files = files.with_quantized(args.quantized, &CpuFeatures::detect(), backend);
     }
     files.gate = args.gate.thresholds();
     if let Some(pooling) = args.pooling {
@@ -407,7 +411,7 @@ fn load_one(
         let loaded = serve_model(model, tokenizer, name, backend.describe(), options)?;
         (loaded, Prompts::default())
     } else {
-        let files = model_files(args, spec)?;
+        let files = model_files(args, spec, backend)?;
         (serve_files(&files, backend, options)?, files.prompts)
     };
     let prompts = prompts

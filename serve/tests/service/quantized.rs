@@ -190,7 +190,9 @@ fn the_cpu_chooses_and_only_quantized_files_are_gated() {
     let files = ModelFiles::from_dir(&dir).unwrap();
     assert_eq!(files.onnx_reason, "the directory's FP32 file: model.onnx");
     assert!(accuracy::reference_for(&files).unwrap().is_none());
-    let chosen = files.clone().with_quantized(QuantizedMode::Auto, &cpu);
+    let chosen = files
+        .clone()
+        .with_quantized(QuantizedMode::Auto, &cpu, Backend::Ort);
     let name = chosen
         .onnx
         .file_name()
@@ -213,9 +215,18 @@ fn the_cpu_chooses_and_only_quantized_files_are_gated() {
         "{}",
         chosen.onnx_reason
     );
-    let off = files.with_quantized(QuantizedMode::Off, &cpu);
+    let off = files
+        .clone()
+        .with_quantized(QuantizedMode::Off, &cpu, Backend::Ort);
     assert!(off.onnx.ends_with("model.onnx"));
     assert_eq!(off.onnx_reason, "--quantized off: model.onnx");
+    let tract = files.with_quantized(QuantizedMode::Auto, &cpu, Backend::Tract);
+    assert!(tract.onnx.ends_with("model.onnx"));
+    assert!(
+        tract.onnx_reason.starts_with("backend tract"),
+        "{}",
+        tract.onnx_reason
+    );
 
     // An FP32 copy under another name: not quantized, not gated.
     let tmp = tempfile::tempdir().unwrap();
