@@ -4,8 +4,8 @@
 //! of a model directory against its FP32 file, as a table (or JSON): how each is quantized,
 //! its numbers on the probes (embedders: mean and worst cosine with the worst probe;
 //! rerankers: rank and top-1 agreement; classifiers: label agreement), pass or fail, rows per
-//! second of each file at batch 1 and 16 (a short timing on the backend, FP32 included), and
-//! the file `serve` would choose on this CPU.
+//! second and CPU time per row of each file at batch 1 and 16 (a short timing on one CPU of
+//! the backend, FP32 included: [`timings`]), and the file `serve` would choose on this CPU.
 //!
 //! Exit status: 0 when every checked file passes, 1 when one fails (or does not load), 2 on bad
 //! input (no such directory, no FP32 file, nothing quantized to check).
@@ -45,8 +45,9 @@ pub struct CheckArgs {
     /// repeat for several. Without it: every ONNX file whose graph is quantized.
     #[arg(long, value_name = "PATH")]
     onnx_file: Vec<PathBuf>,
-    /// Time each file for this long at batch 1 and at batch 16 (one stream on all CPUs, short
-    /// sentences); 0 skips the timing.
+    /// Time each file for this long at batch 1 and at batch 16: rows/s and CPU ms per row on
+    /// one stream of one CPU (what each stream of `serve --streams auto` runs), 16 short probe
+    /// sentences, in 5 slices the files take in turn (the best slice counts); 0 skips it.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     seconds: f64,
     /// Print JSON instead of the table.
@@ -57,12 +58,21 @@ pub struct CheckArgs {
 /// The batch sizes timed.
 const BATCHES: [usize; 2] = [1, 16];
 
-/// One checked file: its comparison, or why it could not be compared, and its rows per second
-/// at each of [`BATCHES`].
+/// One checked file: its comparison, or why it could not be compared, and its timing.
 struct Checked {
     file: String,
     result: Result<Accuracy, String>,
-    rates: Vec<f64>,
+    timing: Timing,
+}
+
+/// A file's timing at each of [`BATCHES`] (empty lists: not timed).
+#[derive(Debug, Clone, Default)]
+struct Timing {
+    /// Rows per second (wall clock), the best slice.
+    rows_per_s: Vec<f64>,
+    /// The process's CPU time per row in milliseconds, the least of the slices (`None` where
+    /// the OS does not say: `/proc/self/task/*/schedstat`).
+    cpu_ms_per_row: Vec<Option<f64>>,
 }
 
 /// `corestream check-quantized`.
@@ -128,7 +138,8 @@ pub fn run(args: CheckArgs) -> Result<i32, Fail> {
     let reference = Arc::new(reference);
     let rows = timing_rows(&tokenizer)?;
     let time = Duration::from_secs_f64(args.seconds);
-    let reference_rates = rates(Arc::clone(&reference), &rows, time)?;
+    // Every file that loads, the reference first, timed together at the end.
+    let mut timed = vec![Arc::clone(&reference)];
     let mut checked = Vec::new();
     for (file, quantization) in candidates {
         let candidate_files = ModelFiles {
@@ -147,18 +158,24 @@ pub fn run(args: CheckArgs) -> Result<i32, Fail> {
                 accuracy.judge(thresholds);
                 Ok((accuracy, model))
             });
-        let (result, rates) = match result {
-            Ok((accuracy, model)) => (Ok(accuracy), rates(Arc::new(model), &rows, time)?),
-            Err(e) => (Err(e), Vec::new()),
-        };
+        let result = result.map(|(accuracy, model)| {
+            timed.push(Arc::new(model));
+            accuracy
+        });
         checked.push(Checked {
             file,
             result,
-            rates,
+            timing: Timing::default(),
         });
     }
+    drop(reference);
+    let mut measured = timings(timed, &rows, time)?.into_iter();
+    let reference_timing = measured.next().unwrap_or_default();
+    for c in checked.iter_mut().filter(|c| c.result.is_ok()) {
+        c.timing = measured.next().unwrap_or_default();
+    }
     let cpu = CpuFeatures::detect();
-    let choice = quantized::choose(&all, &reference_name, &cpu, QuantizedMode::Auto);
+    let choice = quantized::choose(&all, &reference_name, &cpu, QuantizedMode::Auto, backend);
     let passed = checked
         .iter()
         .all(|c| c.result.as_ref().is_ok_and(|a| a.passed));
@@ -167,7 +184,7 @@ pub fn run(args: CheckArgs) -> Result<i32, Fail> {
         backend: backend.describe(),
         kind: files.kind.name(),
         reference: &reference_name,
-        reference_rates,
+        reference_timing,
         checked: &checked,
         skipped: &skipped,
         cpu: &cpu,
@@ -197,30 +214,76 @@ fn timing_rows(tokenizer: &TextTokenizer) -> Result<Vec<Encoded>, Fail> {
         .collect()
 }
 
-/// Rows per second of `model` at each of [`BATCHES`], each measured for `time` after a tenth
-/// of it to warm up, on one stream over all CPUs (ONNX Runtime: that many intra-op threads),
-/// called one batch after another; empty when `time` is 0.
-fn rates(model: Arc<TextEmbedder>, rows: &[Encoded], time: Duration) -> Result<Vec<f64>, Fail> {
-    if time.is_zero() {
-        return Ok(Vec::new());
+/// How many slices each file's timing is cut into, the files taking turns.
+const SLICES: u32 = 5;
+
+/// The CPU time of this process's live threads so far (`/proc/self/task/*/schedstat`: the
+/// nanoseconds each ran); `None` where the OS does not say.
+fn process_cpu() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
     }
-    let msm = MultiStreamModule::builder(model)
-        .pool(CpuPool::all()?)
-        .num_streams(Streams::Count(1))
-        .build()?;
-    let mut out = Vec::new();
-    for batch in BATCHES {
-        let input = Rows(rows.iter().cycle().take(batch).cloned().collect::<Vec<_>>());
-        let warm = Instant::now();
-        while warm.elapsed() < time / 10 {
-            msm.forward_sync(input.clone())?;
+    Some(Duration::from_nanos(total))
+}
+
+/// The timing of each of `models` at each of [`BATCHES`], on one stream of one CPU (the first
+/// this process may use; no intra-op threads, so no spinning or waiting on each other in the
+/// CPU time), called one batch after another: `time` per file and batch, cut into [`SLICES`]
+/// slices that the files take in turn (so that a busy moment of a shared machine falls on all
+/// of them), each after one warm-up call; the best slice counts. Empty when `time` is 0.
+fn timings(
+    models: Vec<Arc<TextEmbedder>>,
+    rows: &[Encoded],
+    time: Duration,
+) -> Result<Vec<Timing>, Fail> {
+    if time.is_zero() {
+        return Ok(vec![Timing::default(); models.len()]);
+    }
+    let cpu = CpuPool::new([CpuPool::all()?.cpus()[0]])?;
+    let streams = models
+        .into_iter()
+        .map(|model| {
+            Ok(MultiStreamModule::builder(model)
+                .pool(cpu.clone())
+                .num_streams(Streams::Count(1))
+                .build()?)
+        })
+        .collect::<Result<Vec<_>, Fail>>()?;
+    let mut out = vec![
+        Timing {
+            rows_per_s: vec![0.0; BATCHES.len()],
+            cpu_ms_per_row: vec![None; BATCHES.len()],
+        };
+        streams.len()
+    ];
+    let slice = time / SLICES;
+    for _ in 0..SLICES {
+        for (msm, timing) in streams.iter().zip(&mut out) {
+            for (i, batch) in BATCHES.iter().enumerate() {
+                let input = Rows(
+                    rows.iter()
+                        .cycle()
+                        .take(*batch)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+                msm.forward_sync(input.clone())?;
+                let (start, cpu_start, mut calls) = (Instant::now(), process_cpu(), 0usize);
+                while start.elapsed() < slice || calls < 2 {
+                    msm.forward_sync(input.clone())?;
+                    calls += 1;
+                }
+                let (wall, rows) = (start.elapsed(), (calls * batch) as f64);
+                timing.rows_per_s[i] = timing.rows_per_s[i].max(rows / wall.as_secs_f64());
+                if let (Some(a), Some(b)) = (cpu_start, process_cpu()) {
+                    let ms = b.saturating_sub(a).as_secs_f64() * 1e3 / rows;
+                    let least = timing.cpu_ms_per_row[i].map_or(ms, |m: f64| m.min(ms));
+                    timing.cpu_ms_per_row[i] = Some(least);
+                }
+            }
         }
-        let (start, mut calls) = (Instant::now(), 0usize);
-        while start.elapsed() < time || calls < 3 {
-            msm.forward_sync(input.clone())?;
-            calls += 1;
-        }
-        out.push((calls * batch) as f64 / start.elapsed().as_secs_f64());
     }
     Ok(out)
 }
@@ -231,7 +294,7 @@ struct Report<'a> {
     backend: String,
     kind: &'static str,
     reference: &'a str,
-    reference_rates: Vec<f64>,
+    reference_timing: Timing,
     checked: &'a [Checked],
     skipped: &'a [String],
     cpu: &'a CpuFeatures,
@@ -255,13 +318,26 @@ impl Report<'_> {
         }
     }
 
-    /// `329.1 (2.63x)`, or `-` without a timing.
-    fn rate(&self, rates: &[f64], i: usize) -> String {
-        match (rates.get(i), self.reference_rates.get(i)) {
-            (Some(r), Some(fp32)) if *fp32 > 0.0 => format!("{r:.1} ({:.2}x)", r / fp32),
-            (Some(r), _) => format!("{r:.1}"),
-            _ => "-".to_owned(),
+    /// The timing columns of a file: rows/s at each batch, then CPU ms per row, each with how
+    /// many times better than FP32 (`329.1 (2.63x) |`); `- |` without a timing.
+    fn timing_cells(&self, timing: &Timing) -> String {
+        let fp32 = &self.reference_timing;
+        let mut cells = String::new();
+        for i in 0..BATCHES.len() {
+            cells += &match (timing.rows_per_s.get(i), fp32.rows_per_s.get(i)) {
+                (Some(r), Some(f)) if *f > 0.0 => format!(" {r:.1} ({:.2}x) |", r / f),
+                _ => " - |".to_owned(),
+            };
         }
+        for i in 0..BATCHES.len() {
+            let ms = timing.cpu_ms_per_row.get(i).copied().flatten();
+            let f = fp32.cpu_ms_per_row.get(i).copied().flatten();
+            cells += &match (ms, f) {
+                (Some(ms), Some(f)) if ms > 0.0 => format!(" {ms:.2} ({:.2}x) |", f / ms),
+                _ => " - |".to_owned(),
+            };
+        }
+        cells
     }
 
     fn text(&self) -> String {
@@ -287,15 +363,15 @@ impl Report<'_> {
             format!(" {c} |")
         };
         out += &format!(
-            "| file | kind | {a} | {b} |{extra} gate | rows/s B=1 | rows/s B=16 |\n| --- | --- | --: | --- |{} --- | --: | --: |\n",
+            "| file | kind | {a} | {b} |{extra} gate | rows/s B=1 | rows/s B=16 | CPU ms/row B=1 \
+             | CPU ms/row B=16 |\n| --- | --- | --: | --- |{} --- | --: | --: | --: | --: |\n",
             if c.is_empty() { "" } else { " --: |" }
         );
         let filler = if c.is_empty() { "" } else { " - |" };
         out += &format!(
-            "| {} | FP32 (reference) | - | - |{filler} - | {} | {} |\n",
+            "| {} | FP32 (reference) | - | - |{filler} - |{}\n",
             self.reference,
-            self.rate(&self.reference_rates, 0),
-            self.rate(&self.reference_rates, 1)
+            self.timing_cells(&self.reference_timing)
         );
         for checked in self.checked {
             match &checked.result {
@@ -324,17 +400,16 @@ impl Report<'_> {
                         ),
                     };
                     out += &format!(
-                        "| {} | {} | {x} | {y} |{z} {} | {} | {} |\n",
+                        "| {} | {} | {x} | {y} |{z} {} |{}\n",
                         checked.file,
                         acc.quantization,
                         if acc.passed { "pass" } else { "FAIL" },
-                        self.rate(&checked.rates, 0),
-                        self.rate(&checked.rates, 1)
+                        self.timing_cells(&checked.timing)
                     );
                 }
                 Err(e) => {
                     out += &format!(
-                        "| {} | - | - | - |{filler} FAIL: {} | - | - |\n",
+                        "| {} | - | - | - |{filler} FAIL: {} | - | - | - | - |\n",
                         checked.file,
                         e.replace('|', "/").replace('\n', " ")
                     );
@@ -346,6 +421,11 @@ impl Report<'_> {
                 "\nnot quantized, not checked: {}\n",
                 self.skipped.join(", ")
             );
+        }
+        if !self.reference_timing.rows_per_s.is_empty() {
+            out +=
+                "\n(Nx): how many times FP32's rate, or FP32's CPU time per row over the file's; \
+                    timed on one stream of one CPU\n";
         }
         out += &format!(
             "\ncpu: {} ({})\n`corestream serve` chooses: {} ({})\n",
@@ -360,17 +440,23 @@ impl Report<'_> {
     }
 
     fn json(&self, passed: bool) -> Value {
-        let rates = |r: &[f64]| -> Value {
-            if r.is_empty() {
+        let by_batch = |values: Vec<Value>| -> Value {
+            if values.is_empty() {
                 Value::Null
             } else {
                 BATCHES
                     .iter()
-                    .zip(r)
-                    .map(|(b, r)| (b.to_string(), json!(r)))
+                    .zip(values)
+                    .map(|(b, v)| (b.to_string(), v))
                     .collect::<serde_json::Map<_, _>>()
                     .into()
             }
+        };
+        let timing = |t: &Timing| -> (Value, Value) {
+            (
+                by_batch(t.rows_per_s.iter().map(|r| json!(r)).collect()),
+                by_batch(t.cpu_ms_per_row.iter().map(|r| json!(r)).collect()),
+            )
         };
         let files: Vec<Value> = self
             .checked
@@ -380,15 +466,22 @@ impl Report<'_> {
                     Ok(acc) => serde_json::to_value(acc).unwrap_or(Value::Null),
                     Err(e) => json!({"file": c.file, "passed": false, "error": e}),
                 };
-                v["rows_per_s"] = rates(&c.rates);
+                let (rows_per_s, cpu_ms_per_row) = timing(&c.timing);
+                v["rows_per_s"] = rows_per_s;
+                v["cpu_ms_per_row"] = cpu_ms_per_row;
                 v
             })
             .collect();
+        let (rows_per_s, cpu_ms_per_row) = timing(&self.reference_timing);
         json!({
             "dir": self.dir.display().to_string(),
             "backend": self.backend,
             "model_type": self.kind,
-            "reference": {"file": self.reference, "rows_per_s": rates(&self.reference_rates)},
+            "reference": {
+                "file": self.reference,
+                "rows_per_s": rows_per_s,
+                "cpu_ms_per_row": cpu_ms_per_row,
+            },
             "thresholds": self.gate.thresholds(),
             "files": files,
             "not_quantized": self.skipped,

@@ -730,6 +730,14 @@ fn check_quantized_passes_the_fetched_int8_files() {
         rows[1].contains("| pass |") && rows[1].contains("x) |"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("| CPU ms/row B=1 | CPU ms/row B=16 |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("timed on one stream of one CPU"),
+        "{stdout}"
+    );
     assert!(stdout.contains("`corestream serve` chooses: "), "{stdout}");
     assert!(stdout.contains("thresholds: mean cosine >= 0.98, worst cosine >= 0.9"));
 }
