@@ -77,7 +77,7 @@ pub fn describe(outputs: &[(String, Vec<Option<usize>>)]) -> String {
 }
 
 /// Operators that compute in integers (int8 compute), as ONNX Runtime's quantizers write them.
-const INTEGER_OPS: [&str; 11] = [
+pub const INTEGER_OPS: [&str; 11] = [
     "MatMulInteger",
     "ConvInteger",
     "DynamicQuantizeLinear",
