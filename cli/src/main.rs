@@ -77,9 +77,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure items/s and latency for every batch x streams combination.
+    /// Measure items/s, latency and FLOP efficiency (GFLOP/s, % of the FP32 peak) for every
+    /// batch x streams combination.
     Bench(bench::BenchArgs),
-    /// Find the stream count and batch size with the highest throughput within a p99 bound.
+    /// Find the stream count and batch size with the highest throughput within a p99 bound
+    /// (each with its FLOP efficiency).
     Tune(tune::TuneArgs),
     /// Serve an embedding model over HTTP (OpenAI /v1/embeddings, text-embeddings-inference
     /// /embed and /info, /health, /metrics) from a Hugging Face model directory, on pinned
