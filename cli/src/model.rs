@@ -166,8 +166,10 @@ impl ModelSource {
 }
 
 /// Deterministic values for `n` elements of type `T`.
-fn pattern<T>(n: usize, f: impl Fn(usize) -> T) -> Vec<T> {
-    (0..n).map(|i| f((i * 7919) % 1000)).collect()
+fn pattern<T>(n: usize, fixed: Option<usize>, f: impl Fn(usize) -> T) -> Vec<T> {
+    (0..n)
+        .map(|i| f(fixed.unwrap_or((i * 7919) % 1000)))
+        .collect()
 }
 
 /// The input shapes for a batch of `b` rows, in the model's input order: an input named by
@@ -195,7 +197,20 @@ pub fn input_shapes(
         .collect()
 }
 
-/// Deterministic inputs for a batch of `b` rows, shaped by [`input_shapes`].
+/// What a transformer's conventional integer inputs must hold whatever the pattern: segment
+/// ids 0 (a BERT's `token_type_ids` index a table of 2 rows; ONNX Runtime refuses others) and
+/// a mask of ones (every token attended, as a real request of that length).
+fn fixed_value(name: &str) -> Option<usize> {
+    match name {
+        "token_type_ids" => Some(0),
+        "attention_mask" => Some(1),
+        _ => None,
+    }
+}
+
+/// Deterministic inputs for a batch of `b` rows, shaped by [`input_shapes`]: a fixed pattern
+/// of values below 1000 (in range for a text model's vocabulary), except the inputs
+/// [`fixed_value`] names.
 pub fn make_inputs(
     specs: &[InputSpec],
     shapes: &[InputShape],
@@ -206,13 +221,16 @@ pub fn make_inputs(
         .zip(input_shapes(specs, shapes, b)?)
         .map(|(spec, shape)| {
             let n: usize = shape.iter().product();
+            let fixed = fixed_value(&spec.name);
+            // A fixed value is the value itself; the pattern's floats are thousandths.
+            let scale: f32 = if fixed.is_some() { 1.0 } else { 1000.0 };
             let t = match spec.element_type {
-                Some(ElementType::F32) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as f32 / 1000.0)),
-                Some(ElementType::F64) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as f64 / 1000.0)),
-                Some(ElementType::I64) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as i64)),
-                Some(ElementType::I32) => Tensor::from_shape_vec(&shape, pattern(n, |v| v as i32)),
-                Some(ElementType::U8) => Tensor::from_shape_vec(&shape, pattern(n, |v| (v % 256) as u8)),
-                Some(ElementType::Bool) => Tensor::from_shape_vec(&shape, pattern(n, |v| v % 2 == 0)),
+                Some(ElementType::F32) => Tensor::from_shape_vec(&shape, pattern(n, fixed, |v| v as f32 / scale)),
+                Some(ElementType::F64) => Tensor::from_shape_vec(&shape, pattern(n, fixed, |v| v as f64 / f64::from(scale))),
+                Some(ElementType::I64) => Tensor::from_shape_vec(&shape, pattern(n, fixed, |v| v as i64)),
+                Some(ElementType::I32) => Tensor::from_shape_vec(&shape, pattern(n, fixed, |v| v as i32)),
+                Some(ElementType::U8) => Tensor::from_shape_vec(&shape, pattern(n, fixed, |v| (v % 256) as u8)),
+                Some(ElementType::Bool) => Tensor::from_shape_vec(&shape, pattern(n, fixed, |v| if fixed.is_some() { v != 0 } else { v % 2 == 0 })),
                 _ => return Err(Fail(format!(
                     "input {:?}: element type {} is not supported by bench (f32, f64, i64, i32, u8, bool)",
                     spec.name, spec.type_name
@@ -221,4 +239,28 @@ pub fn make_inputs(
             Ok(t?)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transformer_s_segment_ids_are_zero_and_its_mask_ones() {
+        let spec = |name: &str, t| InputSpec::new(name, t, &[None, Some(4)], &["batch", ""]);
+        let specs = [
+            spec("input_ids", ElementType::I64),
+            spec("attention_mask", ElementType::I64),
+            spec("token_type_ids", ElementType::I64),
+            spec("attention_mask", ElementType::F32),
+        ];
+        let inputs = make_inputs(&specs, &[], 3).unwrap();
+        let ids = inputs[0].view::<i64>().unwrap();
+        assert!(ids.iter().all(|&v| (0..1000).contains(&v)));
+        assert!(ids.iter().any(|&v| v > 1), "a varied pattern");
+        assert!(inputs[1].view::<i64>().unwrap().iter().all(|&v| v == 1));
+        assert!(inputs[2].view::<i64>().unwrap().iter().all(|&v| v == 0));
+        assert!(inputs[3].view::<f32>().unwrap().iter().all(|&v| v == 1.0));
+        assert_eq!(inputs[2].shape(), [3, 4]);
+    }
 }
