@@ -46,7 +46,10 @@ pub fn run(args: BenchArgs) -> Result<i32, Fail> {
     let cpus = CpuPool::all()?.len();
     check_streams(&args.streams, cpus)?;
     let backend = args.run.backends(false)?[0];
-    let source = ModelSource::new(args.model.clone(), &args.run);
+    let (source, choice) = ModelSource::new(args.model.clone(), &args.run).resolve(backend)?;
+    if let Some(reason) = &choice {
+        eprintln!("model: {} ({reason})", source.label());
+    }
     // Reject a bad model or --input before anything is measured.
     let loaded = source.load(backend, args.run.max_rows_per_run)?;
     let efficiency = Efficiency::new(&source, &loaded.inputs, &args.batch);

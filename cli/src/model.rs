@@ -11,6 +11,8 @@ use corestream::backend::tract::{OnnxModel, OnnxModelBuilder};
 use corestream::backend::{Backend, ElementType, InputSpec, Tensor};
 use corestream::bundled::EXAMPLENET1;
 use corestream::Module;
+use corestream_serve::model::quantized::{self, CpuFeatures, QuantizedMode};
+use corestream_serve::model::source;
 
 use crate::args::{InputShape, RunArgs};
 use crate::flops::OnnxGraph;
@@ -43,6 +45,31 @@ impl ModelSource {
             inputs: run.inputs.clone(),
             ort_spin: run.ort_spin,
         }
+    }
+
+    /// For a model directory, the source of the ONNX file `corestream serve` would serve on
+    /// `backend` (the quantized file the CPU suits on ONNX Runtime, else the FP32 one) and the
+    /// reason; a file (or the bundled model) is kept as is.
+    pub fn resolve(self, backend: Backend) -> Result<(ModelSource, Option<String>), Fail> {
+        let Some(dir) = self.path.as_deref().filter(|p| p.is_dir()) else {
+            return Ok((self, None));
+        };
+        let fp32 = source::fp32_file(dir).ok_or_else(|| {
+            Fail(format!(
+                "{}: a model directory needs onnx/model.onnx or model.onnx (it has: {})",
+                dir.display(),
+                source::onnx_files(dir).join(", ")
+            ))
+        })?;
+        let choice = quantized::choose(
+            &source::onnx_files(dir),
+            &fp32,
+            &CpuFeatures::detect(),
+            QuantizedMode::Auto,
+            backend,
+        );
+        let path = Some(dir.join(&choice.file));
+        Ok((ModelSource { path, ..self }, Some(choice.reason)))
     }
 
     /// The model's name in reports and in the builder code `tune` prints.

@@ -44,7 +44,12 @@ const TUNE_BATCHES: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 pub fn run(args: TuneArgs) -> Result<i32, Fail> {
     let bound_ms = args.latency_p99.as_secs_f64() * 1e3;
     let backends = args.run.backends(true)?;
-    let source = ModelSource::new(Some(args.model.clone()), &args.run);
+    // A model directory: the file `corestream serve` would serve on the first backend tried.
+    let (source, choice) =
+        ModelSource::new(Some(args.model.clone()), &args.run).resolve(backends[0])?;
+    if let Some(reason) = &choice {
+        eprintln!("model: {} ({reason})", source.label());
+    }
     // Reject a bad model or --input before anything is measured.
     let mut specs = Vec::new();
     for &backend in &backends {

@@ -838,3 +838,43 @@ fn check_quantized_bad_input_exits_2() {
         );
     }
 }
+
+/// `bench DIR` measures the file `corestream serve` would serve from a model directory: on
+/// ONNX Runtime the quantized file the CPU suits (the same one `check-quantized` names);
+/// stderr says which and why, and the JSON's model is that file.
+#[test]
+fn bench_on_a_model_directory_measures_the_file_serve_would_choose() {
+    let Some(dir) = minilm_l6() else { return };
+    let d = dir.to_str().unwrap();
+    let shape = ["--input", "input_ids=1x8", "--input", "attention_mask=1x8"];
+    let shape = [&shape[..], &["--input", "token_type_ids=1x8"]].concat();
+    let common = [
+        &shape[..],
+        &["--batch", "1", "--streams", "1", "--duration", "200ms"],
+    ]
+    .concat();
+    if !ort_available("bench_on_a_model_directory_measures_the_file_serve_would_choose") {
+        return;
+    }
+    let chosen = cli()
+        .args([
+            "check-quantized",
+            d,
+            "--json",
+            "--backend",
+            "ort",
+            "--seconds",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let chosen: serde_json::Value = serde_json::from_slice(&chosen.stdout).unwrap();
+    let chosen = chosen["chosen"]["file"].as_str().unwrap().to_owned();
+    let (_, stderr, report) =
+        bench_with_json_and_stderr(&[&[d, "--backend", "ort"][..], &common[..]].concat());
+    assert!(
+        stderr.contains(&format!("all-MiniLM-L6-v2/{chosen} (")),
+        "{stderr}"
+    );
+    assert!(report.to_string().contains(&chosen), "{report}");
+}
