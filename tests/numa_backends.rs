@@ -6,29 +6,10 @@
 mod common;
 
 use corestream::backend::Tensor;
-use corestream::ndarray::{ArrayD, IxDyn};
 use corestream::numa::Weights;
 use corestream::{Module, MultiStreamModule, Streams};
 
-use common::two_nodes;
-
-fn input(rows: usize) -> Vec<Tensor> {
-    let x = ArrayD::from_shape_fn(IxDyn(&[rows, 64, 3, 3]), |i| {
-        ((i[0] * 577 + i[1] * 31 + i[2] * 7 + i[3]) as f32 * 0.37).sin()
-    });
-    vec![Tensor::from(x)]
-}
-
-fn assert_close(got: &[Tensor], want: &[Tensor]) {
-    let (got, want) = (
-        got[0].view::<f32>().unwrap(),
-        want[0].view::<f32>().unwrap(),
-    );
-    assert_eq!(got.shape(), want.shape());
-    for (a, b) in got.iter().zip(want.iter()) {
-        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
-    }
-}
+use common::{assert_first_close as assert_close, examplenet1_input, two_nodes};
 
 /// Builds `model` on two streams seen on two nodes, checks the second runs a copy, and that
 /// both streams answer as `model` alone does.
@@ -39,7 +20,7 @@ where
     let Some((topology, pool)) = two_nodes() else {
         return;
     };
-    let want = model.forward(input(6)).unwrap();
+    let want = model.forward(examplenet1_input(6, 0)).unwrap();
     for replicas in [true, false] {
         let msm = MultiStreamModule::builder(model.replicate().unwrap().unwrap())
             .pool(pool.clone())
@@ -56,7 +37,7 @@ where
             "{plan}"
         );
         for _ in 0..3 {
-            assert_close(&msm.forward_sync(input(6)).unwrap(), &want);
+            assert_close(&msm.forward_sync(examplenet1_input(6, 0)).unwrap(), &want);
         }
     }
 }

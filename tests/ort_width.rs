@@ -11,11 +11,9 @@ use std::sync::Arc;
 use std::thread;
 
 use corestream::backend::ort::OrtModel;
-use corestream::backend::Tensor;
-use corestream::ndarray::{ArrayD, IxDyn};
 use corestream::{Batcher, CpuPool, MultiStreamModule, Streams, Width};
 
-use common::have_ort;
+use common::{assert_first_close as assert_close, examplenet1_input as input, have_ort};
 
 fn examplenet1() -> Arc<OrtModel> {
     let path = format!(
@@ -23,24 +21,6 @@ fn examplenet1() -> Arc<OrtModel> {
         env!("CARGO_MANIFEST_DIR")
     );
     Arc::new(OrtModel::load(path).unwrap())
-}
-
-fn input(rows: usize, seed: usize) -> Vec<Tensor> {
-    let x = ArrayD::from_shape_fn(IxDyn(&[rows, 64, 3, 3]), |i| {
-        ((i[0] * 577 + i[1] * 31 + i[2] * 7 + i[3] + seed) as f32 * 0.37).sin()
-    });
-    vec![Tensor::from(x)]
-}
-
-fn assert_close(got: &[Tensor], want: &[Tensor]) {
-    let (got, want) = (
-        got[0].view::<f32>().unwrap(),
-        want[0].view::<f32>().unwrap(),
-    );
-    assert_eq!(got.shape(), want.shape());
-    for (a, b) in got.iter().zip(want.iter()) {
-        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
-    }
 }
 
 fn one_cpu_streams(model: &Arc<OrtModel>, cpus: &[usize]) -> MultiStreamModule<Arc<OrtModel>> {

@@ -88,3 +88,28 @@ pub fn two_nodes() -> Option<(corestream::Topology, corestream::CpuPool)> {
     let pool = CpuPool::new_in(&t, [a, b]).unwrap();
     Some((t, pool))
 }
+
+/// ExampleNet1's input for `rows` rows, `(rows, 64, 3, 3)`, a deterministic pattern moved by
+/// `seed`.
+pub fn examplenet1_input(rows: usize, seed: usize) -> Vec<corestream::backend::Tensor> {
+    let x = corestream::ndarray::ArrayD::from_shape_fn(
+        corestream::ndarray::IxDyn(&[rows, 64, 3, 3]),
+        |i| ((i[0] * 577 + i[1] * 31 + i[2] * 7 + i[3] + seed) as f32 * 0.37).sin(),
+    );
+    vec![corestream::backend::Tensor::from(x)]
+}
+
+/// The first output of `got` equals `want`'s within 1e-4 relative (1e-4 absolute below 1).
+pub fn assert_first_close(
+    got: &[corestream::backend::Tensor],
+    want: &[corestream::backend::Tensor],
+) {
+    let (got, want) = (
+        got[0].view::<f32>().unwrap(),
+        want[0].view::<f32>().unwrap(),
+    );
+    assert_eq!(got.shape(), want.shape());
+    for (a, b) in got.iter().zip(want.iter()) {
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+    }
+}
