@@ -198,7 +198,7 @@ impl GateArgs {
 
 /// How a quantized file's answers compare with its FP32 file's on the probes, and the gate's
 /// verdict; `/info`'s `accuracy_gate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Accuracy {
     /// The quantized file, relative to the model directory.
     pub file: String,
@@ -356,21 +356,8 @@ impl Accuracy {
             Ok((answer(reference, input.clone())?, answer(candidate, input)?))
         };
         let mut accuracy = Accuracy {
-            file: String::new(),
-            quantization: String::new(),
-            reference: String::new(),
             model_type: kind.name().to_owned(),
-            probes: 0,
-            mean_cosine: None,
-            worst_cosine: None,
-            worst_probe: None,
-            rank_agreement: None,
-            top1_agreement: None,
-            label_agreement: None,
-            mean_abs_score_diff: None,
-            thresholds: Thresholds::default(),
-            passed: false,
-            seconds: 0.0,
+            ..Accuracy::default()
         };
         let abs_diff =
             |a: &[f32], b: &[f32]| mean(a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())));
@@ -643,13 +630,7 @@ mod tests {
             mean_cosine: Some(mean),
             worst_cosine: Some(worst),
             worst_probe: Some("Thanks!!!".into()),
-            rank_agreement: None,
-            top1_agreement: None,
-            label_agreement: None,
-            mean_abs_score_diff: None,
-            thresholds: Thresholds::default(),
-            passed: false,
-            seconds: 0.0,
+            ..Accuracy::default()
         }
     }
 
