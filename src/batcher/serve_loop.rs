@@ -483,10 +483,9 @@ where
 {
     fn drop(&mut self) {
         let shared = self.shared;
-        let took = self.started.elapsed();
         shared
             .wide
-            .ran(self.lane, self.rows, self.work, self.started, took);
+            .ran(self.lane, self.rows, self.work, self.started);
         if self.lane == Lane::Narrow {
             shared.wide.end_narrow();
             return;

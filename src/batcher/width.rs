@@ -16,7 +16,7 @@
 //! [`idle`](crate::idle)), and while wide batches are measured no faster than narrow ones
 //! ([`Payoff`]): a wide batch is as slow as its slowest CPU.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::payoff::Payoff;
 use crate::affinity;
@@ -216,20 +216,15 @@ impl WideGate {
     }
 
     /// A batch of `rows` rows and `work` work (padded tokens, or rows without a token
-    /// function) ran `took` in `lane`, from `started`: an adaptive batcher's record of whether
-    /// wide batches pay (narrow batches count when they are of a size that could run wide).
-    pub(super) fn ran(
-        &self,
-        lane: Lane,
-        rows: usize,
-        work: usize,
-        started: Instant,
-        took: Duration,
-    ) {
+    /// function) ran in `lane` from `started` until now: an adaptive batcher's record of
+    /// whether wide batches pay (narrow batches count when they are of a size that could run
+    /// wide). Other batchers read no clock here.
+    pub(super) fn ran(&self, lane: Lane, rows: usize, work: usize, started: Instant) {
         let Width::Adaptive { rows: max_rows, .. } = self.width else {
             return;
         };
         if self.stream.is_some() && (lane == Lane::Wide || rows <= max_rows) {
+            let took = started.elapsed();
             self.payoff.record(lane == Lane::Wide, work, started, took);
         }
     }
